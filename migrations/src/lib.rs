@@ -1,0 +1,34 @@
+//! Schema migrations of hokusai-serve (DESIGN.md §5), run by `hokusai-serve migrate`, by
+//! `dev` at start-up and by the tests.
+//!
+//! Each migration declares its tables by name, never through the entities of `shared`, so an
+//! applied migration can never change under our feet. Migrations are append-only, named
+//! `mYYYYMMDD_HHMMSS_verb_noun`, each with a working `down`, and run on SQLite and PostgreSQL.
+//!
+//! Layout: one file per migration; [`Migrator`] lists them in order.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261127_000001_create_deployed_models;
+mod m20261127_000002_create_deployment_events;
+mod m20261127_000003_create_outbox;
+mod m20261127_000004_create_queue_messages;
+mod m20261127_000005_create_processed_messages;
+mod m20261127_000006_create_mlflow_deliveries;
+
+/// All migrations, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261127_000001_create_deployed_models::Migration),
+            Box::new(m20261127_000002_create_deployment_events::Migration),
+            Box::new(m20261127_000003_create_outbox::Migration),
+            Box::new(m20261127_000004_create_queue_messages::Migration),
+            Box::new(m20261127_000005_create_processed_messages::Migration),
+            Box::new(m20261127_000006_create_mlflow_deliveries::Migration),
+        ]
+    }
+}

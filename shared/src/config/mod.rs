@@ -1,0 +1,403 @@
+//! Typed configuration of hokusai-serve (DESIGN.md §4).
+//!
+//! [`Settings::load`] merges the layers of [`sources`] and parses every variable once into
+//! typed fields; an invalid value is a [`ConfigError`] naming the variable and why. Nothing
+//! else in the project reads the process environment.
+
+mod secret;
+pub mod sources;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+pub use secret::{Secret, redact_url_password};
+use sources::{Origin, Sources};
+
+/// A configuration problem, shown to the operator as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable has a value we cannot use.
+    #[error("{variable}: {reason}")]
+    Invalid {
+        /// The variable's name.
+        variable: &'static str,
+        /// Why (never contains a secret value).
+        reason: String,
+    },
+    /// A configuration file cannot be read or parsed.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    fn invalid(variable: &'static str, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            variable,
+            reason: reason.into(),
+        }
+    }
+
+    fn file(path: &Path, reason: impl Into<String>) -> Self {
+        Self::File {
+            path: path.display().to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The deployment environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    /// A developer's machine: `.env` is read, the emulator and static keys are allowed.
+    Development,
+    /// Pre-production.
+    Staging,
+    /// Production: refuses static keys and the HF emulator.
+    Production,
+}
+
+impl Environment {
+    /// The lowercase name, as in `config/{name}.toml`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Development => "development",
+            Environment::Staging => "staging",
+            Environment::Production => "production",
+        }
+    }
+}
+
+impl FromStr for Environment {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "development" => Ok(Self::Development),
+            "staging" => Ok(Self::Staging),
+            "production" => Ok(Self::Production),
+            other => Err(format!(
+                "`{other}` is not one of development, staging, production"
+            )),
+        }
+    }
+}
+
+/// Which queue carries deployment commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueBackend {
+    /// Rows in the application database (the embedded default).
+    Db,
+    /// RabbitMQ through lapin.
+    RabbitMq,
+    /// AWS SQS.
+    Sqs,
+}
+
+impl FromStr for QueueBackend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "db" => Ok(Self::Db),
+            "rabbitmq" => Ok(Self::RabbitMq),
+            "sqs" => Ok(Self::Sqs),
+            other => Err(format!("`{other}` is not one of db, rabbitmq, sqs")),
+        }
+    }
+}
+
+/// How API keys are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthBackend {
+    /// auth.hokus.ai validation.
+    Hokusai,
+    /// Keys from configuration (development and tests only).
+    Static,
+}
+
+impl FromStr for AuthBackend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "hokusai" => Ok(Self::Hokusai),
+            "static" => Ok(Self::Static),
+            other => Err(format!("`{other}` is not one of hokusai, static")),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable, for a terminal.
+    Pretty,
+    /// One JSON object per line, for CloudWatch Logs.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pretty" => Ok(Self::Pretty),
+            "json" => Ok(Self::Json),
+            other => Err(format!("`{other}` is not one of pretty, json")),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// development, staging or production.
+    pub environment: Environment,
+    /// HTTP listener and request limits.
+    pub api: ApiSettings,
+    /// `DATABASE_URL`.
+    pub database_url: Secret,
+    /// Queue backend and its connection details.
+    pub queue: QueueSettings,
+    /// Worker behaviour.
+    pub worker: WorkerSettings,
+    /// HuggingFace Inference Endpoints.
+    pub huggingface: HuggingFaceSettings,
+    /// API key validation.
+    pub auth: AuthSettings,
+    /// MLflow REST and webhooks.
+    pub mlflow: MlflowSettings,
+    /// Logs and metrics.
+    pub telemetry: TelemetrySettings,
+}
+
+/// HTTP listener and request limits.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// `API_HOST`.
+    pub host: String,
+    /// `API_PORT` (0 picks a free port).
+    pub port: u16,
+    /// `MAX_BODY_BYTES`: larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// `PREDICT_TIMEOUT_SECONDS`: upstream timeout of a prediction.
+    pub predict_timeout: Duration,
+    /// `SCALE_UP_TIMEOUT_SECONDS`: sent as `X-Scale-Up-Timeout` to scaled-to-zero endpoints.
+    pub scale_up_timeout: Duration,
+}
+
+/// Queue backend and its connection details.
+#[derive(Debug, Clone)]
+pub struct QueueSettings {
+    /// `QUEUE_BACKEND`.
+    pub backend: QueueBackend,
+    /// `AMQP_URL`.
+    pub amqp_url: Secret,
+    /// `SQS_QUEUE_URL`.
+    pub sqs_queue_url: Option<String>,
+    /// `SQS_DLQ_URL`.
+    pub sqs_dlq_url: Option<String>,
+    /// `QUEUE_MAX_ATTEMPTS`: dead-letter threshold.
+    pub max_attempts: u32,
+}
+
+/// Worker behaviour.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// `WORKER_CONCURRENCY`: handlers per worker process.
+    pub concurrency: usize,
+    /// `DEPLOY_TIMEOUT_SECONDS`: give up provisioning and roll back.
+    pub deploy_timeout: Duration,
+    /// `RETIRE_AFTER_SECONDS`: how long a replaced version keeps running for instant rollback.
+    pub retire_after: Duration,
+}
+
+/// HuggingFace Inference Endpoints.
+#[derive(Debug, Clone)]
+pub struct HuggingFaceSettings {
+    /// `HUGGINGFACE_API_KEY`; `None` means the emulator (development only).
+    pub api_key: Option<Secret>,
+    /// `HUGGINGFACE_NAMESPACE`: the user or organisation owning the endpoints.
+    pub namespace: Option<String>,
+    /// `HUGGINGFACE_API_BASE`.
+    pub api_base: String,
+    /// `HUGGINGFACE_DEFAULT_VENDOR`.
+    pub default_vendor: String,
+    /// `HUGGINGFACE_DEFAULT_REGION`.
+    pub default_region: String,
+    /// `HUGGINGFACE_DEFAULT_INSTANCE_TYPE`.
+    pub default_instance_type: String,
+    /// `HUGGINGFACE_DEFAULT_INSTANCE_SIZE`.
+    pub default_instance_size: String,
+    /// `HUGGINGFACE_TIMEOUT`: per call.
+    pub timeout: Duration,
+    /// `HUGGINGFACE_MAX_RETRIES`.
+    pub max_retries: u32,
+}
+
+/// API key validation.
+#[derive(Debug, Clone)]
+pub struct AuthSettings {
+    /// `AUTH_BACKEND`.
+    pub backend: AuthBackend,
+    /// `HOKUSAI_AUTH_SERVICE_URL`.
+    pub service_url: String,
+    /// `AUTH_SERVICE_ID`.
+    pub service_id: String,
+    /// `AUTH_SERVICE_TIMEOUT`.
+    pub service_timeout: Duration,
+    /// `AUTH_CACHE_TTL_SECONDS`.
+    pub cache_ttl: Duration,
+    /// `AUTH_NEGATIVE_CACHE_TTL_SECONDS`.
+    pub negative_cache_ttl: Duration,
+    /// `AUTH_STALE_IF_ERROR_SECONDS` (0 = fail closed).
+    pub stale_if_error: Duration,
+    /// `HOKUSAI_DEV_API_KEY`: the static key of `dev` (generated when unset).
+    pub dev_api_key: Option<Secret>,
+}
+
+/// MLflow REST and webhooks.
+#[derive(Debug, Clone)]
+pub struct MlflowSettings {
+    /// `MLFLOW_TRACKING_URI`.
+    pub tracking_uri: Option<String>,
+    /// `MLFLOW_TRACKING_TOKEN` (Bearer).
+    pub tracking_token: Option<Secret>,
+    /// `MLFLOW_TRACKING_USERNAME` (Basic).
+    pub tracking_username: Option<String>,
+    /// `MLFLOW_TRACKING_PASSWORD` (Basic).
+    pub tracking_password: Option<Secret>,
+    /// `MLFLOW_WEBHOOK_SECRET`: HMAC key of the webhook signature.
+    pub webhook_secret: Option<Secret>,
+    /// `MLFLOW_RECONCILE_INTERVAL_SECONDS`.
+    pub reconcile_interval: Duration,
+}
+
+/// Logs and metrics.
+#[derive(Debug, Clone)]
+pub struct TelemetrySettings {
+    /// `LOG_FORMAT`.
+    pub log_format: LogFormat,
+    /// `RUST_LOG`: a tracing filter.
+    pub log_filter: String,
+    /// `LOG_PAYLOADS`: log (truncated) request bodies.
+    pub log_payloads: bool,
+    /// `CLOUDWATCH_NAMESPACE`.
+    pub cloudwatch_namespace: String,
+    /// `METRICS_CLOUDWATCH_ENABLED`.
+    pub cloudwatch_enabled: bool,
+}
+
+mod parse;
+
+/// Where to look for configuration.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// The folder holding `{ENVIRONMENT}.toml` (default `config`).
+    pub config_dir: PathBuf,
+    /// The `.env` file read in development (default `.env`).
+    pub dotenv: PathBuf,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            config_dir: PathBuf::from("config"),
+            dotenv: PathBuf::from(".env"),
+        }
+    }
+}
+
+impl Settings {
+    /// Loads from the process environment and the files in the current directory.
+    pub fn load() -> Result<(Self, Sources), ConfigError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Self::load_from(&env, &LoadOptions::default())
+    }
+
+    /// Loads from an explicit environment (tests use this; nothing global is read).
+    pub fn load_from(
+        env: &HashMap<String, String>,
+        options: &LoadOptions,
+    ) -> Result<(Self, Sources), ConfigError> {
+        let environment: Environment = match env.get("ENVIRONMENT").filter(|v| !v.is_empty()) {
+            Some(v) => v
+                .parse()
+                .map_err(|r| ConfigError::invalid("ENVIRONMENT", r))?,
+            None => Environment::Development,
+        };
+        let mut sources = parse::defaults(environment);
+        sources.layer_file(
+            &options
+                .config_dir
+                .join(format!("{}.toml", environment.as_str())),
+        )?;
+        if environment == Environment::Development {
+            sources.layer_env(&sources::read_dotenv(&options.dotenv)?, &Origin::DotEnv);
+        }
+        sources.layer_env(env, &Origin::Env);
+        sources.set("ENVIRONMENT", environment.as_str(), origin_of(env));
+        let settings = parse::settings(environment, &sources)?;
+        settings.check_policy()?;
+        Ok((settings, sources))
+    }
+
+    /// Rules that span variables: what production refuses, what a backend needs.
+    fn check_policy(&self) -> Result<(), ConfigError> {
+        if self.environment == Environment::Production {
+            if self.auth.backend == AuthBackend::Static {
+                return Err(ConfigError::invalid(
+                    "AUTH_BACKEND",
+                    "`static` keys are refused in production; use `hokusai`",
+                ));
+            }
+            if self.huggingface.api_key.is_none() {
+                return Err(ConfigError::invalid(
+                    "HUGGINGFACE_API_KEY",
+                    "required in production (without it the HF emulator would be used)",
+                ));
+            }
+        }
+        if self.queue.backend == QueueBackend::Sqs {
+            if self.queue.sqs_queue_url.is_none() {
+                return Err(ConfigError::invalid(
+                    "SQS_QUEUE_URL",
+                    "required when QUEUE_BACKEND=sqs",
+                ));
+            }
+            if self.queue.sqs_dlq_url.is_none() {
+                return Err(ConfigError::invalid(
+                    "SQS_DLQ_URL",
+                    "required when QUEUE_BACKEND=sqs",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the HF emulator stands in for HuggingFace (no token configured).
+    pub fn uses_hf_emulator(&self) -> bool {
+        self.huggingface.api_key.is_none()
+    }
+}
+
+fn origin_of(env: &HashMap<String, String>) -> Origin {
+    if env.get("ENVIRONMENT").is_some_and(|v| !v.is_empty()) {
+        Origin::Env
+    } else {
+        Origin::Default
+    }
+}
+
+impl fmt::Display for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,233 @@
+//! Built-in defaults and the typed parse of every variable.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::sources::{Origin, Sources, VARIABLES};
+use super::*;
+
+/// The default sqlite database of development (`dev` points it into `--data-dir`).
+pub const DEV_DATABASE_URL: &str = "sqlite://.hokusai/hokusai.db?mode=rwc";
+
+/// The built-in layer. Some defaults depend on the environment (DESIGN.md §4).
+pub fn defaults(environment: Environment) -> Sources {
+    let dev = environment == Environment::Development;
+    let mut s = Sources::default();
+    let mut d = |name: &'static str, value: &str| s.set(name, value, Origin::Default);
+    d("API_HOST", "0.0.0.0");
+    d("API_PORT", "8001");
+    if dev {
+        d("DATABASE_URL", DEV_DATABASE_URL);
+    }
+    d("QUEUE_BACKEND", "db");
+    d("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+    d(
+        "HUGGINGFACE_API_BASE",
+        "https://api.endpoints.huggingface.cloud",
+    );
+    d("HUGGINGFACE_DEFAULT_VENDOR", "aws");
+    d("HUGGINGFACE_DEFAULT_REGION", "us-east-1");
+    d("HUGGINGFACE_DEFAULT_INSTANCE_TYPE", "intel-spr");
+    d("HUGGINGFACE_DEFAULT_INSTANCE_SIZE", "x2");
+    d("HUGGINGFACE_TIMEOUT", "30");
+    d("HUGGINGFACE_MAX_RETRIES", "5");
+    d("HOKUSAI_AUTH_SERVICE_URL", "https://auth.hokus.ai");
+    d("AUTH_BACKEND", if dev { "static" } else { "hokusai" });
+    d("AUTH_SERVICE_ID", "platform");
+    d("AUTH_SERVICE_TIMEOUT", "5");
+    d("AUTH_CACHE_TTL_SECONDS", "300");
+    d("AUTH_NEGATIVE_CACHE_TTL_SECONDS", "30");
+    d("AUTH_STALE_IF_ERROR_SECONDS", "0");
+    d("MLFLOW_RECONCILE_INTERVAL_SECONDS", "300");
+    d("CLOUDWATCH_NAMESPACE", "Hokusai/API");
+    d("METRICS_CLOUDWATCH_ENABLED", "false");
+    d("LOG_FORMAT", if dev { "pretty" } else { "json" });
+    d("RUST_LOG", "info,sqlx=warn,sea_orm=warn");
+    d("LOG_PAYLOADS", "false");
+    d("MAX_BODY_BYTES", "10485760");
+    d("PREDICT_TIMEOUT_SECONDS", "25");
+    d("SCALE_UP_TIMEOUT_SECONDS", "60");
+    d("QUEUE_MAX_ATTEMPTS", "8");
+    d("WORKER_CONCURRENCY", "4");
+    d("DEPLOY_TIMEOUT_SECONDS", "1800");
+    d("RETIRE_AFTER_SECONDS", "600");
+    s
+}
+
+/// Reads typed values out of the merged layers, naming the variable on every error.
+struct Reader<'a>(&'a Sources);
+
+impl Reader<'_> {
+    fn name(name: &str) -> &'static str {
+        VARIABLES
+            .iter()
+            .find(|v| v.name == name)
+            .map(|v| v.name)
+            .expect("every variable read is declared in sources::VARIABLES")
+    }
+
+    fn opt_string(&self, name: &str) -> Option<String> {
+        self.0.get(name).map(str::to_owned)
+    }
+
+    fn string(&self, name: &str) -> Result<String, ConfigError> {
+        self.opt_string(name)
+            .ok_or_else(|| ConfigError::invalid(Self::name(name), "is required"))
+    }
+
+    fn opt_secret(&self, name: &str) -> Option<Secret> {
+        self.0.get(name).map(Secret::new)
+    }
+
+    fn parsed<T: FromStr>(&self, name: &str, what: &str) -> Result<T, ConfigError> {
+        let raw = self.string(name)?;
+        raw.trim()
+            .parse()
+            .map_err(|_| ConfigError::invalid(Self::name(name), format!("`{raw}` is not {what}")))
+    }
+
+    fn choice<T: FromStr<Err = String>>(&self, name: &str) -> Result<T, ConfigError> {
+        self.string(name)?
+            .trim()
+            .parse()
+            .map_err(|r| ConfigError::invalid(Self::name(name), r))
+    }
+
+    fn bool(&self, name: &str) -> Result<bool, ConfigError> {
+        match self.string(name)?.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            other => Err(ConfigError::invalid(
+                Self::name(name),
+                format!("`{other}` is not a boolean (true or false)"),
+            )),
+        }
+    }
+
+    fn seconds(&self, name: &str, min: u64) -> Result<Duration, ConfigError> {
+        let n: u64 = self.parsed(name, "a whole number of seconds")?;
+        if n < min {
+            return Err(ConfigError::invalid(
+                Self::name(name),
+                format!("must be at least {min}"),
+            ));
+        }
+        Ok(Duration::from_secs(n))
+    }
+
+    fn positive<T: FromStr + PartialOrd + From<u8>>(&self, name: &str) -> Result<T, ConfigError> {
+        let n: T = self.parsed(name, "a whole number")?;
+        if n < T::from(1) {
+            return Err(ConfigError::invalid(Self::name(name), "must be at least 1"));
+        }
+        Ok(n)
+    }
+
+    fn url(&self, name: &str, schemes: &[&str]) -> Result<String, ConfigError> {
+        let raw = self.string(name)?;
+        check_url(name, &raw, schemes)?;
+        Ok(raw.trim_end_matches('/').to_owned())
+    }
+
+    fn opt_url(&self, name: &str, schemes: &[&str]) -> Result<Option<String>, ConfigError> {
+        match self.0.get(name) {
+            Some(_) => self.url(name, schemes).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+fn check_url(name: &str, raw: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    let ok = schemes.iter().any(|s| {
+        raw.strip_prefix(s)
+            .and_then(|rest| rest.strip_prefix("://"))
+            .is_some_and(|r| !r.is_empty())
+    });
+    if ok {
+        Ok(())
+    } else {
+        // The value may hold credentials: say what is expected, not what was given.
+        Err(ConfigError::invalid(
+            Reader::name(name),
+            format!("must be a URL starting with {}://", schemes.join("://, ")),
+        ))
+    }
+}
+
+fn log_filter(r: &Reader<'_>) -> Result<String, ConfigError> {
+    let raw = r.string("RUST_LOG")?;
+    tracing_subscriber::EnvFilter::try_new(&raw).map_err(|e| {
+        ConfigError::invalid("RUST_LOG", format!("`{raw}` is not a valid filter: {e}"))
+    })?;
+    Ok(raw)
+}
+
+/// Parses every variable.
+pub fn settings(environment: Environment, s: &Sources) -> Result<Settings, ConfigError> {
+    let r = Reader(s);
+    let database_url = r.string("DATABASE_URL")?;
+    check_url(
+        "DATABASE_URL",
+        &database_url,
+        &["sqlite", "postgres", "postgresql"],
+    )?;
+    Ok(Settings {
+        environment,
+        api: ApiSettings {
+            host: r.string("API_HOST")?,
+            port: r.parsed("API_PORT", "a port number (0-65535)")?,
+            max_body_bytes: r.positive("MAX_BODY_BYTES")?,
+            predict_timeout: r.seconds("PREDICT_TIMEOUT_SECONDS", 1)?,
+            scale_up_timeout: r.seconds("SCALE_UP_TIMEOUT_SECONDS", 0)?,
+        },
+        database_url: Secret::new(database_url),
+        queue: QueueSettings {
+            backend: r.choice("QUEUE_BACKEND")?,
+            amqp_url: Secret::new(r.url("AMQP_URL", &["amqp", "amqps"])?),
+            sqs_queue_url: r.opt_url("SQS_QUEUE_URL", &["http", "https"])?,
+            sqs_dlq_url: r.opt_url("SQS_DLQ_URL", &["http", "https"])?,
+            max_attempts: r.positive("QUEUE_MAX_ATTEMPTS")?,
+        },
+        worker: WorkerSettings {
+            concurrency: r.positive("WORKER_CONCURRENCY")?,
+            deploy_timeout: r.seconds("DEPLOY_TIMEOUT_SECONDS", 1)?,
+            retire_after: r.seconds("RETIRE_AFTER_SECONDS", 0)?,
+        },
+        huggingface: HuggingFaceSettings {
+            api_key: r.opt_secret("HUGGINGFACE_API_KEY"),
+            namespace: r.opt_string("HUGGINGFACE_NAMESPACE"),
+            api_base: r.url("HUGGINGFACE_API_BASE", &["http", "https"])?,
+            default_vendor: r.string("HUGGINGFACE_DEFAULT_VENDOR")?,
+            default_region: r.string("HUGGINGFACE_DEFAULT_REGION")?,
+            default_instance_type: r.string("HUGGINGFACE_DEFAULT_INSTANCE_TYPE")?,
+            default_instance_size: r.string("HUGGINGFACE_DEFAULT_INSTANCE_SIZE")?,
+            timeout: r.seconds("HUGGINGFACE_TIMEOUT", 1)?,
+            max_retries: r.parsed("HUGGINGFACE_MAX_RETRIES", "a whole number")?,
+        },
+        auth: AuthSettings {
+            backend: r.choice("AUTH_BACKEND")?,
+            service_url: r.url("HOKUSAI_AUTH_SERVICE_URL", &["http", "https"])?,
+            service_id: r.string("AUTH_SERVICE_ID")?,
+            service_timeout: r.seconds("AUTH_SERVICE_TIMEOUT", 1)?,
+            cache_ttl: r.seconds("AUTH_CACHE_TTL_SECONDS", 0)?,
+            negative_cache_ttl: r.seconds("AUTH_NEGATIVE_CACHE_TTL_SECONDS", 0)?,
+            stale_if_error: r.seconds("AUTH_STALE_IF_ERROR_SECONDS", 0)?,
+            dev_api_key: r.opt_secret("HOKUSAI_DEV_API_KEY"),
+        },
+        mlflow: MlflowSettings {
+            tracking_uri: r.opt_url("MLFLOW_TRACKING_URI", &["http", "https"])?,
+            tracking_token: r.opt_secret("MLFLOW_TRACKING_TOKEN"),
+            tracking_username: r.opt_string("MLFLOW_TRACKING_USERNAME"),
+            tracking_password: r.opt_secret("MLFLOW_TRACKING_PASSWORD"),
+            webhook_secret: r.opt_secret("MLFLOW_WEBHOOK_SECRET"),
+            reconcile_interval: r.seconds("MLFLOW_RECONCILE_INTERVAL_SECONDS", 1)?,
+        },
+        telemetry: TelemetrySettings {
+            log_format: r.choice("LOG_FORMAT")?,
+            log_filter: log_filter(&r)?,
+            log_payloads: r.bool("LOG_PAYLOADS")?,
+            cloudwatch_namespace: r.string("CLOUDWATCH_NAMESPACE")?,
+            cloudwatch_enabled: r.bool("METRICS_CLOUDWATCH_ENABLED")?,
+        },
+    })
+}

@@ -1,0 +1,191 @@
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use super::*;
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+/// Options pointing at a fresh folder, so the developer's own files never leak in.
+fn isolated(files: &[(&str, &str)]) -> (LoadOptions, PathBuf) {
+    let dir = std::env::temp_dir().join(format!("hokusai-config-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).expect("write file");
+    }
+    (
+        LoadOptions {
+            config_dir: dir.clone(),
+            dotenv: dir.join(".env"),
+        },
+        dir,
+    )
+}
+
+fn error_of(pairs: &[(&str, &str)]) -> String {
+    let (options, _dir) = isolated(&[]);
+    Settings::load_from(&env(pairs), &options)
+        .expect_err("must be refused")
+        .to_string()
+}
+
+#[test]
+fn development_defaults_need_no_configuration() {
+    let (options, _dir) = isolated(&[]);
+    let (settings, _) = Settings::load_from(&env(&[]), &options).expect("defaults are valid");
+    assert_eq!(settings.environment, Environment::Development);
+    assert_eq!(settings.api.port, 8001);
+    assert_eq!(settings.queue.backend, QueueBackend::Db);
+    assert_eq!(settings.auth.backend, AuthBackend::Static);
+    assert_eq!(settings.telemetry.log_format, LogFormat::Pretty);
+    assert_eq!(settings.database_url.expose(), parse::DEV_DATABASE_URL);
+    assert_eq!(settings.worker.deploy_timeout, Duration::from_secs(1800));
+    assert!(settings.uses_hf_emulator());
+}
+
+#[test]
+fn bad_values_name_the_variable_and_the_reason() {
+    assert_eq!(
+        error_of(&[("QUEUE_BACKEND", "kafka")]),
+        "QUEUE_BACKEND: `kafka` is not one of db, rabbitmq, sqs"
+    );
+    assert_eq!(
+        error_of(&[("API_PORT", "abc")]),
+        "API_PORT: `abc` is not a port number (0-65535)"
+    );
+    assert_eq!(
+        error_of(&[("API_PORT", "70000")]),
+        "API_PORT: `70000` is not a port number (0-65535)"
+    );
+    assert_eq!(
+        error_of(&[("WORKER_CONCURRENCY", "0")]),
+        "WORKER_CONCURRENCY: must be at least 1"
+    );
+    assert_eq!(
+        error_of(&[("LOG_PAYLOADS", "maybe")]),
+        "LOG_PAYLOADS: `maybe` is not a boolean (true or false)"
+    );
+    assert!(error_of(&[("ENVIRONMENT", "prod")]).starts_with("ENVIRONMENT: `prod`"));
+}
+
+#[test]
+fn invalid_urls_do_not_echo_credentials() {
+    let message = error_of(&[("DATABASE_URL", "mysql://root:hunter2@db/x")]);
+    assert!(
+        message.starts_with("DATABASE_URL: must be a URL"),
+        "{message}"
+    );
+    assert!(!message.contains("hunter2"));
+}
+
+#[test]
+fn production_refuses_static_keys_and_the_emulator() {
+    let base = [
+        ("ENVIRONMENT", "production"),
+        ("DATABASE_URL", "postgres://db/hokusai"),
+    ];
+    assert!(error_of(&base).starts_with("HUGGINGFACE_API_KEY: required in production"));
+    let with_static = [
+        &base[..],
+        &[("HUGGINGFACE_API_KEY", "hf_x"), ("AUTH_BACKEND", "static")],
+    ]
+    .concat();
+    assert!(error_of(&with_static).starts_with("AUTH_BACKEND: `static` keys are refused"));
+    let without_db = [
+        ("ENVIRONMENT", "production"),
+        ("HUGGINGFACE_API_KEY", "hf_x"),
+    ];
+    assert_eq!(error_of(&without_db), "DATABASE_URL: is required");
+}
+
+#[test]
+fn production_defaults_to_hokusai_auth_and_json_logs() {
+    let (options, _dir) = isolated(&[]);
+    let vars = env(&[
+        ("ENVIRONMENT", "production"),
+        ("DATABASE_URL", "postgres://db/hokusai"),
+        ("HUGGINGFACE_API_KEY", "hf_x"),
+    ]);
+    let (settings, _) = Settings::load_from(&vars, &options).expect("valid");
+    assert_eq!(settings.auth.backend, AuthBackend::Hokusai);
+    assert_eq!(settings.telemetry.log_format, LogFormat::Json);
+}
+
+#[test]
+fn sqs_backend_needs_both_queue_urls() {
+    assert_eq!(
+        error_of(&[("QUEUE_BACKEND", "sqs")]),
+        "SQS_QUEUE_URL: required when QUEUE_BACKEND=sqs"
+    );
+}
+
+#[test]
+fn layers_apply_in_order_file_then_dotenv_then_environment() {
+    let (options, _dir) = isolated(&[
+        (
+            "development.toml",
+            "queue_max_attempts = 3\n[api]\nport = 9001\nhost = \"127.0.0.1\"\n",
+        ),
+        (".env", "API_PORT=9002\nWORKER_CONCURRENCY=7\n"),
+    ]);
+    let (settings, sources) =
+        Settings::load_from(&env(&[("WORKER_CONCURRENCY", "9")]), &options).expect("valid");
+    assert_eq!(settings.api.host, "127.0.0.1");
+    assert_eq!(settings.api.port, 9002, ".env beats the file");
+    assert_eq!(settings.worker.concurrency, 9, "the environment beats .env");
+    assert_eq!(settings.queue.max_attempts, 3);
+    let origin = |name: &str| {
+        sources
+            .redacted()
+            .into_iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, _, o)| o.to_string())
+    };
+    assert_eq!(origin("API_PORT").as_deref(), Some(".env"));
+    assert_eq!(origin("WORKER_CONCURRENCY").as_deref(), Some("environment"));
+}
+
+#[test]
+fn dotenv_is_ignored_outside_development() {
+    let (options, _dir) = isolated(&[(".env", "API_PORT=9002\n")]);
+    let vars = env(&[
+        ("ENVIRONMENT", "staging"),
+        ("DATABASE_URL", "postgres://db/hokusai"),
+    ]);
+    let (settings, _) = Settings::load_from(&vars, &options).expect("valid");
+    assert_eq!(settings.api.port, 8001);
+}
+
+#[test]
+fn unknown_keys_in_files_are_errors() {
+    let (options, dir) = isolated(&[("development.toml", "[api]\nprot = 1\n")]);
+    let message = Settings::load_from(&env(&[]), &options)
+        .expect_err("typo")
+        .to_string();
+    assert_eq!(
+        message,
+        format!(
+            "{}: unknown setting `API_PROT`",
+            dir.join("development.toml").display()
+        )
+    );
+}
+
+#[test]
+fn debug_output_redacts_secrets() {
+    let (options, _dir) = isolated(&[]);
+    let vars = env(&[
+        ("HUGGINGFACE_API_KEY", "hf_topsecret"),
+        ("MLFLOW_WEBHOOK_SECRET", "whsec"),
+    ]);
+    let (settings, _) = Settings::load_from(&vars, &options).expect("valid");
+    let debug = format!("{settings:?}");
+    assert!(
+        !debug.contains("hf_topsecret") && !debug.contains("whsec"),
+        "{debug}"
+    );
+}

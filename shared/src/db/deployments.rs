@@ -1,0 +1,309 @@
+//! Repository of deployments: creation with its first event and command, status transitions
+//! under an optimistic lock, and the queries the API and the worker need.
+
+use chrono::Utc;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, TransactionTrait,
+};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::DbError;
+use super::entities::{deployed_models, deployment_events};
+use super::outbox;
+use crate::domain::{DeploymentId, DeploymentStatus, ModelId};
+use crate::queue::{DEPLOYMENTS_QUEUE, Envelope};
+
+pub use deployed_models::Model as Deployment;
+pub use deployment_events::Model as DeploymentEvent;
+
+/// What is known about a deployment when it is requested.
+#[derive(Debug, Clone)]
+pub struct NewDeployment {
+    /// Its id (chosen by the caller so commands can name it before the insert).
+    pub id: DeploymentId,
+    /// The model.
+    pub model_id: ModelId,
+    /// MLflow version.
+    pub model_version: Option<String>,
+    /// Provider name.
+    pub provider: String,
+    /// Instance type.
+    pub instance_type: String,
+    /// Instance size.
+    pub instance_size: Option<String>,
+    /// Vendor.
+    pub vendor: Option<String>,
+    /// Region.
+    pub region: Option<String>,
+    /// Task.
+    pub task: Option<String>,
+    /// Framework.
+    pub framework: Option<String>,
+    /// HF repository.
+    pub repository: Option<String>,
+    /// Revision.
+    pub revision: Option<String>,
+    /// Free-form metadata.
+    pub metadata: Option<Value>,
+    /// Price per hour.
+    pub hourly_cost_usd: Option<f64>,
+}
+
+/// Creates a `pending` deployment, its `created` event and `command` in the outbox, in one
+/// transaction: all three exist afterwards, or none does.
+pub async fn create(
+    db: &DatabaseConnection,
+    new: NewDeployment,
+    command: &Envelope,
+) -> Result<Deployment, DbError> {
+    let txn = db.begin().await?;
+    let deployment = insert(&txn, new).await?;
+    record_event(
+        &txn,
+        &deployment,
+        "created",
+        None,
+        "deployment requested",
+        None,
+    )
+    .await?;
+    outbox::enqueue(&txn, DEPLOYMENTS_QUEUE, command, None).await?;
+    txn.commit().await?;
+    Ok(deployment)
+}
+
+async fn insert<C: ConnectionTrait>(conn: &C, new: NewDeployment) -> Result<Deployment, DbError> {
+    let now = Utc::now();
+    let model_id = new.model_id.as_str().to_owned();
+    deployed_models::ActiveModel {
+        id: Set(new.id.0),
+        model_id: Set(model_id.clone()),
+        model_version: Set(new.model_version),
+        provider: Set(new.provider),
+        provider_model_id: Set(None),
+        endpoint_url: Set(None),
+        status: Set(DeploymentStatus::Pending),
+        provider_status: Set(None),
+        instance_type: Set(new.instance_type),
+        instance_size: Set(new.instance_size),
+        vendor: Set(new.vendor),
+        region: Set(new.region),
+        task: Set(new.task),
+        framework: Set(new.framework),
+        repository: Set(new.repository),
+        revision: Set(new.revision),
+        error_message: Set(None),
+        metadata: Set(new.metadata),
+        is_active: Set(false),
+        hourly_cost_usd: Set(new.hourly_cost_usd),
+        accrued_cost_usd: Set(0.0),
+        lock_version: Set(0),
+        created_at: Set(now),
+        updated_at: Set(now),
+        deployed_at: Set(None),
+        stopped_at: Set(None),
+    }
+    .insert(conn)
+    .await
+    .map_err(|e| DbError::from_write(e, &model_id))
+}
+
+/// Columns a transition may change besides the status. `None` leaves a column alone.
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    /// New provider state.
+    pub provider_status: Option<String>,
+    /// Provider endpoint name.
+    pub provider_model_id: Option<String>,
+    /// Endpoint URL.
+    pub endpoint_url: Option<String>,
+    /// Failure reason (`Some(None)` clears it).
+    pub error_message: Option<Option<String>>,
+    /// Active flag.
+    pub is_active: Option<bool>,
+    /// Accrued cost.
+    pub accrued_cost_usd: Option<f64>,
+}
+
+/// A status change and its event.
+#[derive(Debug, Clone)]
+pub struct Transition {
+    /// Target status.
+    pub to: DeploymentStatus,
+    /// Event message for operators.
+    pub message: String,
+    /// Event details.
+    pub details: Option<Value>,
+    /// Other columns to set.
+    pub changes: Changes,
+}
+
+/// Moves `current` to `transition.to` and appends the event, if and only if nobody changed
+/// the row since `current` was read (same `lock_version`) and the status machine allows it.
+/// Runs on the caller's connection or transaction; returns the updated row.
+pub async fn transition<C: ConnectionTrait>(
+    conn: &C,
+    current: &Deployment,
+    transition: Transition,
+) -> Result<Deployment, DbError> {
+    let id = DeploymentId(current.id);
+    if !current.status.can_transition_to(transition.to) {
+        return Err(DbError::IllegalTransition {
+            id,
+            from: current.status,
+            to: transition.to,
+        });
+    }
+    let now = Utc::now();
+    let to = transition.to;
+    let mut update = deployed_models::Entity::update_many()
+        .col_expr(deployed_models::Column::Status, Expr::value(to.as_str()))
+        .col_expr(
+            deployed_models::Column::LockVersion,
+            Expr::value(current.lock_version + 1),
+        )
+        .col_expr(deployed_models::Column::UpdatedAt, Expr::value(now));
+    let c = transition.changes;
+    if let Some(v) = c.provider_status {
+        update = update.col_expr(deployed_models::Column::ProviderStatus, Expr::value(v));
+    }
+    if let Some(v) = c.provider_model_id {
+        update = update.col_expr(deployed_models::Column::ProviderModelId, Expr::value(v));
+    }
+    if let Some(v) = c.endpoint_url {
+        update = update.col_expr(deployed_models::Column::EndpointUrl, Expr::value(v));
+    }
+    if let Some(v) = c.error_message {
+        update = update.col_expr(deployed_models::Column::ErrorMessage, Expr::value(v));
+    }
+    if let Some(v) = c.is_active {
+        update = update.col_expr(deployed_models::Column::IsActive, Expr::value(v));
+    }
+    if let Some(v) = c.accrued_cost_usd {
+        update = update.col_expr(deployed_models::Column::AccruedCostUsd, Expr::value(v));
+    }
+    if to == DeploymentStatus::Deployed && current.deployed_at.is_none() {
+        update = update.col_expr(deployed_models::Column::DeployedAt, Expr::value(now));
+    }
+    if to == DeploymentStatus::Stopped {
+        update = update.col_expr(deployed_models::Column::StoppedAt, Expr::value(now));
+    }
+    let result = update
+        .filter(deployed_models::Column::Id.eq(current.id))
+        .filter(deployed_models::Column::LockVersion.eq(current.lock_version))
+        .exec(conn)
+        .await
+        .map_err(|e| DbError::from_write(e, &current.model_id))?;
+    if result.rows_affected == 0 {
+        return Err(DbError::StaleTransition {
+            id,
+            expected: current.lock_version,
+        });
+    }
+    let updated = get(conn, id).await?.ok_or(DbError::NotFound(id))?;
+    record_event(
+        conn,
+        &updated,
+        "transition",
+        Some(current.status),
+        &transition.message,
+        transition.details,
+    )
+    .await?;
+    Ok(updated)
+}
+
+/// Appends an event to the deployment's log.
+pub async fn record_event<C: ConnectionTrait>(
+    conn: &C,
+    deployment: &Deployment,
+    kind: &str,
+    from: Option<DeploymentStatus>,
+    message: &str,
+    details: Option<Value>,
+) -> Result<DeploymentEvent, DbError> {
+    Ok(deployment_events::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        deployment_id: Set(deployment.id),
+        kind: Set(kind.to_owned()),
+        from_status: Set(from.map(|s| s.as_str().to_owned())),
+        to_status: Set(Some(deployment.status.as_str().to_owned())),
+        message: Set(Some(message.to_owned())),
+        details: Set(details),
+        created_at: Set(Utc::now()),
+    }
+    .insert(conn)
+    .await?)
+}
+
+/// One deployment.
+pub async fn get<C: ConnectionTrait>(
+    conn: &C,
+    id: DeploymentId,
+) -> Result<Option<Deployment>, DbError> {
+    Ok(deployed_models::Entity::find_by_id(id.0).one(conn).await?)
+}
+
+/// The deployment serving `model_id`, if any.
+pub async fn find_active<C: ConnectionTrait>(
+    conn: &C,
+    model_id: &ModelId,
+) -> Result<Option<Deployment>, DbError> {
+    Ok(deployed_models::Entity::find()
+        .filter(deployed_models::Column::ModelId.eq(model_id.as_str()))
+        .filter(deployed_models::Column::IsActive.eq(true))
+        .one(conn)
+        .await?)
+}
+
+/// Filters of [`list`]; unset fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Only this model.
+    pub model_id: Option<ModelId>,
+    /// Only this status.
+    pub status: Option<DeploymentStatus>,
+    /// Only this provider.
+    pub provider: Option<String>,
+    /// At most this many rows (default 100).
+    pub limit: Option<u64>,
+}
+
+/// Deployments, newest first.
+pub async fn list<C: ConnectionTrait>(
+    conn: &C,
+    filter: &Filter,
+) -> Result<Vec<Deployment>, DbError> {
+    let mut query = deployed_models::Entity::find();
+    if let Some(model_id) = &filter.model_id {
+        query = query.filter(deployed_models::Column::ModelId.eq(model_id.as_str()));
+    }
+    if let Some(status) = filter.status {
+        query = query.filter(deployed_models::Column::Status.eq(status));
+    }
+    if let Some(provider) = &filter.provider {
+        query = query.filter(deployed_models::Column::Provider.eq(provider.as_str()));
+    }
+    Ok(query
+        .order_by_desc(deployed_models::Column::CreatedAt)
+        .order_by_desc(deployed_models::Column::Id)
+        .limit(filter.limit.unwrap_or(100))
+        .all(conn)
+        .await?)
+}
+
+/// The deployment's event log, oldest first.
+pub async fn events<C: ConnectionTrait>(
+    conn: &C,
+    id: DeploymentId,
+) -> Result<Vec<DeploymentEvent>, DbError> {
+    Ok(deployment_events::Entity::find()
+        .filter(deployment_events::Column::DeploymentId.eq(id.0))
+        .order_by_asc(deployment_events::Column::CreatedAt)
+        .order_by_asc(deployment_events::Column::Id)
+        .all(conn)
+        .await?)
+}

@@ -1,0 +1,84 @@
+//! `deployed_models`: one row per deployment of a model.
+
+use sea_orm::entity::prelude::*;
+use serde::Serialize;
+
+use crate::domain::DeploymentStatus;
+
+/// A deployment. Serializes as the `Deployment` JSON of DESIGN.md §9.
+#[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize)]
+#[sea_orm(table_name = "deployed_models")]
+pub struct Model {
+    /// Deployment id.
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub id: Uuid,
+    /// MLflow registered-model name.
+    pub model_id: String,
+    /// MLflow model version.
+    pub model_version: Option<String>,
+    /// Provider name (`huggingface`, `http`).
+    pub provider: String,
+    /// The provider's own name for the endpoint (HF endpoint name).
+    pub provider_model_id: Option<String>,
+    /// Where predictions are sent once deployed.
+    pub endpoint_url: Option<String>,
+    /// Our status machine.
+    pub status: DeploymentStatus,
+    /// The provider's own state string.
+    pub provider_status: Option<String>,
+    /// Instance type (HF `instanceType`, e.g. `intel-spr`).
+    pub instance_type: String,
+    /// Instance size (`x1`…`x16`).
+    pub instance_size: Option<String>,
+    /// Cloud vendor.
+    pub vendor: Option<String>,
+    /// Cloud region.
+    pub region: Option<String>,
+    /// Model task (e.g. `text-classification`).
+    pub task: Option<String>,
+    /// Model framework (e.g. `pytorch`).
+    pub framework: Option<String>,
+    /// HF Hub repository.
+    pub repository: Option<String>,
+    /// Repository revision.
+    pub revision: Option<String>,
+    /// Last failure reason.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub error_message: Option<String>,
+    /// Free-form metadata (MLflow tags, scaling, spec overrides).
+    #[sea_orm(column_type = "JsonBinary", nullable)]
+    pub metadata: Option<Json>,
+    /// Serving predictions (at most one per model).
+    pub is_active: bool,
+    /// Price per hour of the configured replicas.
+    pub hourly_cost_usd: Option<f64>,
+    /// Cost observed so far.
+    pub accrued_cost_usd: f64,
+    /// Optimistic lock: incremented by every transition.
+    #[serde(skip)]
+    pub lock_version: i32,
+    /// Created.
+    pub created_at: DateTimeUtc,
+    /// Last changed.
+    pub updated_at: DateTimeUtc,
+    /// Became `deployed`.
+    pub deployed_at: Option<DateTimeUtc>,
+    /// Became `stopped`.
+    pub stopped_at: Option<DateTimeUtc>,
+}
+
+/// Relations.
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    /// The deployment's event log.
+    #[sea_orm(has_many = "super::deployment_events::Entity")]
+    Events,
+}
+
+impl Related<super::deployment_events::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::Events.def()
+    }
+}
+
+impl ActiveModelBehavior for ActiveModel {}

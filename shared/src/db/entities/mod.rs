@@ -1,0 +1,9 @@
+//! sea-orm entities, one module per table of DESIGN.md §5. The schema itself is owned by the
+//! `migrations` crate; these types only map it.
+
+pub mod deployed_models;
+pub mod deployment_events;
+pub mod mlflow_deliveries;
+pub mod outbox;
+pub mod processed_messages;
+pub mod queue_messages;

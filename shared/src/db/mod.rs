@@ -1,0 +1,82 @@
+//! The database: connection set-up, sea-orm [`entities`] and repositories.
+//!
+//! Repositories are plain async functions over any [`ConnectionTrait`](sea_orm::ConnectionTrait),
+//! so a caller can compose several of them in one transaction (a worker step writes its
+//! transition, its event and its follow-up command atomically).
+
+pub mod deployments;
+pub mod entities;
+pub mod outbox;
+
+use std::time::Duration;
+
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, SqlErr};
+
+use crate::domain::{DeploymentId, DeploymentStatus};
+
+/// What can go wrong in a repository call.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The deployment does not exist.
+    #[error("deployment {0} not found")]
+    NotFound(DeploymentId),
+    /// Someone else changed the deployment since it was read (optimistic lock).
+    #[error("deployment {id} changed concurrently (expected lock version {expected})")]
+    StaleTransition {
+        /// The deployment.
+        id: DeploymentId,
+        /// The lock version the caller read.
+        expected: i32,
+    },
+    /// The status machine forbids the move.
+    #[error("deployment {id} cannot go from {from} to {to}")]
+    IllegalTransition {
+        /// The deployment.
+        id: DeploymentId,
+        /// Current status.
+        from: DeploymentStatus,
+        /// Requested status.
+        to: DeploymentStatus,
+    },
+    /// Another deployment of the model is already active (the database refused a second).
+    #[error("another deployment of model {0} is already active")]
+    ActiveConflict(String),
+    /// Anything else the database said.
+    #[error(transparent)]
+    Database(#[from] DbErr),
+}
+
+impl DbError {
+    /// Maps a unique violation on the active index to [`DbError::ActiveConflict`].
+    pub(crate) fn from_write(err: DbErr, model_id: &str) -> Self {
+        match err.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(msg))
+                if msg.contains("active") || msg.contains("model_id") =>
+            {
+                Self::ActiveConflict(model_id.to_owned())
+            }
+            _ => Self::Database(err),
+        }
+    }
+}
+
+/// Opens a pool on `url` (`sqlite://…` or `postgres://…`).
+///
+/// SQLite gets WAL journaling (readers do not block the writer) and a busy timeout, so the
+/// API and the worker can share one file in `dev`.
+pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .sqlx_logging(false)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5))
+        .max_connections(if url.starts_with("sqlite") { 8 } else { 16 })
+        .map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+        });
+    Database::connect(options).await
+}

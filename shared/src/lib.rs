@@ -1,0 +1,16 @@
+//! Code shared by the API and the worker: configuration, domain types, the database
+//! (entities and repositories) and telemetry set-up. It knows no HTTP framework and no
+//! binary; `api` and `worker` depend on it, never the other way round.
+//!
+//! Layout:
+//! - [`config`]: typed, layered [`Settings`](config::Settings) (DESIGN.md §4).
+//! - [`domain`]: newtypes and the deployment status machine (DESIGN.md §5).
+//! - [`db`]: connection, sea-orm entities and repositories.
+//! - [`queue`]: the message envelope of DESIGN.md §6.
+//! - [`telemetry`]: logging set-up.
+
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod queue;
+pub mod telemetry;

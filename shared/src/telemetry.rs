@@ -1,0 +1,24 @@
+//! Logging set-up: one subscriber for the process, pretty in development and JSON lines
+//! elsewhere (CloudWatch Logs), filtered by `RUST_LOG`.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogFormat, TelemetrySettings};
+
+/// Installs the global subscriber. Call once, at start-up; later calls are ignored (tests
+/// may start several applications in one process).
+pub fn init(settings: &TelemetrySettings) {
+    let filter =
+        EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match settings.log_format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
+        LogFormat::Pretty => builder.compact().try_init(),
+    };
+}
