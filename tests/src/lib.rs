@@ -1,1 +1,9 @@
-//! placeholder
+//! Support code for the end-to-end tests: fresh, isolated databases on SQLite and
+//! PostgreSQL, migrated with the real migrations.
+//!
+//! Every test gets its own database (a new file, or a new PostgreSQL database with a unique
+//! name), so tests run in parallel without seeing each other. PostgreSQL must be reachable
+//! (`HOKUSAI_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`):
+//! a test that needs it fails when it is not there; it never skips.
+
+pub mod db;
