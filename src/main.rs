@@ -1,1 +1,87 @@
-fn main() {}
+//! `hokusai-serve`: the one binary. This file only parses the command line and dispatches
+//! to the roles in [`commands`]; exit codes are 0 ok, 1 runtime failure, 2 usage or
+//! configuration error, each with a one-line reason.
+
+mod commands;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Turns models registered in MLflow into live, authenticated prediction endpoints.
+#[derive(Debug, Parser)]
+#[command(name = "hokusai-serve", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Everything in one process on SQLite with the embedded queue (development).
+    Dev {
+        /// API port.
+        #[arg(long, default_value_t = 8001)]
+        port: u16,
+        /// Folder for the SQLite database and other local state.
+        #[arg(long, default_value = ".hokusai")]
+        data_dir: PathBuf,
+    },
+    /// The HTTP API role.
+    Api,
+    /// The worker role.
+    Worker,
+    /// Database migrations against DATABASE_URL.
+    Migrate {
+        #[command(subcommand)]
+        action: Option<MigrateAction>,
+    },
+    /// Prints the effective configuration, secrets redacted; exits 2 when it is invalid.
+    CheckConfig,
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+enum MigrateAction {
+    /// Applies pending migrations (the default).
+    Up,
+    /// Reverts the most recent migrations.
+    Down {
+        /// How many to revert.
+        #[arg(short = 'n', long, default_value_t = 1)]
+        steps: u32,
+    },
+    /// Lists migrations and whether each is applied.
+    Status,
+    /// Drops every table and re-applies all migrations (development only).
+    Fresh,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => return commands::fail(commands::Failure::Runtime(error.into())),
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Dev { port, data_dir } => commands::dev::run(port, data_dir).await,
+            Command::Api => commands::roles::api().await,
+            Command::Worker => commands::roles::worker().await,
+            Command::Migrate { action } => {
+                let action = match action.unwrap_or(MigrateAction::Up) {
+                    MigrateAction::Up => commands::migrate::Action::Up,
+                    MigrateAction::Down { steps } => commands::migrate::Action::Down(steps),
+                    MigrateAction::Status => commands::migrate::Action::Status,
+                    MigrateAction::Fresh => commands::migrate::Action::Fresh,
+                };
+                commands::migrate::run(action).await
+            }
+            Command::CheckConfig => commands::check_config::run(),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => commands::fail(failure),
+    }
+}

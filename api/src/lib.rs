@@ -1,1 +1,19 @@
-//! placeholder
+//! The hokusai-serve HTTP API (axum 0.8).
+//!
+//! Start-up is a library type: [`Application::build`] connects to the database and binds
+//! the listener, [`Application::run_until_stopped`] serves until the shutdown future
+//! resolves. Tests start exactly what production starts, on port 0.
+//!
+//! Layout:
+//! - [`startup`]: [`Application`], the router and its middleware.
+//! - [`state`]: [`AppState`], shared by every handler.
+//! - [`error`]: the one error type and its JSON body.
+//! - `routes/`: one module per resource, each with its own `router()`.
+
+pub mod error;
+mod routes;
+pub mod startup;
+pub mod state;
+
+pub use startup::Application;
+pub use state::AppState;

@@ -7,3 +7,4 @@
 //! a test that needs it fails when it is not there; it never skips.
 
 pub mod db;
+pub mod process;

@@ -66,6 +66,14 @@ impl DbError {
 /// SQLite gets WAL journaling (readers do not block the writer) and a busy timeout, so the
 /// API and the worker can share one file in `dev`.
 pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+    if let Some(folder) = sqlite_folder(url) {
+        std::fs::create_dir_all(&folder).map_err(|e| {
+            DbErr::Custom(format!(
+                "cannot create the SQLite folder {}: {e}",
+                folder.display()
+            ))
+        })?;
+    }
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .sqlx_logging(false)
@@ -79,4 +87,41 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
                 .foreign_keys(true)
         });
     Database::connect(options).await
+}
+
+/// The folder holding a SQLite file database, which must exist before SQLite can create the
+/// file (`sqlite://.hokusai/hokusai.db` on a fresh checkout).
+fn sqlite_folder(url: &str) -> Option<std::path::PathBuf> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.starts_with(":memory:") {
+        return None;
+    }
+    std::path::Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| p.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_folder;
+    use std::path::PathBuf;
+
+    #[test]
+    fn finds_the_folder_of_sqlite_files_only() {
+        assert_eq!(
+            sqlite_folder("sqlite://.hokusai/hokusai.db?mode=rwc"),
+            Some(PathBuf::from(".hokusai"))
+        );
+        assert_eq!(
+            sqlite_folder("sqlite:///tmp/x/a.db"),
+            Some(PathBuf::from("/tmp/x"))
+        );
+        assert_eq!(sqlite_folder("sqlite://a.db"), None);
+        assert_eq!(sqlite_folder("sqlite::memory:"), None);
+        assert_eq!(sqlite_folder("postgres://h/db"), None);
+    }
 }

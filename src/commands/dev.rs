@@ -1,0 +1,62 @@
+//! `hokusai-serve dev`: everything in one process on the embedded defaults — SQLite in
+//! `<data-dir>/hokusai.db`, migrations applied at start, the API and a worker sharing one
+//! pool. Nothing to install, no broker, no cloud account.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use migrations::{Migrator, MigratorTrait};
+use shared::config::{Environment, QueueBackend, Secret};
+use tokio::sync::watch;
+
+use super::{Failure, load_settings, shutdown_signal};
+
+/// Runs the all-in-one development server until Ctrl-C.
+pub async fn run(port: u16, data_dir: PathBuf) -> Result<(), Failure> {
+    let mut settings = load_settings()?;
+    if settings.environment != Environment::Development {
+        return Err(Failure::Config(format!(
+            "ENVIRONMENT: `dev` runs only in development (ENVIRONMENT is {})",
+            settings.environment
+        )));
+    }
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating the data folder {}", data_dir.display()))?;
+    let database = data_dir.join("hokusai.db");
+    settings.database_url = Secret::new(format!("sqlite://{}?mode=rwc", database.display()));
+    settings.queue.backend = QueueBackend::Db;
+    settings.api.port = port;
+
+    let db = shared::db::connect(settings.database_url.expose())
+        .await
+        .context("opening the SQLite database")?;
+    Migrator::up(&db, None)
+        .await
+        .context("applying migrations")?;
+
+    let app = api::Application::build_with_db(settings.clone(), db.clone()).await?;
+    let worker = worker::Worker::build_with_db(settings, db).await?;
+    print_banner(app.local_addr().port(), &database);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let api_task = tokio::spawn(app.run_until_stopped(stopped(stop_rx.clone())));
+    let worker_task = tokio::spawn(worker.run_until_stopped(stopped(stop_rx)));
+    shutdown_signal().await;
+    let _ = stop_tx.send(true);
+    api_task.await.context("API task")??;
+    worker_task.await.context("worker task")??;
+    Ok(())
+}
+
+fn print_banner(port: u16, database: &std::path::Path) {
+    let url = format!("http://127.0.0.1:{port}");
+    println!("hokusai-serve dev is running");
+    println!("  API        {url}   (health: {url}/health, readiness: {url}/ready)");
+    println!("  database   {}", database.display());
+    println!("  queue      embedded (database table)");
+    println!("Try:  curl -s {url}/ready");
+    println!("Stop with Ctrl-C.");
+}

@@ -1,0 +1,124 @@
+//! Running the real `hokusai-serve` binary in tests, with a clean environment and a fresh
+//! working folder so a developer's `.env` or `config/` never leaks in.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The binary next to the test executables (`scripts/test` builds it first).
+pub fn binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let binary = profile_dir.join("hokusai-serve");
+    assert!(
+        binary.exists(),
+        "{} is missing: build it first (`cargo build --bin hokusai-serve`, as scripts/test does)",
+        binary.display()
+    );
+    binary
+}
+
+/// A fresh, empty working folder.
+pub fn scratch_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hokusai-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("scratch folder");
+    dir
+}
+
+/// `hokusai-serve ARGS` in `dir` with only `PATH` and `envs` set.
+pub fn command(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(binary());
+    command
+        .args(args)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+/// Output of a finished command.
+#[derive(Debug)]
+pub struct Finished {
+    /// Exit code (`None` when killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs `hokusai-serve ARGS` to completion (at most 60 s).
+pub async fn run(dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Finished {
+    let output = tokio::time::timeout(Duration::from_secs(60), command(dir, args, envs).output())
+        .await
+        .expect("the command finishes within 60 s")
+        .expect("the binary runs");
+    Finished {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A running `hokusai-serve dev`, killed when dropped.
+pub struct DevServer {
+    /// The process.
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base_url: String,
+    /// Everything printed on stdout up to the banner's last line.
+    pub banner: String,
+}
+
+impl DevServer {
+    /// Starts `dev --port 0` in `dir` and waits for its banner.
+    pub async fn start(dir: &Path, envs: &[(&str, &str)]) -> DevServer {
+        let mut child = command(dir, &["dev", "--port", "0", "--data-dir", ".hokusai"], envs)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("dev starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut banner = String::new();
+        let read_banner = async {
+            while let Some(line) = lines.next_line().await.expect("read stdout") {
+                banner.push_str(&line);
+                banner.push('\n');
+                if line.starts_with("Stop with") {
+                    return;
+                }
+            }
+            panic!("dev exited before printing its banner:\n{banner}");
+        };
+        tokio::time::timeout(Duration::from_secs(60), read_banner)
+            .await
+            .expect("banner within 60 s");
+        let base_url = banner
+            .split_whitespace()
+            .find(|w| {
+                w.starts_with("http://127.0.0.1:")
+                    && !w.contains("/health")
+                    && !w.contains("/ready")
+            })
+            .expect("the banner shows the URL")
+            .trim_end_matches('/')
+            .to_owned();
+        // Keep draining stdout so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        DevServer {
+            child,
+            base_url,
+            banner,
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! `/health` and `/ready` of the API built as production builds it, on port 0: readiness
+//! follows the database, request ids are echoed or generated, unknown routes answer the
+//! documented error body.
+
+use std::collections::HashMap;
+
+use shared::config::{LoadOptions, Settings};
+use tests::db::{Engine, TestDb};
+
+async fn start(db: &TestDb) -> String {
+    let env: HashMap<String, String> = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("API_HOST", "127.0.0.1"),
+        ("API_PORT", "0"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    let options = LoadOptions {
+        config_dir: "/nonexistent".into(),
+        dotenv: "/nonexistent/.env".into(),
+    };
+    let (settings, _) = Settings::load_from(&env, &options).expect("settings");
+    let app = api::Application::build(settings).await.expect("build");
+    let url = format!("http://{}", app.local_addr());
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
+    url
+}
+
+#[tokio::test]
+async fn ready_follows_the_database() {
+    let db = TestDb::migrated(Engine::Postgres).await;
+    let url = start(&db).await;
+    let client = reqwest::Client::new();
+
+    let before = client
+        .get(format!("{url}/ready"))
+        .send()
+        .await
+        .expect("ready");
+    let admin = shared::db::connect(&tests::db::postgres_admin_url())
+        .await
+        .expect("admin");
+    let name = db.url.rsplit('/').next().expect("database name").to_owned();
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &admin,
+        &format!("DROP DATABASE {name} WITH (FORCE)"),
+    )
+    .await
+    .expect("drop the database under the running API");
+    let after = client
+        .get(format!("{url}/ready"))
+        .send()
+        .await
+        .expect("ready");
+    let health = client
+        .get(format!("{url}/health"))
+        .send()
+        .await
+        .expect("health");
+
+    assert_eq!(before.status(), 200);
+    assert_eq!(after.status(), 503);
+    let body: serde_json::Value = after.json().await.expect("json");
+    assert_eq!(body["checks"]["database"], "unreachable");
+    assert_eq!(
+        health.status(),
+        200,
+        "liveness does not depend on the database"
+    );
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_or_generated_and_unknown_routes_use_the_error_shape() {
+    let db = TestDb::migrated(Engine::Sqlite).await;
+    let url = start(&db).await;
+    let client = reqwest::Client::new();
+
+    let echoed = client
+        .get(format!("{url}/health"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .expect("req");
+    let missing = client.get(format!("{url}/nope")).send().await.expect("req");
+
+    assert_eq!(echoed.headers()["x-request-id"], "abc-123");
+    assert_eq!(missing.status(), 404);
+    let generated = missing.headers()["x-request-id"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert_eq!(generated.len(), 36, "a UUID: {generated}");
+    let body: serde_json::Value = missing.json().await.expect("json");
+    assert_eq!(body["error"], "NOT_FOUND");
+    assert_eq!(body["request_id"], generated.as_str());
+    assert!(body["detail"].as_str().expect("detail").contains("/nope"));
+    db.drop_database().await;
+}
