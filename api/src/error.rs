@@ -1,10 +1,18 @@
 //! The API's one error type. HTTP status codes exist only here: [`ApiError::status_code`]
-//! maps each variant, and [`IntoResponse`] renders the stable body of DESIGN.md §9,
-//! `{"detail": "<sentence>", "error": "<CODE>", "request_id": "…"}`. Internal causes are
-//! logged once and never sent.
+//! maps each variant, and the stable body of DESIGN.md §9 is rendered in one place,
+//! `{"detail": "<sentence>", "error": "<CODE>", "request_id": "…"}`.
+//!
+//! A handler returns `Err(ApiError)`; [`IntoResponse`] stores the error in the response's
+//! extensions and [`render_errors`] (a middleware that knows the request id) writes the
+//! body. Internal causes are logged once and never sent.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -14,9 +22,55 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Everything a handler can answer besides success.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// No usable API key.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The key lacks a scope.
+    #[error("this API key lacks the required scope `{0}`")]
+    Forbidden(String),
     /// No route or resource.
     #[error("{0}")]
     NotFound(String),
+    /// The model has no active deployment.
+    #[error("model `{0}` has no active deployment")]
+    ModelNotDeployed(String),
+    /// The request is well-formed JSON but its content is not acceptable.
+    #[error("{0}")]
+    Validation(String),
+    /// The request cannot be read at all.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body exceeds `MAX_BODY_BYTES`.
+    #[error("the request body exceeds the configured size limit (MAX_BODY_BYTES)")]
+    PayloadTooLarge,
+    /// Too many requests (ours or upstream's).
+    #[error("{detail}")]
+    RateLimited {
+        /// Sentence for the client.
+        detail: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// The model's endpoint is waking up or provisioning.
+    #[error("{detail}")]
+    ModelNotReady {
+        /// Sentence for the client.
+        detail: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// The auth service cannot answer.
+    #[error("the authentication service is unavailable; retry shortly")]
+    AuthUnavailable {
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// The upstream endpoint failed.
+    #[error("{0}")]
+    Upstream(String),
+    /// The upstream endpoint did not answer in time.
+    #[error("the model endpoint did not answer within {0} s")]
+    UpstreamTimeout(u64),
     /// Something we did not expect; the cause is logged, not sent.
     #[error("internal error")]
     Unexpected(#[source] anyhow::Error),
@@ -26,31 +80,107 @@ impl ApiError {
     /// The HTTP status of each variant.
     pub fn status_code(&self) -> StatusCode {
         match self {
-            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) | Self::ModelNotDeployed(_) => StatusCode::NOT_FOUND,
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::ModelNotReady { .. } | Self::AuthUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Self::Upstream(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
-    /// The stable machine-readable code of each variant.
+    /// The stable machine-readable code of each variant (DESIGN.md §9).
     pub fn code(&self) -> &'static str {
         match self {
+            Self::Unauthorized(_) => "UNAUTHORIZED",
+            Self::Forbidden(_) => "FORBIDDEN",
             Self::NotFound(_) => "NOT_FOUND",
+            Self::ModelNotDeployed(_) => "MODEL_NOT_DEPLOYED",
+            Self::Validation(_) => "VALIDATION_ERROR",
+            Self::BadRequest(_) => "BAD_REQUEST",
+            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::RateLimited { .. } => "RATE_LIMITED",
+            Self::ModelNotReady { .. } => "MODEL_NOT_READY",
+            Self::AuthUnavailable { .. } => "AUTH_UNAVAILABLE",
+            Self::Upstream(_) => "UPSTREAM_ERROR",
+            Self::UpstreamTimeout(_) => "UPSTREAM_TIMEOUT",
             Self::Unexpected(_) => "INTERNAL",
         }
     }
 
-    /// Renders the error for a request, logging internal causes once.
-    pub fn into_response_for(self, headers: &HeaderMap) -> Response {
-        let request_id = headers
-            .get(REQUEST_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        if let Self::Unexpected(cause) = &self {
-            tracing::error!(request_id, error = ?cause, "request failed");
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. }
+            | Self::ModelNotReady { retry_after, .. }
+            | Self::AuthUnavailable { retry_after } => Some(*retry_after),
+            _ => None,
         }
-        let body =
-            json!({"detail": self.to_string(), "error": self.code(), "request_id": request_id});
-        (self.status_code(), Json(body)).into_response()
     }
+}
+
+impl From<shared::db::DbError> for ApiError {
+    fn from(error: shared::db::DbError) -> Self {
+        Self::Unexpected(error.into())
+    }
+}
+
+/// What [`render_errors`] needs to write the body.
+#[derive(Debug, Clone)]
+struct ErrorBody {
+    code: &'static str,
+    detail: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Unexpected(cause) = &self {
+            tracing::error!(error = ?cause, "request failed unexpectedly");
+        }
+        let mut response = self.status_code().into_response();
+        if let Some(after) = self.retry_after() {
+            let seconds = after.as_secs().max(1).to_string();
+            if let Ok(value) = HeaderValue::from_str(&seconds) {
+                response.headers_mut().insert(header::RETRY_AFTER, value);
+            }
+        }
+        let body = ErrorBody {
+            code: self.code(),
+            detail: self.to_string(),
+        };
+        response.extensions_mut().insert(Arc::new(body));
+        response
+    }
+}
+
+/// Middleware: writes the JSON body of every [`ApiError`] response, with the request id.
+pub async fn render_errors(request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let response = next.run(request).await;
+    let Some(body) = response.extensions().get::<Arc<ErrorBody>>().cloned() else {
+        return response;
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    let json = Json(json!({"detail": body.detail, "error": body.code, "request_id": request_id}));
+    let mut rendered = json.into_response();
+    *rendered.status_mut() = parts.status;
+    for (name, value) in parts.headers.iter() {
+        rendered
+            .headers_mut()
+            .entry(name)
+            .or_insert_with(|| value.clone());
+    }
+    rendered
 }

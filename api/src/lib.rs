@@ -7,10 +7,14 @@
 //! Layout:
 //! - [`startup`]: [`Application`], the router and its middleware.
 //! - [`state`]: [`AppState`], shared by every handler.
+//! - [`auth`]: API keys, principals and scopes; the authenticator backends.
 //! - [`error`]: the one error type and its JSON body.
+//! - [`extract`]: extractors whose rejections answer our error body.
 //! - `routes/`: one module per resource, each with its own `router()`.
 
+pub mod auth;
 pub mod error;
+pub mod extract;
 mod routes;
 pub mod startup;
 pub mod state;

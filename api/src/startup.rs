@@ -4,16 +4,19 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderName;
 use sea_orm::DatabaseConnection;
-use shared::config::Settings;
+use shared::config::{AuthBackend, Secret, Settings};
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::error::REQUEST_ID_HEADER;
+use crate::auth::Authenticator;
+use crate::auth::static_keys::{self, StaticKeys};
+use crate::error::{REQUEST_ID_HEADER, render_errors};
 use crate::routes;
 use crate::state::AppState;
 
@@ -21,6 +24,7 @@ use crate::state::AppState;
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    dev_api_key: Option<Secret>,
 }
 
 impl Application {
@@ -33,7 +37,36 @@ impl Application {
     }
 
     /// Like [`Application::build`] with an existing pool (`dev` shares one with the worker).
+    /// The authenticator is chosen by `AUTH_BACKEND`, once.
     pub async fn build_with_db(settings: Settings, db: DatabaseConnection) -> anyhow::Result<Self> {
+        let (authenticator, dev_api_key): (Arc<dyn Authenticator>, _) = match settings.auth.backend
+        {
+            AuthBackend::Static => {
+                let key = settings
+                    .auth
+                    .dev_api_key
+                    .clone()
+                    .unwrap_or_else(|| Secret::new(static_keys::generate_dev_key()));
+                let keys =
+                    StaticKeys::new().with_key(key.expose(), "dev", &static_keys::ALL_SCOPES);
+                (Arc::new(keys), Some(key))
+            }
+            AuthBackend::Hokusai => bail!(
+                "AUTH_BACKEND=hokusai: the auth.hokus.ai backend is not available in this build; \
+                 use AUTH_BACKEND=static in development"
+            ),
+        };
+        let mut app = Self::build_with(settings, db, authenticator).await?;
+        app.dev_api_key = dev_api_key;
+        Ok(app)
+    }
+
+    /// Builds with an explicit authenticator (tests choose their keys and scopes).
+    pub async fn build_with(
+        settings: Settings,
+        db: DatabaseConnection,
+        authenticator: Arc<dyn Authenticator>,
+    ) -> anyhow::Result<Self> {
         let address = format!("{}:{}", settings.api.host, settings.api.port);
         let listener = TcpListener::bind(&address)
             .await
@@ -41,11 +74,19 @@ impl Application {
         let state = AppState {
             db,
             settings: Arc::new(settings),
+            authenticator,
         };
         Ok(Self {
             listener,
             router: app(state),
+            dev_api_key: None,
         })
+    }
+
+    /// The key a `static` authenticator built from configuration accepts
+    /// (`HOKUSAI_DEV_API_KEY`, or generated), for `dev` to print.
+    pub fn dev_api_key(&self) -> Option<&Secret> {
+        self.dev_api_key.as_ref()
     }
 
     /// The bound address.
@@ -71,12 +112,15 @@ impl Application {
     }
 }
 
-/// The router with its middleware: request ids (taken from the request or generated, and
-/// echoed on every response) and request tracing.
+/// The router with its middleware, outermost last: request ids (taken from the request or
+/// generated, echoed on every response), tracing, error bodies, the body limit.
 pub fn app(state: AppState) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
+    let body_limit = state.settings.api.max_body_bytes;
     routes::router()
         .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(render_errors))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))

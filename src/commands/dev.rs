@@ -36,7 +36,11 @@ pub async fn run(port: u16, data_dir: PathBuf) -> Result<(), Failure> {
 
     let app = api::Application::build_with_db(settings.clone(), db.clone()).await?;
     let worker = worker::Worker::build_with_db(settings, db).await?;
-    print_banner(app.local_addr().port(), &database);
+    let key = app
+        .dev_api_key()
+        .map(|k| k.expose().to_owned())
+        .unwrap_or_default();
+    print_banner(app.local_addr().port(), &database, &key);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -51,12 +55,17 @@ pub async fn run(port: u16, data_dir: PathBuf) -> Result<(), Failure> {
     Ok(())
 }
 
-fn print_banner(port: u16, database: &std::path::Path) {
+fn print_banner(port: u16, database: &std::path::Path, key: &str) {
     let url = format!("http://127.0.0.1:{port}");
-    println!("hokusai-serve dev is running");
-    println!("  API        {url}   (health: {url}/health, readiness: {url}/ready)");
-    println!("  database   {}", database.display());
-    println!("  queue      embedded (database table)");
-    println!("Try:  curl -s {url}/ready");
-    println!("Stop with Ctrl-C.");
+    let banner = format!(
+        "hokusai-serve dev is running\n\
+         \x20 API        {url}   (health: {url}/health, readiness: {url}/ready)\n\
+         \x20 API key    {key}   (development key with every scope; set HOKUSAI_DEV_API_KEY to choose it)\n\
+         \x20 database   {}\n\
+         \x20 queue      embedded (database table)\n\
+         Try:  curl -s -H 'Authorization: Bearer {key}' {url}/api/v1/models\n\
+         Stop with Ctrl-C.\n",
+        database.display()
+    );
+    super::print(&banner);
 }

@@ -7,6 +7,10 @@ pub async fn api() -> Result<(), Failure> {
     let settings = load_settings()?;
     let app = api::Application::build(settings).await?;
     tracing::info!(address = %app.local_addr(), "API listening");
+    if let Some(key) = app.dev_api_key() {
+        // Only reachable outside production (production refuses AUTH_BACKEND=static).
+        super::print(&format!("static API key (every scope): {}\n", key.expose()));
+    }
     app.run_until_stopped(shutdown_signal()).await?;
     Ok(())
 }

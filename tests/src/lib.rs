@@ -6,5 +6,6 @@
 //! (`HOKUSAI_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`):
 //! a test that needs it fails when it is not there; it never skips.
 
+pub mod app;
 pub mod db;
 pub mod process;

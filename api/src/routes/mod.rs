@@ -1,19 +1,24 @@
-//! Routes, one module per resource; [`router`] merges them.
+//! Routes, one module per resource, each with its own `router()`; [`router`] merges them.
 
+mod deployments;
 mod health;
+mod models;
 
 use axum::Router;
-use axum::http::{HeaderMap, Uri};
-use axum::response::Response;
+use axum::http::Uri;
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Every route of the API.
 pub fn router() -> Router<AppState> {
-    Router::new().merge(health::router()).fallback(not_found)
+    Router::new()
+        .merge(health::router())
+        .merge(models::router())
+        .merge(deployments::router())
+        .fallback(not_found)
 }
 
-async fn not_found(uri: Uri, headers: HeaderMap) -> Response {
-    ApiError::NotFound(format!("no route for {}", uri.path())).into_response_for(&headers)
+async fn not_found(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {}", uri.path()))
 }

@@ -1,0 +1,60 @@
+//! Extractors whose rejections are [`ApiError`]s, so malformed JSON, wrong types, missing
+//! fields, oversized bodies and bad path parameters all answer the documented error body.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts};
+use axum::http::StatusCode;
+
+use crate::error::ApiError;
+
+/// `axum::Json` with our rejection: 400 for unreadable JSON, 422 naming the field path for
+/// well-formed JSON of the wrong shape, 413 above `MAX_BODY_BYTES`.
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct Json<T>(pub T);
+
+/// `axum::extract::Path` with our rejection.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
+
+/// `axum::extract::Query` with our rejection.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::JsonDataError(e) => Self::Validation(clean(&e.body_text())),
+            JsonRejection::JsonSyntaxError(e) => {
+                Self::BadRequest(format!("malformed JSON: {}", clean(&e.body_text())))
+            }
+            JsonRejection::MissingJsonContentType(_) => Self::BadRequest(
+                "expected a JSON body with `Content-Type: application/json`".into(),
+            ),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge,
+            other => Self::BadRequest(other.body_text()),
+        }
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::Validation(format!("invalid path parameter: {}", rejection.body_text()))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::Validation(format!("invalid query string: {}", rejection.body_text()))
+    }
+}
+
+/// axum's texts start with "Failed to deserialize the JSON body into the target type: ";
+/// the rest (field path and serde's reason) is what the client needs.
+fn clean(text: &str) -> String {
+    text.split_once("target type: ")
+        .map_or(text, |(_, rest)| rest)
+        .to_owned()
+}

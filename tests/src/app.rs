@@ -1,0 +1,116 @@
+//! The API as production builds it, on port 0 over a fresh database, with static keys of
+//! chosen scopes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use api::auth::static_keys::StaticKeys;
+use shared::config::{LoadOptions, Settings};
+
+use crate::db::{Engine, TestDb};
+
+/// A key with every scope.
+pub const ADMIN_KEY: &str = "hk_test_admin000000000000000000000000";
+/// A key with `read` only.
+pub const READ_KEY: &str = "hk_test_read0000000000000000000000000";
+/// A key that may predict with `model-a` only.
+pub const MODEL_A_KEY: &str = "hk_test_modela00000000000000000000000";
+
+/// Settings for tests: defaults plus `overrides`, never the developer's files.
+pub fn settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings {
+    let mut env: HashMap<String, String> = HashMap::new();
+    env.insert("DATABASE_URL".into(), database_url.into());
+    env.insert("API_HOST".into(), "127.0.0.1".into());
+    env.insert("API_PORT".into(), "0".into());
+    for (k, v) in overrides {
+        env.insert((*k).into(), (*v).into());
+    }
+    let options = LoadOptions {
+        config_dir: "/nonexistent".into(),
+        dotenv: "/nonexistent/.env".into(),
+    };
+    Settings::load_from(&env, &options)
+        .expect("test settings are valid")
+        .0
+}
+
+/// A running API.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    /// Its database.
+    pub db: TestDb,
+    /// A client.
+    pub client: reqwest::Client,
+}
+
+impl TestApp {
+    /// Starts the API on a fresh, migrated database of `engine`.
+    pub async fn start(engine: Engine, overrides: &[(&str, &str)]) -> TestApp {
+        let db = TestDb::migrated(engine).await;
+        let settings = settings(&db.url, overrides);
+        let keys = StaticKeys::new()
+            .with_key(
+                ADMIN_KEY,
+                "admin-user",
+                &["predict", "read", "model:write", "admin"],
+            )
+            .with_key(READ_KEY, "reader", &["read"])
+            .with_key(MODEL_A_KEY, "model-a-user", &["predict:model-a"]);
+        let app = api::Application::build_with(settings, db.conn.clone(), Arc::new(keys))
+            .await
+            .expect("the API builds");
+        let url = format!("http://{}", app.local_addr());
+        tokio::spawn(app.run_until_stopped(std::future::pending()));
+        TestApp {
+            url,
+            db,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// `GET path` with `key` as Bearer.
+    pub async fn get(&self, path: &str, key: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// `POST path` with a JSON body and `key` as Bearer.
+    pub async fn post(&self, path: &str, key: &str, body: &serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+}
+
+/// Asserts the documented error body and returns it.
+pub async fn assert_error(
+    response: reqwest::Response,
+    status: u16,
+    code: &str,
+) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .expect("x-request-id")
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let body: serde_json::Value = response.json().await.expect("json error body");
+    assert_eq!(body["error"], code, "{body}");
+    assert_eq!(body["request_id"], request_id.as_str(), "{body}");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+    body
+}

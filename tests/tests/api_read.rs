@@ -1,0 +1,201 @@
+//! Authentication at the edge and the read routes: models, deployments and event logs.
+
+use shared::db::deployments::{self, NewDeployment};
+use shared::domain::{DeploymentId, ModelId};
+use shared::queue::{Envelope, MessageKind};
+use tests::app::{ADMIN_KEY, MODEL_A_KEY, READ_KEY, TestApp, assert_error};
+use tests::db::Engine;
+
+async fn seed(app: &TestApp, model: &str) -> deployments::Deployment {
+    let new = NewDeployment {
+        id: DeploymentId::new(),
+        model_id: ModelId::parse(model).expect("id"),
+        model_version: Some("1".into()),
+        provider: "huggingface".into(),
+        instance_type: "intel-spr".into(),
+        instance_size: Some("x2".into()),
+        vendor: Some("aws".into()),
+        region: Some("us-east-1".into()),
+        task: Some("text-classification".into()),
+        framework: None,
+        repository: Some("org/model".into()),
+        revision: None,
+        metadata: None,
+        hourly_cost_usd: Some(0.067),
+    };
+    let command = Envelope::new(MessageKind::Deploy, new.id, serde_json::json!({}));
+    deployments::create(&app.db.conn, new, &command)
+        .await
+        .expect("seed")
+}
+
+#[tokio::test]
+async fn keys_are_required_valid_and_scoped() {
+    let app = TestApp::start(Engine::Sqlite, &[]).await;
+    let url = format!("{}/api/v1/models", app.url);
+
+    let missing = app.client.get(&url).send().await.expect("req");
+    let wrong = app.get("/api/v1/models", "hk_test_wrong").await;
+    let via_api_key_scheme = app
+        .client
+        .get(&url)
+        .header("authorization", format!("ApiKey {READ_KEY}"))
+        .send();
+    let via_x_api_key = app.client.get(&url).header("x-api-key", READ_KEY).send();
+    let no_read_scope = app.get("/api/v1/models", MODEL_A_KEY).await;
+
+    assert_error(missing, 401, "UNAUTHORIZED").await;
+    assert_error(wrong, 401, "UNAUTHORIZED").await;
+    assert_eq!(via_api_key_scheme.await.expect("req").status(), 200);
+    assert_eq!(via_x_api_key.await.expect("req").status(), 200);
+    let body = assert_error(no_read_scope, 403, "FORBIDDEN").await;
+    assert!(
+        body["detail"].as_str().expect("detail").contains("`read`"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn models_list_shows_one_deployment_per_model_with_filters() {
+    let app = TestApp::start(Engine::Sqlite, &[]).await;
+    seed(&app, "fraud-detector").await;
+    let newest = seed(&app, "fraud-detector").await;
+    seed(&app, "sentiment").await;
+
+    let all: serde_json::Value = app
+        .get("/api/v1/models", READ_KEY)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let pending: serde_json::Value = app
+        .get(
+            "/api/v1/models?status=pending&provider=huggingface",
+            READ_KEY,
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    let none: serde_json::Value = app
+        .get("/api/v1/models?provider=sagemaker", READ_KEY)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let bad_status = app.get("/api/v1/models?status=running", READ_KEY).await;
+
+    assert_eq!(all["total"], 2);
+    let fraud = all["models"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|m| m["model_id"] == "fraud-detector");
+    assert_eq!(
+        fraud.expect("fraud-detector listed")["id"],
+        newest.id.to_string()
+    );
+    assert_eq!(pending["total"], 2);
+    assert_eq!(none["total"], 0);
+    assert_error(bad_status, 422, "VALIDATION_ERROR").await;
+}
+
+#[tokio::test]
+async fn model_detail_and_deployment_json_have_the_documented_fields() {
+    let app = TestApp::start(Engine::Postgres, &[]).await;
+    let deployment = seed(&app, "fraud-detector").await;
+
+    let model: serde_json::Value = app
+        .get("/api/v1/models/fraud-detector", READ_KEY)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let one: serde_json::Value = app
+        .get(&format!("/api/v1/deployments/{}", deployment.id), ADMIN_KEY)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let unknown_model = app.get("/api/v1/models/nobody", READ_KEY).await;
+    let unknown_deployment = app.get("/api/v1/deployments/not-a-uuid", READ_KEY).await;
+
+    assert_eq!(model["model_id"], "fraud-detector");
+    assert!(model["active"].is_null());
+    assert_eq!(model["deployments"].as_array().expect("array").len(), 1);
+    for field in [
+        "id",
+        "model_id",
+        "model_version",
+        "provider",
+        "provider_model_id",
+        "endpoint_url",
+        "status",
+        "provider_status",
+        "instance_type",
+        "instance_size",
+        "vendor",
+        "region",
+        "task",
+        "framework",
+        "repository",
+        "revision",
+        "error_message",
+        "metadata",
+        "is_active",
+        "hourly_cost_usd",
+        "accrued_cost_usd",
+        "created_at",
+        "updated_at",
+        "deployed_at",
+        "stopped_at",
+    ] {
+        assert!(
+            one.get(field).is_some(),
+            "Deployment JSON lacks {field}: {one}"
+        );
+    }
+    assert!(
+        one.get("lock_version").is_none(),
+        "internal columns stay internal"
+    );
+    assert_eq!(one["status"], "pending");
+    chrono::DateTime::parse_from_rfc3339(one["created_at"].as_str().expect("string"))
+        .expect("RFC 3339");
+    assert_error(unknown_model, 404, "NOT_FOUND").await;
+    assert_error(unknown_deployment, 404, "NOT_FOUND").await;
+    app.db.drop_database().await;
+}
+
+#[tokio::test]
+async fn the_event_log_is_served_oldest_first() {
+    let app = TestApp::start(Engine::Sqlite, &[]).await;
+    let deployment = seed(&app, "fraud-detector").await;
+
+    let log: serde_json::Value = app
+        .get(
+            &format!("/api/v1/deployments/{}/events", deployment.id),
+            READ_KEY,
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+
+    assert_eq!(log["deployment_id"], deployment.id.to_string());
+    let events = log["events"].as_array().expect("events");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["kind"], "created");
+    assert_eq!(events[0]["to_status"], "pending");
+    for field in [
+        "id",
+        "kind",
+        "from_status",
+        "to_status",
+        "message",
+        "details",
+        "created_at",
+    ] {
+        assert!(events[0].get(field).is_some(), "event lacks {field}");
+    }
+}
