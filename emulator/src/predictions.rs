@@ -71,18 +71,21 @@ fn embedding(text: &str) -> Vec<f64> {
         .collect()
 }
 
+/// Capitalised words after the first one are people (the first is capitalised anyway);
+/// `index` counts tokens from 1, after the tokenizer's leading special token.
 fn token_classification(text: &str) -> Value {
-    let word = text
+    let entities: Vec<Value> = text
         .split_whitespace()
-        .find(|w| w.starts_with(char::is_uppercase));
-    match word {
-        Some(word) => {
+        .enumerate()
+        .skip(1)
+        .filter(|(_, w)| w.starts_with(char::is_uppercase))
+        .map(|(i, word)| {
             let start = text.find(word).unwrap_or(0);
-            json!([{"entity": "I-PER", "score": score(word), "index": 1, "word": word,
-                    "start": start, "end": start + word.len()}])
-        }
-        None => json!([]),
-    }
+            json!({"entity": "I-PER", "score": score(word), "index": i + 1, "word": word,
+                   "start": start, "end": start + word.len()})
+        })
+        .collect();
+    Value::Array(entities)
 }
 
 fn text_generation(text: &str, parameters: &Value) -> Value {
@@ -190,9 +193,14 @@ mod tests {
             &none,
         )
         .unwrap();
+        assert_eq!(ner.as_array().unwrap().len(), 1);
         assert_eq!(
-            (ner[0]["word"].clone(), ner[0]["start"].clone()),
-            (json!("Wolfgang"), json!(11))
+            (
+                ner[0]["word"].clone(),
+                ner[0]["start"].clone(),
+                ner[0]["index"].clone()
+            ),
+            (json!("Wolfgang"), json!(11), json!(4))
         );
         let zs = predict(
             Some("zero-shot-classification"),
