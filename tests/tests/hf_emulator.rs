@@ -10,8 +10,9 @@ use shared::domain::{DeploymentId, ModelId};
 use shared::provider::huggingface::HuggingFaceProvider;
 use shared::provider::huggingface::retry::{RetrySleeper, SleepLog};
 use shared::provider::{
-    DeploymentSpec, EndpointHandle, EndpointStatus, HuggingFaceConfig, InstanceSpec,
-    PredictRequest, Provider, ProviderState, ScalingSpec,
+    DeploymentSpec, EndpointHandle, EndpointStatus, HttpProviderConfig, HuggingFaceConfig,
+    InstanceSpec, PredictRequest, Provider, ProviderRegistry, ProviderState, ProvidersConfig,
+    ScalingSpec,
 };
 
 fn config(emu: &EmulatorHandle, scale_up: Option<Duration>) -> HuggingFaceConfig {
@@ -248,4 +249,30 @@ async fn the_catalogue_refreshes_from_the_emulator_and_unknown_hardware_is_refus
     );
     assert_eq!(err.kind(), "invalid");
     assert!(emu.endpoints().is_empty());
+}
+
+#[tokio::test]
+async fn the_registry_refreshes_its_providers_at_start_up() {
+    let emu = Emulator::start(EmulatorConfig::default())
+        .await
+        .expect("emulator");
+    let config = ProvidersConfig {
+        huggingface: config(&emu, None),
+        http: HttpProviderConfig {
+            timeout: Duration::from_secs(5),
+            health_route: "/health".into(),
+        },
+    };
+    let registry = ProviderRegistry::build(&config).expect("registry");
+
+    let refreshed = registry.refresh_all().await;
+    emu.shutdown().await.expect("emulator stopped");
+    let offline = ProviderRegistry::build(&config).expect("registry");
+    let without_emulator = offline.refresh_all().await;
+
+    assert_eq!(refreshed, 2);
+    assert_eq!(
+        without_emulator, 1,
+        "only the http provider, which has nothing to refresh"
+    );
 }

@@ -51,6 +51,12 @@ pub trait Provider: Send + Sync {
         req: PredictRequest,
     ) -> Result<PredictResponse, ProviderError>;
 
+    /// Start-up work after the registry is built (HF: refresh the hardware catalogue from
+    /// `GET /v2/provider`). Best effort: the built-in data stands in when it fails.
+    async fn refresh(&self) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
     /// Price per hour of `spec` at its largest, when the provider bills by the hour
     /// (`None`: not billed by us, e.g. an endpoint someone else runs).
     fn hourly_cost_usd(&self, _spec: &DeploymentSpec) -> Result<Option<f64>, ProviderError> {

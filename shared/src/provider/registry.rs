@@ -53,6 +53,21 @@ impl ProviderRegistry {
             .ok_or_else(|| ProviderError::invalid(format!("unknown provider `{name}`")))
     }
 
+    /// Runs every provider's start-up [`Provider::refresh`]; failures are logged, not fatal
+    /// (the HF catalogue falls back to its built-in prices). Returns how many succeeded.
+    pub async fn refresh_all(&self) -> usize {
+        let mut refreshed = 0;
+        for name in self.names() {
+            match self.providers[name].refresh().await {
+                Ok(()) => refreshed += 1,
+                Err(err) => {
+                    tracing::warn!(provider = name, error = %err, "provider refresh failed")
+                }
+            }
+        }
+        refreshed
+    }
+
     /// The registered names, sorted.
     pub fn names(&self) -> Vec<&'static str> {
         let mut names: Vec<_> = self.providers.keys().copied().collect();

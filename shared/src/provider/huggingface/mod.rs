@@ -188,6 +188,10 @@ impl Provider for HuggingFaceProvider {
         self.inference.predict(&url, &req).await
     }
 
+    async fn refresh(&self) -> Result<(), ProviderError> {
+        self.refresh_catalogue().await.map(drop)
+    }
+
     fn hourly_cost_usd(&self, spec: &DeploymentSpec) -> Result<Option<f64>, ProviderError> {
         HuggingFaceProvider::hourly_cost_usd(self, spec).map(Some)
     }
