@@ -7,10 +7,12 @@
 //! - [`domain`]: newtypes and the deployment status machine (DESIGN.md §5).
 //! - [`db`]: connection, sea-orm entities and repositories.
 //! - [`queue`]: the message envelope of DESIGN.md §6.
+//! - [`provider`]: the provider trait, its registry, HuggingFace and `http` (DESIGN.md §7).
 //! - [`telemetry`]: logging set-up.
 
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod provider;
 pub mod queue;
 pub mod telemetry;

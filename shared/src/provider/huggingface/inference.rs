@@ -1,0 +1,224 @@
+//! Talking to a running endpoint: the health probe that defines readiness, and
+//! predictions in the HF inference protocol (also spoken by self-hosted TGI/TEI, which is
+//! why the `http` provider reuses this client).
+//!
+//! A prediction is `POST {url}` with `{"inputs","parameters"}` (feature-extraction puts its
+//! parameters at the root). With a scale-up timeout configured, `X-Scale-Up-Timeout` makes a
+//! scaled-to-zero endpoint hold the request while it wakes; without it the proxy answers 503,
+//! which becomes [`ProviderError::Unavailable`] with a retry-after.
+
+use std::time::Duration;
+
+use reqwest::{StatusCode, header};
+use serde_json::{Map, Value};
+
+use super::errors;
+use crate::config::Secret;
+use crate::provider::ProviderError;
+use crate::provider::types::{PredictRequest, PredictResponse};
+
+/// How long a client should wait when a waking endpoint does not say.
+pub const DEFAULT_WAKE_RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Health probes and predictions against endpoint URLs.
+#[derive(Debug, Clone)]
+pub struct InferenceClient {
+    http: reqwest::Client,
+    token: Option<Secret>,
+    timeout: Duration,
+    scale_up_timeout: Option<Duration>,
+}
+
+impl InferenceClient {
+    /// A client sending `token` as Bearer (when set), each call bounded by `timeout`.
+    pub fn new(
+        http: reqwest::Client,
+        token: Option<Secret>,
+        timeout: Duration,
+        scale_up_timeout: Option<Duration>,
+    ) -> Self {
+        Self {
+            http,
+            token,
+            timeout,
+            scale_up_timeout,
+        }
+    }
+
+    fn authorised(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(token) => request.bearer_auth(token.expose()),
+            None => request,
+        }
+    }
+
+    /// Whether `GET {url}/{health_route}` answers 200 (joined like the official client).
+    pub async fn is_healthy(&self, url: &str, health_route: &str) -> bool {
+        let probe = format!(
+            "{}/{}",
+            url.trim_end_matches('/'),
+            health_route.trim_start_matches('/')
+        );
+        let request = self.authorised(self.http.get(probe).timeout(self.timeout));
+        match request.send().await {
+            Ok(response) => response.status() == StatusCode::OK,
+            Err(err) => {
+                tracing::debug!(error = %errors::from_transport(&err), "health probe failed");
+                false
+            }
+        }
+    }
+
+    /// Sends one prediction to `url` exactly (the URL may contain a path).
+    pub async fn predict(
+        &self,
+        url: &str,
+        req: &PredictRequest,
+    ) -> Result<PredictResponse, ProviderError> {
+        let mut request = self.authorised(self.http.post(url)).json(&body(req));
+        let mut timeout = self.timeout;
+        if let Some(wait) = self.scale_up_timeout {
+            request = request.header("X-Scale-Up-Timeout", wait.as_secs().to_string());
+            timeout = timeout.max(wait + Duration::from_secs(5));
+        }
+        let response = request
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(|e| errors::from_transport(&e))?;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| errors::from_transport(&e))?;
+        if !status.is_success() {
+            return Err(classify(status, &headers, &text));
+        }
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok(PredictResponse {
+            predictions: normalize(&req.inputs, value),
+        })
+    }
+}
+
+/// The request body: `{"inputs", "parameters"}`, or parameters at the root for
+/// feature-extraction (TEI's shape).
+pub fn body(req: &PredictRequest) -> Value {
+    let mut root = Map::new();
+    root.insert("inputs".into(), req.inputs.clone());
+    match (&req.parameters, req.task.as_deref()) {
+        (Some(Value::Object(params)), Some("feature-extraction")) => {
+            for (k, v) in params {
+                root.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        (Some(params), _) if !params.is_null() => {
+            root.insert("parameters".into(), params.clone());
+        }
+        _ => {}
+    }
+    Value::Object(root)
+}
+
+/// Unwraps the serverless `[[{…}]]` answer to a single input into the container's `[{…}]`.
+pub fn normalize(inputs: &Value, value: Value) -> Value {
+    match value {
+        Value::Array(mut outer) if !inputs.is_array() && outer.len() == 1 => {
+            let inner_is_objects = matches!(&outer[0], Value::Array(inner)
+                if inner.iter().all(Value::is_object) && !inner.is_empty());
+            if inner_is_objects {
+                outer.remove(0)
+            } else {
+                Value::Array(outer)
+            }
+        }
+        other => other,
+    }
+}
+
+/// Errors of an inference call: waking and paused endpoints are `Unavailable`,
+/// an overloaded container is `RateLimited`.
+fn classify(status: StatusCode, headers: &header::HeaderMap, body: &str) -> ProviderError {
+    let message = errors::message_of(status, headers, body);
+    let retry_after = errors::retry_after(headers);
+    match status.as_u16() {
+        503 => ProviderError::Unavailable {
+            message,
+            retry_after: retry_after.unwrap_or(DEFAULT_WAKE_RETRY_AFTER),
+        },
+        400 if message.to_lowercase().contains("invalid state") => ProviderError::Unavailable {
+            message,
+            retry_after: retry_after.unwrap_or(DEFAULT_WAKE_RETRY_AFTER),
+        },
+        424 | 429 => ProviderError::RateLimited {
+            message,
+            retry_after: retry_after.unwrap_or(errors::DEFAULT_RETRY_AFTER),
+        },
+        _ => errors::classify(status, headers, body),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn req(inputs: Value, parameters: Option<Value>, task: Option<&str>) -> PredictRequest {
+        PredictRequest {
+            inputs,
+            parameters,
+            task: task.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn bodies_follow_the_task() {
+        let params = Some(json!({"top_k": 2}));
+        let classification = req(
+            json!("I love you"),
+            params.clone(),
+            Some("text-classification"),
+        );
+        assert_eq!(
+            body(&classification),
+            json!({"inputs":"I love you","parameters":{"top_k":2}})
+        );
+        let features = req(
+            json!(["a"]),
+            Some(json!({"normalize": true})),
+            Some("feature-extraction"),
+        );
+        assert_eq!(body(&features), json!({"inputs":["a"],"normalize":true}));
+        assert_eq!(body(&req(json!("x"), None, None)), json!({"inputs":"x"}));
+    }
+
+    #[test]
+    fn serverless_and_container_shapes_become_one() {
+        let container = json!([{"label":"POSITIVE","score":0.99}]);
+        let serverless = json!([[{"label":"POSITIVE","score":0.99}]]);
+        assert_eq!(normalize(&json!("I love you"), serverless), container);
+        assert_eq!(
+            normalize(&json!("I love you"), container.clone()),
+            container
+        );
+        let batch = json!([[{"label":"A","score":0.5}],[{"label":"B","score":0.5}]]);
+        assert_eq!(normalize(&json!(["a", "b"]), batch.clone()), batch);
+        let embedding = json!([[0.1, 0.2]]);
+        assert_eq!(normalize(&json!("a"), embedding.clone()), embedding);
+    }
+
+    #[test]
+    fn waking_and_paused_endpoints_are_unavailable() {
+        let none = header::HeaderMap::new();
+        let waking = classify(StatusCode::SERVICE_UNAVAILABLE, &none, "");
+        assert_eq!(waking.retry_after(), Some(DEFAULT_WAKE_RETRY_AFTER));
+        let paused = classify(StatusCode::BAD_REQUEST, &none, "Bad Request: Invalid state");
+        assert_eq!(paused.kind(), "unavailable");
+        let overloaded = classify(StatusCode::TOO_MANY_REQUESTS, &none, r#"{"error":"busy"}"#);
+        assert_eq!(overloaded.kind(), "rate_limited");
+        let bad = classify(StatusCode::BAD_REQUEST, &none, r#"{"error":"bad inputs"}"#);
+        assert_eq!((bad.kind(), bad.message()), ("invalid", "bad inputs"));
+    }
+}

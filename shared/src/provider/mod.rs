@@ -1,0 +1,65 @@
+//! Providers: where model endpoints run (DESIGN.md §7).
+//!
+//! The [`Provider`] trait is the whole contract between the worker/API and a hosting
+//! service: deploy, status, undeploy, predict. Its values live in [`types`], its failures
+//! in [`ProviderError`] (whose variant decides retry, compensation and HTTP mapping), its
+//! configuration in [`config`]. [`ProviderRegistry`] maps names to configured instances,
+//! built once at start-up. Implementations: [`huggingface`] (Inference Endpoints) and
+//! [`http`] (an endpoint already running at a URL). Adding one is a module plus one line
+//! in [`registry`].
+
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod huggingface;
+pub mod registry;
+pub mod types;
+
+#[cfg(test)]
+mod fake;
+
+use async_trait::async_trait;
+
+pub use config::{HttpProviderConfig, HuggingFaceConfig, ProviderConfigError, ProvidersConfig};
+pub use error::ProviderError;
+pub use registry::ProviderRegistry;
+pub use types::{
+    DeploymentSpec, EndpointHandle, EndpointStatus, InstanceSpec, PredictRequest, PredictResponse,
+    ProviderState, ScalingSpec,
+};
+
+/// A hosting service for model endpoints.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// The registry name (`deployed_models.provider`).
+    fn name(&self) -> &'static str;
+
+    /// Creates the endpoint for `spec`, idempotently: calling it again for the same
+    /// deployment returns the same endpoint.
+    async fn deploy(&self, spec: &DeploymentSpec) -> Result<EndpointHandle, ProviderError>;
+
+    /// What the provider says about the endpoint now.
+    async fn get_status(&self, handle: &EndpointHandle) -> Result<EndpointStatus, ProviderError>;
+
+    /// Deletes the endpoint; an endpoint already gone is success.
+    async fn undeploy(&self, handle: &EndpointHandle) -> Result<(), ProviderError>;
+
+    /// Sends one prediction to the endpoint.
+    async fn predict(
+        &self,
+        handle: &EndpointHandle,
+        req: PredictRequest,
+    ) -> Result<PredictResponse, ProviderError>;
+
+    /// Start-up work after the registry is built (HF: refresh the hardware catalogue from
+    /// `GET /v2/provider`). Best effort: the built-in data stands in when it fails.
+    async fn refresh(&self) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
+    /// Price per hour of `spec` at its largest, when the provider bills by the hour
+    /// (`None`: not billed by us, e.g. an endpoint someone else runs).
+    fn hourly_cost_usd(&self, _spec: &DeploymentSpec) -> Result<Option<f64>, ProviderError> {
+        Ok(None)
+    }
+}

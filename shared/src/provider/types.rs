@@ -1,0 +1,188 @@
+//! The values that cross the [`Provider`](super::Provider) boundary: what to deploy
+//! ([`DeploymentSpec`]), how to find it again ([`EndpointHandle`]), what the provider says about
+//! it ([`EndpointStatus`]) and predictions ([`PredictRequest`], [`PredictResponse`]).
+//!
+//! They are provider-neutral: the HuggingFace adapter maps them to its wire format, and the
+//! worker builds them from `deployed_models` rows.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::{DeploymentId, ModelId};
+
+/// The hardware an endpoint runs on (HF: `provider` + `compute`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceSpec {
+    /// Cloud vendor (`aws`, `azure`, `gcp`).
+    pub vendor: String,
+    /// Cloud region (`us-east-1`).
+    pub region: String,
+    /// Instance type (`intel-spr`).
+    pub instance_type: String,
+    /// Instance size (`x1` … `x16`).
+    pub instance_size: String,
+}
+
+/// Replica bounds of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScalingSpec {
+    /// Fewest replicas; 0 allows scale to zero.
+    pub min_replica: u32,
+    /// Most replicas.
+    pub max_replica: u32,
+    /// Minutes without traffic before scaling to zero (provider default when `None`).
+    pub scale_to_zero_timeout: Option<u32>,
+}
+
+impl Default for ScalingSpec {
+    fn default() -> Self {
+        Self {
+            min_replica: 1,
+            max_replica: 1,
+            scale_to_zero_timeout: None,
+        }
+    }
+}
+
+/// Everything a provider needs to create an endpoint for one deployment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentSpec {
+    /// The deployment this endpoint serves; its id makes the endpoint name deterministic.
+    pub deployment_id: DeploymentId,
+    /// The MLflow registered-model name.
+    pub model_id: ModelId,
+    /// The MLflow model version.
+    pub model_version: Option<String>,
+    /// The model repository (HF Hub `org/name`); required by HuggingFace.
+    pub repository: Option<String>,
+    /// Repository revision (commit, branch or tag).
+    pub revision: Option<String>,
+    /// Model task (`text-classification`); omitted from requests when unknown.
+    pub task: Option<String>,
+    /// Model framework (`pytorch`).
+    pub framework: Option<String>,
+    /// The hardware.
+    pub instance: InstanceSpec,
+    /// Replica bounds.
+    pub scaling: ScalingSpec,
+    /// For providers that serve an already-running URL (`http`): that URL.
+    pub endpoint_url: Option<String>,
+}
+
+/// How to find a deployed endpoint again: the `provider_model_id` and `endpoint_url` columns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointHandle {
+    /// The provider's own name for the endpoint (HF endpoint name).
+    pub provider_model_id: String,
+    /// Where predictions go, once known.
+    pub endpoint_url: Option<String>,
+}
+
+/// The provider's lifecycle states (HF names; other providers map onto them).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ProviderState {
+    /// Accepted, not provisioning yet.
+    Pending,
+    /// Provisioning (billed on HF).
+    Initializing,
+    /// Applying an update; the previous revision still serves.
+    Updating,
+    /// An update failed (terminal until the next update).
+    UpdateFailed,
+    /// Serving.
+    Running,
+    /// Stopped by request; not billed.
+    Paused,
+    /// Failed to deploy (terminal).
+    Failed,
+    /// No replica; the next request wakes it. Not billed.
+    ScaledToZero,
+    /// A state this code does not know; kept verbatim.
+    Unknown(String),
+}
+
+impl ProviderState {
+    /// Parses the provider's string (HF spelling).
+    pub fn parse(raw: &str) -> Self {
+        match raw {
+            "pending" => Self::Pending,
+            "initializing" => Self::Initializing,
+            "updating" => Self::Updating,
+            "updateFailed" => Self::UpdateFailed,
+            "running" => Self::Running,
+            "paused" => Self::Paused,
+            "failed" => Self::Failed,
+            "scaledToZero" => Self::ScaledToZero,
+            other => Self::Unknown(other.to_owned()),
+        }
+    }
+
+    /// The string stored in `deployed_models.provider_status`.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Pending => "pending",
+            Self::Initializing => "initializing",
+            Self::Updating => "updating",
+            Self::UpdateFailed => "updateFailed",
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Failed => "failed",
+            Self::ScaledToZero => "scaledToZero",
+            Self::Unknown(raw) => raw,
+        }
+    }
+
+    /// Whether time in this state is billed (HF bills `initializing` and `running`).
+    pub fn is_billable(&self) -> bool {
+        matches!(self, Self::Initializing | Self::Running | Self::Updating)
+    }
+
+    /// Whether the endpoint will not get better by waiting.
+    pub fn is_failed(&self) -> bool {
+        matches!(self, Self::Failed | Self::UpdateFailed)
+    }
+
+    /// Whether the provider is still working towards `running`.
+    pub fn is_provisioning(&self) -> bool {
+        matches!(self, Self::Pending | Self::Initializing | Self::Updating)
+    }
+}
+
+/// What the provider says about an endpoint now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointStatus {
+    /// The provider's state.
+    pub state: ProviderState,
+    /// Where predictions go (absent while pending, paused or failed).
+    pub url: Option<String>,
+    /// Replicas ready to serve.
+    pub ready_replicas: u32,
+    /// Replicas the provider aims for.
+    pub target_replicas: u32,
+    /// The provider's status message (failure reason, progress).
+    pub message: Option<String>,
+    /// Ready as the official HF client defines it: `running`, a URL, and the health route
+    /// answered 200.
+    pub ready: bool,
+}
+
+/// A prediction request, as received by the API (DESIGN.md §9).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PredictRequest {
+    /// The model inputs (any JSON).
+    pub inputs: Value,
+    /// Task parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    /// The deployment's task, when known: some tasks shape the body differently
+    /// (feature-extraction puts its parameters at the root).
+    #[serde(skip)]
+    pub task: Option<String>,
+}
+
+/// A prediction, normalised to one shape whatever the serving container returned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PredictResponse {
+    /// The predictions (the serverless `[[…]]` form is unwrapped to the container's `[…]`).
+    pub predictions: Value,
+}
