@@ -37,6 +37,19 @@ enum Command {
         #[command(subcommand)]
         action: Option<MigrateAction>,
     },
+    /// A standalone HuggingFace Inference Endpoints emulator (never the real service).
+    HfEmulator {
+        /// Port to listen on.
+        #[arg(long, default_value_t = 8780)]
+        port: u16,
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Provisioning and cold-start times of seconds, like the real service, instead of
+        /// the fast defaults.
+        #[arg(long)]
+        realistic: bool,
+    },
     /// Prints the effective configuration, secrets redacted; exits 2 when it is invalid.
     CheckConfig,
 }
@@ -77,6 +90,11 @@ fn main() -> ExitCode {
                 };
                 commands::migrate::run(action).await
             }
+            Command::HfEmulator {
+                port,
+                host,
+                realistic,
+            } => commands::hf_emulator::run(&host, port, realistic).await,
             Command::CheckConfig => commands::check_config::run(),
         }
     });

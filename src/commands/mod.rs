@@ -4,6 +4,7 @@
 
 pub mod check_config;
 pub mod dev;
+pub mod hf_emulator;
 pub mod migrate;
 pub mod roles;
 

@@ -164,3 +164,34 @@ async fn dev_serves_health_and_ready_on_a_fresh_folder() {
     );
     server.child.kill().await.ok();
 }
+
+#[tokio::test]
+async fn hf_emulator_verb_serves_the_v2_api_and_says_it_is_an_emulator() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = scratch_dir();
+    let mut child = tests::process::command(&dir, &["hf-emulator", "--port", "0"], &[])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("hf-emulator starts");
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("prints within 30 s")
+        .expect("read")
+        .expect("a line");
+    let url = first.split_whitespace().last().expect("url").to_owned();
+
+    let response = reqwest::get(format!("{url}/v2/provider"))
+        .await
+        .expect("GET /v2/provider");
+
+    assert!(first.contains("EMULATOR (not the real service)"), "{first}");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-hokusai-emulator"], "1");
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert!(
+        body["vendors"].as_array().is_some_and(|v| !v.is_empty()),
+        "{body}"
+    );
+    child.kill().await.ok();
+}
