@@ -1,6 +1,7 @@
 //! Authentication at the edge and the read routes: models, deployments and event logs.
 
 use shared::db::deployments::{self, NewDeployment};
+use shared::db::outbox::Route;
 use shared::domain::{DeploymentId, ModelId};
 use shared::queue::{Envelope, MessageKind};
 use tests::app::{ADMIN_KEY, MODEL_A_KEY, READ_KEY, TestApp, assert_error};
@@ -24,7 +25,7 @@ async fn seed(app: &TestApp, model: &str) -> deployments::Deployment {
         hourly_cost_usd: Some(0.067),
     };
     let command = Envelope::new(MessageKind::Deploy, new.id, serde_json::json!({}));
-    deployments::create(&app.db.conn, new, &command)
+    deployments::create(&app.db.conn, Route::Direct, new, &command)
         .await
         .expect("seed")
 }

@@ -6,6 +6,7 @@ use migrations::{Migrator, MigratorTrait};
 use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, PaginatorTrait, Set, Statement};
 use shared::db::deployments::{self, Changes, NewDeployment, Transition};
 use shared::db::entities::{deployed_models, deployment_events, outbox};
+use shared::db::outbox::Route;
 use shared::db::{DbError, outbox as outbox_repo};
 use shared::domain::{DeploymentId, DeploymentStatus, ModelId};
 use shared::queue::{DEPLOYMENTS_QUEUE, Envelope, MessageKind};
@@ -64,7 +65,7 @@ fn new_deployment(model: &str) -> NewDeployment {
 async fn create(db: &TestDb, model: &str) -> deployments::Deployment {
     let new = new_deployment(model);
     let command = Envelope::new(MessageKind::Deploy, new.id, serde_json::json!({}));
-    deployments::create(&db.conn, new, &command)
+    deployments::create(&db.conn, Route::Relay, new, &command)
         .await
         .expect("create deployment")
 }
@@ -274,11 +275,11 @@ async fn creation_is_all_or_nothing(engine: Engine) {
     let command = Envelope::new(MessageKind::Deploy, new.id, serde_json::json!({}));
     // An outbox row with the command's id already exists: the third insert of the
     // transaction fails after the deployment and its event were written.
-    outbox_repo::enqueue(&db.conn, DEPLOYMENTS_QUEUE, &command, None)
+    outbox_repo::enqueue(&db.conn, Route::Relay, DEPLOYMENTS_QUEUE, &command, None)
         .await
         .expect("seed outbox");
 
-    let result = deployments::create(&db.conn, new.clone(), &command).await;
+    let result = deployments::create(&db.conn, Route::Relay, new.clone(), &command).await;
 
     assert!(
         result.is_err(),

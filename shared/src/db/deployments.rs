@@ -52,10 +52,12 @@ pub struct NewDeployment {
     pub hourly_cost_usd: Option<f64>,
 }
 
-/// Creates a `pending` deployment, its `created` event and `command` in the outbox, in one
-/// transaction: all three exist afterwards, or none does.
+/// Creates a `pending` deployment, its `created` event and `command` (on `route`: the outbox,
+/// or the embedded queue itself), in one transaction: all three exist afterwards, or none
+/// does.
 pub async fn create(
     db: &DatabaseConnection,
+    route: outbox::Route,
     new: NewDeployment,
     command: &Envelope,
 ) -> Result<Deployment, DbError> {
@@ -70,7 +72,7 @@ pub async fn create(
         None,
     )
     .await?;
-    outbox::enqueue(&txn, DEPLOYMENTS_QUEUE, command, None).await?;
+    outbox::enqueue(&txn, route, DEPLOYMENTS_QUEUE, command, None).await?;
     txn.commit().await?;
     Ok(deployment)
 }

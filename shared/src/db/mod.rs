@@ -6,6 +6,7 @@
 
 pub mod deployments;
 pub mod entities;
+pub mod inbox;
 pub mod outbox;
 
 use std::time::Duration;

@@ -1,15 +1,60 @@
-//! Writing commands to the `outbox` table inside the caller's transaction.
+//! Writing commands inside the caller's transaction (transactional outbox, DESIGN.md §6).
+//!
+//! Where the row goes depends on the queue backend, decided once at start-up
+//! ([`Route::for_backend`]):
+//! - [`Route::Relay`] (RabbitMQ, SQS): an `outbox` row, published after commit by the relay
+//!   (`worker::relay`), which marks it published.
+//! - [`Route::Direct`] (`db` backend): a `queue_messages` row. The queue is a table in the
+//!   same database, so the insert *is* the enqueue: it becomes visible to consumers exactly
+//!   when the business transaction commits, and there is no relay hop.
 
 use chrono::{Duration as ChronoDuration, Utc};
 use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, Set};
 use std::time::Duration;
 
 use super::entities::outbox;
-use crate::queue::Envelope;
+use crate::config::QueueBackend;
+use crate::queue::{Envelope, db as db_queue};
 
-/// Records `envelope` for publication to `queue`, not to be delivered before `delay` has
-/// passed. The row id is the envelope's `message_id`, so a command is written once.
+/// Where committed commands are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// To `outbox`, for the relay to publish to a broker.
+    Relay,
+    /// Straight into `queue_messages` (the embedded queue).
+    Direct,
+}
+
+impl Route {
+    /// The route for `backend`.
+    pub fn for_backend(backend: QueueBackend) -> Self {
+        match backend {
+            QueueBackend::Db => Self::Direct,
+            QueueBackend::RabbitMq | QueueBackend::Sqs => Self::Relay,
+        }
+    }
+}
+
+/// Records `envelope` for delivery on `queue`, not before `delay` has passed, as part of
+/// the caller's transaction `conn`.
 pub async fn enqueue<C: ConnectionTrait>(
+    conn: &C,
+    route: Route,
+    queue: &str,
+    envelope: &Envelope,
+    delay: Option<Duration>,
+) -> Result<(), DbErr> {
+    match route {
+        Route::Direct => {
+            db_queue::insert(conn, queue, &envelope.to_bytes(), delay).await?;
+        }
+        Route::Relay => insert_outbox(conn, queue, envelope, delay).await?,
+    }
+    Ok(())
+}
+
+/// The outbox row; its id is the envelope's `message_id`, so a command is written once.
+async fn insert_outbox<C: ConnectionTrait>(
     conn: &C,
     queue: &str,
     envelope: &Envelope,

@@ -5,6 +5,8 @@
 //!  "deployment_id":"uuid","attempt":0,"issued_at":"RFC3339","correlation_id":"uuid",
 //!  "payload":{}}
 //! ```
+//!
+//! `replayed` is present only on commands an operator replayed from the dead letters.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -58,6 +60,18 @@ pub struct Envelope {
     /// Kind-specific data.
     #[serde(default)]
     pub payload: serde_json::Value,
+    /// Set when an operator replayed the command from the dead letters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed: Option<Replayed>,
+}
+
+/// Who replayed a dead-lettered command, and when (`hokusai-serve dlq replay`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replayed {
+    /// The operator (or tool) that replayed it.
+    pub by: String,
+    /// When.
+    pub at: DateTime<Utc>,
 }
 
 /// Why bytes are not an envelope we can handle.
@@ -86,6 +100,7 @@ impl Envelope {
             issued_at: Utc::now(),
             correlation_id: Uuid::now_v7(),
             payload,
+            replayed: None,
         }
     }
 
@@ -119,6 +134,11 @@ impl Envelope {
     /// The JSON value stored in the outbox and sent on the wire.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(self).expect("an envelope always serializes")
+    }
+
+    /// The wire bytes.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("an envelope always serializes")
     }
 }
 
