@@ -1,12 +1,16 @@
 //! `hokusai-serve dev`: everything in one process on the embedded defaults — SQLite in
 //! `<data-dir>/hokusai.db`, migrations applied at start, the API and a worker sharing one
-//! pool. Nothing to install, no broker, no cloud account.
+//! pool and the embedded queue, and the HF emulator on loopback unless
+//! `HUGGINGFACE_API_KEY` is set. Nothing to install, no broker, no cloud account.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
+use emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 use migrations::{Migrator, MigratorTrait};
 use shared::config::{Environment, QueueBackend, Secret};
+use shared::provider::{ProviderRegistry, ProvidersConfig};
 use tokio::sync::watch;
 
 use super::{Failure, load_settings, shutdown_signal};
@@ -34,13 +38,21 @@ pub async fn run(port: u16, data_dir: PathBuf) -> Result<(), Failure> {
         .await
         .context("applying migrations")?;
 
+    let (providers, emulator) = providers(&settings).await?;
     let app = api::Application::build_with_db(settings.clone(), db.clone()).await?;
-    let worker = worker::Worker::build_with_db(settings, db).await?;
+    let worker = worker::Worker::build_with(settings, db, providers).await?;
     let key = app
         .dev_api_key()
         .map(|k| k.expose().to_owned())
         .unwrap_or_default();
-    print_banner(app.local_addr().port(), &database, &key);
+    let hf = match &emulator {
+        Some(emulator) => format!(
+            "HF EMULATOR at {} (not the real service; set HUGGINGFACE_API_KEY for HuggingFace)",
+            emulator.base_url
+        ),
+        None => "HuggingFace Inference Endpoints (HUGGINGFACE_API_KEY is set)".to_owned(),
+    };
+    print_banner(app.local_addr().port(), &database, &key, &hf);
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
@@ -52,10 +64,32 @@ pub async fn run(port: u16, data_dir: PathBuf) -> Result<(), Failure> {
     let _ = stop_tx.send(true);
     api_task.await.context("API task")??;
     worker_task.await.context("worker task")??;
+    drop(emulator);
     Ok(())
 }
 
-fn print_banner(port: u16, database: &std::path::Path, key: &str) {
+/// The providers: HuggingFace when `HUGGINGFACE_API_KEY` is set, else the in-process
+/// emulator (kept alive by the returned handle).
+async fn providers(
+    settings: &shared::config::Settings,
+) -> anyhow::Result<(Arc<ProviderRegistry>, Option<EmulatorHandle>)> {
+    if settings.uses_hf_emulator() {
+        let emulator = Emulator::start(EmulatorConfig::default())
+            .await
+            .context("starting the HF emulator")?;
+        let token = Secret::new(emulator.token.clone());
+        let config = ProvidersConfig::with_hf_emulator(settings, &emulator.base_url, token);
+        let registry = ProviderRegistry::build(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok((Arc::new(registry), Some(emulator)))
+    } else {
+        let registry =
+            ProviderRegistry::from_settings(settings).map_err(|e| anyhow::anyhow!("{e}"))?;
+        registry.refresh_all().await;
+        Ok((Arc::new(registry), None))
+    }
+}
+
+fn print_banner(port: u16, database: &std::path::Path, key: &str, hf: &str) {
     let url = format!("http://127.0.0.1:{port}");
     let banner = format!(
         "hokusai-serve dev is running\n\
@@ -63,6 +97,7 @@ fn print_banner(port: u16, database: &std::path::Path, key: &str) {
          \x20 API key    {key}   (development key with every scope; set HOKUSAI_DEV_API_KEY to choose it)\n\
          \x20 database   {}\n\
          \x20 queue      embedded (database table)\n\
+         \x20 provider   {hf}\n\
          Try:  curl -s -H 'Authorization: Bearer {key}' {url}/api/v1/models\n\
          Stop with Ctrl-C.\n",
         database.display()

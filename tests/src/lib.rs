@@ -9,3 +9,4 @@
 pub mod app;
 pub mod db;
 pub mod process;
+pub mod world;

@@ -1,9 +1,15 @@
 //! The hokusai-serve worker: a stateless process that consumes deployment commands from the
-//! queue and drives providers (DESIGN.md §1, §6).
+//! queue and drives providers (DESIGN.md §1, §5–§7). Any number of workers may run; a
+//! worker killed at any instant leaves nothing half-done that another cannot finish.
 //!
-//! Start-up is a library type: [`Worker::build`] connects and checks the schema,
-//! [`Worker::run_until_stopped`] works until the shutdown future resolves.
+//! Layout:
+//! - [`startup`]: [`Worker::build`] / [`Worker::run_until_stopped`], N concurrent handlers.
+//! - [`consumer`]: [`Consumer::try_process_one`]: one message, one step, settle after commit.
+//! - [`saga`]: the steps of a deployment, one module per command kind.
 
+pub mod consumer;
+pub mod saga;
 pub mod startup;
 
+pub use consumer::{Consumer, Outcome};
 pub use startup::Worker;

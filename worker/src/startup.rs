@@ -1,53 +1,130 @@
-//! Building and running a worker.
+//! Building and running a worker: N concurrent handlers over one queue, stopping gracefully
+//! (no new message is taken after the shutdown signal; the ones in hand are finished).
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::{Context as _, bail};
 use sea_orm::{ConnectionTrait, DatabaseConnection};
 use shared::config::Settings;
+use shared::db::outbox::Route;
+use shared::provider::{InstanceSpec, ProviderRegistry};
+use shared::queue::{self, Queue, QueueOptions};
+use tokio::sync::watch;
+
+use crate::consumer::{Consumer, Outcome};
+use crate::saga::Context;
 
 /// A connected worker.
 pub struct Worker {
-    db: DatabaseConnection,
-    settings: Settings,
+    consumer: Consumer,
+    queue: Arc<dyn Queue>,
+    concurrency: usize,
 }
 
 impl Worker {
-    /// Connects to the database and refuses to start on a database that has not been
-    /// migrated (`hokusai-serve migrate up` first): a worker must not guess at the schema.
+    /// Connects to the database and the queue, refuses a database that has not been migrated
+    /// (`hokusai-serve migrate up` first), and builds the providers from configuration.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let db = shared::db::connect(settings.database_url.expose())
             .await
             .context("connecting to the database")?;
-        Self::build_with_db(settings, db).await
+        let providers =
+            ProviderRegistry::from_settings(&settings).map_err(|e| anyhow::anyhow!("{e}"))?;
+        providers.refresh_all().await;
+        Self::build_with(settings, db, Arc::new(providers)).await
     }
 
-    /// Like [`Worker::build`] with an existing pool (`dev` shares one with the API).
-    pub async fn build_with_db(settings: Settings, db: DatabaseConnection) -> anyhow::Result<Self> {
+    /// Like [`Worker::build`] with an existing pool and providers (`dev` and tests).
+    pub async fn build_with(
+        settings: Settings,
+        db: DatabaseConnection,
+        providers: Arc<ProviderRegistry>,
+    ) -> anyhow::Result<Self> {
         let probe = "SELECT 1 FROM deployed_models WHERE 1 = 0";
         if let Err(error) = db.execute_unprepared(probe).await {
             bail!("the database schema is missing ({error}); run `hokusai-serve migrate up`");
         }
-        Ok(Self { db, settings })
+        let options = QueueOptions::from_settings(&settings.queue);
+        let queue = queue::connect(&settings.queue, Some(&db), options)
+            .await
+            .context("connecting to the queue")?;
+        Ok(Self::assemble(settings, db, providers, queue))
     }
 
-    /// The database pool.
-    pub fn db(&self) -> &DatabaseConnection {
-        &self.db
+    /// A worker over an explicit queue (tests choose queue names).
+    pub fn assemble(
+        settings: Settings,
+        db: DatabaseConnection,
+        providers: Arc<ProviderRegistry>,
+        queue: Arc<dyn Queue>,
+    ) -> Self {
+        let hf = &settings.huggingface;
+        let ctx = Context {
+            db,
+            providers,
+            route: Route::for_backend(settings.queue.backend),
+            settings: settings.worker.clone(),
+            max_attempts: settings.queue.max_attempts,
+            default_instance: InstanceSpec {
+                vendor: hf.default_vendor.clone(),
+                region: hf.default_region.clone(),
+                instance_type: hf.default_instance_type.clone(),
+                instance_size: hf.default_instance_size.clone(),
+            },
+        };
+        let consumer = Consumer::new(queue.clone(), Arc::new(ctx));
+        Self {
+            consumer,
+            queue,
+            concurrency: settings.worker.concurrency,
+        }
     }
 
-    /// Works until `shutdown` resolves.
+    /// The consumer, for driving steps one at a time.
+    pub fn consumer(&self) -> &Consumer {
+        &self.consumer
+    }
+
+    /// The queue it consumes.
+    pub fn queue(&self) -> Arc<dyn Queue> {
+        self.queue.clone()
+    }
+
+    /// Works until `shutdown` resolves, then finishes the messages in hand.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
     ) -> anyhow::Result<()> {
         tracing::info!(
-            queue_backend = ?self.settings.queue.backend,
-            concurrency = self.settings.worker.concurrency,
+            queue = self.queue.name(),
+            concurrency = self.concurrency,
             "worker started"
         );
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let handlers: Vec<_> = (0..self.concurrency)
+            .map(|_| tokio::spawn(handle_until_stopped(self.consumer.clone(), stop_rx.clone())))
+            .collect();
         shutdown.await;
+        tracing::info!("worker stopping: finishing the messages in hand");
+        let _ = stop_tx.send(true);
+        for handler in handlers {
+            handler.await.context("a worker handler panicked")?;
+        }
         tracing::info!("worker stopped");
         Ok(())
+    }
+}
+
+async fn handle_until_stopped(consumer: Consumer, stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        match consumer.try_process_one().await {
+            Ok(Outcome::Processed | Outcome::Empty) => {}
+            Err(error) => {
+                tracing::warn!(%error, "queue unavailable; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
     }
 }

@@ -214,6 +214,11 @@ pub struct WorkerSettings {
     pub deploy_timeout: Duration,
     /// `RETIRE_AFTER_SECONDS`: how long a replaced version keeps running for instant rollback.
     pub retire_after: Duration,
+    /// First delay between provider status polls while an endpoint provisions (doubles up
+    /// to `status_poll_max`). Not an environment variable; tests shorten it.
+    pub status_poll_initial: Duration,
+    /// Longest delay between status polls.
+    pub status_poll_max: Duration,
 }
 
 /// HuggingFace Inference Endpoints.

@@ -192,6 +192,8 @@ pub fn settings(environment: Environment, s: &Sources) -> Result<Settings, Confi
             concurrency: r.positive("WORKER_CONCURRENCY")?,
             deploy_timeout: r.seconds("DEPLOY_TIMEOUT_SECONDS", 1)?,
             retire_after: r.seconds("RETIRE_AFTER_SECONDS", 0)?,
+            status_poll_initial: Duration::from_secs(2),
+            status_poll_max: Duration::from_secs(30),
         },
         huggingface: HuggingFaceSettings {
             api_key: r.opt_secret("HUGGINGFACE_API_KEY"),

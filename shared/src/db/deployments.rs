@@ -2,7 +2,6 @@
 //! under an optimistic lock, and the queries the API and the worker need.
 
 use chrono::Utc;
-use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, Set, TransactionTrait,
@@ -16,6 +15,7 @@ use super::outbox;
 use crate::domain::{DeploymentId, DeploymentStatus, ModelId};
 use crate::queue::{DEPLOYMENTS_QUEUE, Envelope};
 
+pub use super::transitions::{Changes, Transition, observe, set_active, transition};
 pub use deployed_models::Model as Deployment;
 pub use deployment_events::Model as DeploymentEvent;
 
@@ -111,111 +111,6 @@ async fn insert<C: ConnectionTrait>(conn: &C, new: NewDeployment) -> Result<Depl
     .insert(conn)
     .await
     .map_err(|e| DbError::from_write(e, &model_id))
-}
-
-/// Columns a transition may change besides the status. `None` leaves a column alone.
-#[derive(Debug, Clone, Default)]
-pub struct Changes {
-    /// New provider state.
-    pub provider_status: Option<String>,
-    /// Provider endpoint name.
-    pub provider_model_id: Option<String>,
-    /// Endpoint URL.
-    pub endpoint_url: Option<String>,
-    /// Failure reason (`Some(None)` clears it).
-    pub error_message: Option<Option<String>>,
-    /// Active flag.
-    pub is_active: Option<bool>,
-    /// Accrued cost.
-    pub accrued_cost_usd: Option<f64>,
-}
-
-/// A status change and its event.
-#[derive(Debug, Clone)]
-pub struct Transition {
-    /// Target status.
-    pub to: DeploymentStatus,
-    /// Event message for operators.
-    pub message: String,
-    /// Event details.
-    pub details: Option<Value>,
-    /// Other columns to set.
-    pub changes: Changes,
-}
-
-/// Moves `current` to `transition.to` and appends the event, if and only if nobody changed
-/// the row since `current` was read (same `lock_version`) and the status machine allows it.
-/// Runs on the caller's connection or transaction; returns the updated row.
-pub async fn transition<C: ConnectionTrait>(
-    conn: &C,
-    current: &Deployment,
-    transition: Transition,
-) -> Result<Deployment, DbError> {
-    let id = DeploymentId(current.id);
-    if !current.status.can_transition_to(transition.to) {
-        return Err(DbError::IllegalTransition {
-            id,
-            from: current.status,
-            to: transition.to,
-        });
-    }
-    let now = Utc::now();
-    let to = transition.to;
-    let mut update = deployed_models::Entity::update_many()
-        .col_expr(deployed_models::Column::Status, Expr::value(to.as_str()))
-        .col_expr(
-            deployed_models::Column::LockVersion,
-            Expr::value(current.lock_version + 1),
-        )
-        .col_expr(deployed_models::Column::UpdatedAt, Expr::value(now));
-    let c = transition.changes;
-    if let Some(v) = c.provider_status {
-        update = update.col_expr(deployed_models::Column::ProviderStatus, Expr::value(v));
-    }
-    if let Some(v) = c.provider_model_id {
-        update = update.col_expr(deployed_models::Column::ProviderModelId, Expr::value(v));
-    }
-    if let Some(v) = c.endpoint_url {
-        update = update.col_expr(deployed_models::Column::EndpointUrl, Expr::value(v));
-    }
-    if let Some(v) = c.error_message {
-        update = update.col_expr(deployed_models::Column::ErrorMessage, Expr::value(v));
-    }
-    if let Some(v) = c.is_active {
-        update = update.col_expr(deployed_models::Column::IsActive, Expr::value(v));
-    }
-    if let Some(v) = c.accrued_cost_usd {
-        update = update.col_expr(deployed_models::Column::AccruedCostUsd, Expr::value(v));
-    }
-    if to == DeploymentStatus::Deployed && current.deployed_at.is_none() {
-        update = update.col_expr(deployed_models::Column::DeployedAt, Expr::value(now));
-    }
-    if to == DeploymentStatus::Stopped {
-        update = update.col_expr(deployed_models::Column::StoppedAt, Expr::value(now));
-    }
-    let result = update
-        .filter(deployed_models::Column::Id.eq(current.id))
-        .filter(deployed_models::Column::LockVersion.eq(current.lock_version))
-        .exec(conn)
-        .await
-        .map_err(|e| DbError::from_write(e, &current.model_id))?;
-    if result.rows_affected == 0 {
-        return Err(DbError::StaleTransition {
-            id,
-            expected: current.lock_version,
-        });
-    }
-    let updated = get(conn, id).await?.ok_or(DbError::NotFound(id))?;
-    record_event(
-        conn,
-        &updated,
-        "transition",
-        Some(current.status),
-        &transition.message,
-        transition.details,
-    )
-    .await?;
-    Ok(updated)
 }
 
 /// Appends an event to the deployment's log.

@@ -8,6 +8,7 @@ pub mod deployments;
 pub mod entities;
 pub mod inbox;
 pub mod outbox;
+pub mod transitions;
 
 use std::time::Duration;
 

@@ -89,7 +89,7 @@ impl DeploymentStatus {
         use DeploymentStatus::*;
         matches!(
             (self, next),
-            (Pending, Deploying | Failed | Undeploying)
+            (Pending, Deploying | Failed | Undeploying | RollingBack)
                 | (
                     Deploying,
                     Deploying | Deployed | RollingBack | Failed | Undeploying

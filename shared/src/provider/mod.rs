@@ -57,6 +57,13 @@ pub trait Provider: Send + Sync {
         Ok(())
     }
 
+    /// The handle `deploy` returns for `spec`, known without calling the provider when its
+    /// names are deterministic (HF). Compensation uses it to delete an endpoint whose create
+    /// may have succeeded although we never saw the answer. `None`: nothing to clean up.
+    fn handle_for(&self, _spec: &DeploymentSpec) -> Option<EndpointHandle> {
+        None
+    }
+
     /// Price per hour of `spec` at its largest, when the provider bills by the hour
     /// (`None`: not billed by us, e.g. an endpoint someone else runs).
     fn hourly_cost_usd(&self, _spec: &DeploymentSpec) -> Result<Option<f64>, ProviderError> {

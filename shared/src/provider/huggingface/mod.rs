@@ -169,6 +169,14 @@ impl Provider for HuggingFaceProvider {
         Ok(self.status_of(&endpoint).await)
     }
 
+    fn handle_for(&self, spec: &DeploymentSpec) -> Option<EndpointHandle> {
+        let name = EndpointName::for_deployment(&spec.model_id, spec.deployment_id);
+        Some(EndpointHandle {
+            provider_model_id: name.as_str().to_owned(),
+            endpoint_url: None,
+        })
+    }
+
     async fn undeploy(&self, handle: &EndpointHandle) -> Result<(), ProviderError> {
         match self.management.delete(&handle.provider_model_id).await {
             Ok(()) | Err(ProviderError::NotFound { .. }) => Ok(()),

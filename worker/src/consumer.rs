@@ -1,0 +1,131 @@
+//! The consumer: takes one command from the queue, runs its saga step, and settles the
+//! delivery only after the step's transaction committed (DESIGN.md §6).
+//! [`Consumer::try_process_one`] is callable alone, so tests drive the saga step by step;
+//! the worker's loop around it is trivial.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::EntityTrait;
+use shared::db::entities::processed_messages;
+use shared::queue::{Delivery, Queue, QueueError};
+use tracing::Instrument;
+
+use crate::saga::{self, Applied, Context, Step};
+
+/// What one call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A message was taken and settled.
+    Processed,
+    /// No message arrived within the wait.
+    Empty,
+}
+
+/// A consumer of deployment commands.
+#[derive(Clone)]
+pub struct Consumer {
+    queue: Arc<dyn Queue>,
+    ctx: Arc<Context>,
+    wait: Duration,
+}
+
+impl Consumer {
+    /// A consumer of `queue` running steps in `ctx`.
+    pub fn new(queue: Arc<dyn Queue>, ctx: Arc<Context>) -> Self {
+        Self {
+            queue,
+            ctx,
+            wait: Duration::from_millis(500),
+        }
+    }
+
+    /// How long [`Consumer::try_process_one`] waits for a message.
+    pub fn with_wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Takes at most one message and handles it.
+    pub async fn try_process_one(&self) -> Result<Outcome, QueueError> {
+        let Some(delivery) = self.queue.receive(self.wait).await? else {
+            return Ok(Outcome::Empty);
+        };
+        let envelope = delivery.envelope().clone();
+        let span = tracing::info_span!(
+            "step",
+            kind = envelope.kind.as_str(),
+            deployment_id = %envelope.deployment_id,
+            message_id = %envelope.message_id,
+            attempt = envelope.attempt,
+        );
+        self.handle(delivery).instrument(span).await?;
+        Ok(Outcome::Processed)
+    }
+
+    async fn handle(&self, delivery: Delivery) -> Result<(), QueueError> {
+        let envelope = delivery.envelope().clone();
+        match processed_messages::Entity::find_by_id(envelope.message_id)
+            .one(&self.ctx.db)
+            .await
+        {
+            Ok(Some(_)) => {
+                tracing::debug!("duplicate delivery of a handled message; acking");
+                return delivery.ack().await;
+            }
+            Ok(None) => {}
+            Err(error) => return retry_infrastructure(delivery, &error.to_string()).await,
+        }
+        let step = match saga::decide(&self.ctx, &envelope).await {
+            Ok(step) => step,
+            Err(error) => return retry_infrastructure(delivery, &error.to_string()).await,
+        };
+        match step {
+            Step::Commit(plan) => match plan.commit(&self.ctx, Some(envelope.message_id)).await {
+                Ok(Applied::Committed) => {
+                    tracing::info!("step committed");
+                    delivery.ack().await
+                }
+                Ok(Applied::Duplicate) => delivery.ack().await,
+                Ok(Applied::Conflict(error)) => {
+                    tracing::info!(%error, "deployment changed concurrently; deciding again shortly");
+                    delivery
+                        .retry_later(Duration::from_millis(200), &error.to_string())
+                        .await
+                        .map(drop)
+                }
+                Err(error) => retry_infrastructure(delivery, &error.to_string()).await,
+            },
+            Step::Ignore(reason) => {
+                tracing::info!(reason, "nothing to do");
+                delivery.ack().await
+            }
+            Step::DeadLetter { plan, reason } => {
+                if let Some(plan) = plan {
+                    match plan.commit(&self.ctx, None).await {
+                        Ok(Applied::Committed | Applied::Duplicate) => {}
+                        Ok(Applied::Conflict(error)) => {
+                            return delivery
+                                .retry_later(Duration::from_millis(200), &error.to_string())
+                                .await
+                                .map(drop);
+                        }
+                        Err(error) => {
+                            return retry_infrastructure(delivery, &error.to_string()).await;
+                        }
+                    }
+                }
+                tracing::warn!(reason, "dead-lettering the command for an operator");
+                delivery.dead_letter(&reason).await
+            }
+        }
+    }
+}
+
+/// The database failed under the step: nothing was written, so the same command runs again
+/// after a backoff (or is dead-lettered when its attempts are used up).
+async fn retry_infrastructure(delivery: Delivery, error: &str) -> Result<(), QueueError> {
+    let delay = saga::retry_delay(delivery.envelope().attempt, None);
+    tracing::warn!(error, retry_in = ?delay, "step failed on infrastructure; retrying");
+    delivery.retry_later(delay, error).await.map(drop)
+}

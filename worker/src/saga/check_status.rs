@@ -1,0 +1,272 @@
+//! `check_status`: reads the provider's state and moves the deployment on.
+//!
+//! - `deploying`: ready ⇒ `deployed` and active in the same transaction (the previous active
+//!   version is deactivated and gets a `retire` after `RETIRE_AFTER_SECONDS`); still
+//!   provisioning ⇒ poll again with backoff until `DEPLOY_TIMEOUT_SECONDS`; failed, gone or
+//!   timed out ⇒ `rolling_back`.
+//! - `rolling_back`: deletes the endpoint (gone counts as deleted) ⇒ `failed`; when deletion
+//!   keeps failing ⇒ `rollback_failed` and the message is dead-lettered for an operator,
+//!   whose replay retries the compensation.
+//! - `deployed`: a health observation; a lost endpoint ⇒ `failed`.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use shared::db::deployments::{self, Changes, Transition};
+use shared::domain::{DeploymentStatus, ModelId};
+use shared::provider::{EndpointStatus, ProviderError};
+use shared::queue::{Envelope, MessageKind};
+
+use super::spec::{accrued_until, handle_of, spec_of};
+use super::{Plan, Step, StepInput};
+
+/// Decides a `check_status` command.
+pub(crate) async fn decide(input: StepInput<'_>) -> Step {
+    match input.deployment.status {
+        DeploymentStatus::Deploying => provisioning(input).await,
+        DeploymentStatus::RollingBack => compensate(input).await,
+        DeploymentStatus::RollbackFailed if input.envelope.replayed.is_some() => {
+            let next = input.envelope.follow_up(MessageKind::CheckStatus);
+            let t = transition(
+                DeploymentStatus::RollingBack,
+                "operator replayed the compensation",
+                None,
+            );
+            Step::Commit(Plan::transition(input.deployment, t).then(next, None))
+        }
+        DeploymentStatus::RollbackFailed => Step::DeadLetter {
+            plan: None,
+            reason: "compensation exhausted: the endpoint could not be deleted; replay to retry"
+                .into(),
+        },
+        DeploymentStatus::Deployed => observe_deployed(input).await,
+        other => Step::Ignore(format!("status check of a deployment {other}")),
+    }
+}
+
+fn transition(to: DeploymentStatus, message: &str, error: Option<&str>) -> Transition {
+    Transition {
+        to,
+        message: message.to_owned(),
+        details: error.map(|e| json!({"error": e})),
+        changes: Changes {
+            error_message: error.map(|e| Some(e.to_owned())),
+            ..Changes::default()
+        },
+    }
+}
+
+async fn provisioning(input: StepInput<'_>) -> Step {
+    let spec = match spec_of(&input.deployment, &input.ctx.default_instance) {
+        Ok(spec) => spec,
+        Err(reason) => return roll_back(input, &reason),
+    };
+    let Some(handle) = handle_of(&input.deployment, input.provider.as_ref(), &spec) else {
+        return roll_back(input, "no endpoint handle recorded");
+    };
+    match input.provider.get_status(&handle).await {
+        Ok(status) if status.ready => activate(input, status).await,
+        Ok(status) if status.state.is_failed() => {
+            let reason = status
+                .message
+                .clone()
+                .unwrap_or_else(|| format!("endpoint {}", status.state.as_str()));
+            roll_back(
+                input,
+                &format!("provider reports {}: {reason}", status.state.as_str()),
+            )
+        }
+        Ok(status) => keep_polling(input, status),
+        Err(ProviderError::NotFound { message }) => {
+            roll_back(input, &format!("endpoint disappeared: {message}"))
+        }
+        Err(error) if error.is_retryable() && !input.retries_exhausted() => input.retry(&error),
+        Err(error) => roll_back(input, &error.to_string()),
+    }
+}
+
+/// `deploying → rolling_back`, compensation scheduled at once.
+fn roll_back(input: StepInput<'_>, reason: &str) -> Step {
+    let next = input.envelope.follow_up(MessageKind::CheckStatus);
+    let t = transition(
+        DeploymentStatus::RollingBack,
+        &format!("deploy failed, compensating: {reason}"),
+        Some(reason),
+    );
+    Step::Commit(Plan::transition(input.deployment, t).then(next, None))
+}
+
+async fn activate(input: StepInput<'_>, status: EndpointStatus) -> Step {
+    let now = Utc::now();
+    let model = ModelId::parse(&input.deployment.model_id);
+    let previous = match model {
+        Ok(model) => deployments::find_active(&input.ctx.db, &model)
+            .await
+            .ok()
+            .flatten(),
+        Err(_) => None,
+    };
+    let details = json!({"provider_state": status.state.as_str(), "url": status.url,
+                         "ready_replicas": status.ready_replicas});
+    let t = Transition {
+        to: DeploymentStatus::Deployed,
+        message: "endpoint running and healthy; now serving".into(),
+        details: Some(details),
+        changes: Changes {
+            provider_status: Some(status.state.as_str().to_owned()),
+            endpoint_url: status.url,
+            error_message: Some(None),
+            is_active: Some(true),
+            accrued_cost_usd: Some(accrued_until(&input.deployment, now)),
+            ..Changes::default()
+        },
+    };
+    let retire_after = input.ctx.settings.retire_after;
+    let mut plan = Plan::transition(input.deployment.clone(), t);
+    if let Some(previous) = previous.filter(|p| p.id != input.deployment.id) {
+        let retire = Envelope {
+            deployment_id: shared::domain::DeploymentId(previous.id),
+            ..input.envelope.follow_up(MessageKind::Retire)
+        };
+        plan = plan.deactivating(previous).then(retire, Some(retire_after));
+    }
+    Step::Commit(plan)
+}
+
+fn keep_polling(input: StepInput<'_>, status: EndpointStatus) -> Step {
+    let now = Utc::now();
+    let started = started_at(input.envelope).unwrap_or(input.deployment.created_at);
+    let elapsed = (now - started).to_std().unwrap_or_default();
+    if elapsed >= input.ctx.settings.deploy_timeout {
+        let reason = format!(
+            "not ready after {} s (DEPLOY_TIMEOUT_SECONDS), provider state {}",
+            elapsed.as_secs(),
+            status.state.as_str()
+        );
+        return roll_back(input, &reason);
+    }
+    let polls = input
+        .envelope
+        .payload
+        .get("polls")
+        .and_then(|p| p.as_u64())
+        .unwrap_or(0);
+    let settings = &input.ctx.settings;
+    let delay = poll_delay(
+        settings.status_poll_initial,
+        settings.status_poll_max,
+        polls,
+    );
+    let next = Envelope {
+        payload: json!({"started_at": started, "polls": polls + 1}),
+        ..input.envelope.follow_up(MessageKind::CheckStatus)
+    };
+    let changes = Changes {
+        provider_status: Some(status.state.as_str().to_owned()),
+        accrued_cost_usd: Some(accrued_until(&input.deployment, now)),
+        ..Changes::default()
+    };
+    let details = json!({"provider_state": status.state.as_str(), "message": status.message});
+    Step::Commit(Plan::observe(input.deployment, changes, Some(details)).then(next, Some(delay)))
+}
+
+fn started_at(envelope: &Envelope) -> Option<DateTime<Utc>> {
+    envelope
+        .payload
+        .get("started_at")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
+async fn compensate(input: StepInput<'_>) -> Step {
+    let handle = spec_of(&input.deployment, &input.ctx.default_instance)
+        .ok()
+        .and_then(|spec| handle_of(&input.deployment, input.provider.as_ref(), &spec));
+    let result = match &handle {
+        Some(handle) => input.provider.undeploy(handle).await,
+        None => Ok(()),
+    };
+    match result {
+        Ok(()) | Err(ProviderError::NotFound { .. }) => {
+            let now = Utc::now();
+            let reason = input
+                .deployment
+                .error_message
+                .clone()
+                .unwrap_or_else(|| "deploy failed".into());
+            let mut t = transition(
+                DeploymentStatus::Failed,
+                &format!("endpoint deleted; deployment failed: {reason}"),
+                None,
+            );
+            t.changes.provider_status = Some("deleted".into());
+            t.changes.accrued_cost_usd = Some(accrued_until(&input.deployment, now));
+            Step::Commit(Plan::transition(input.deployment, t))
+        }
+        Err(error) if error.is_retryable() && !input.retries_exhausted() => input.retry(&error),
+        Err(error) => {
+            let reason = format!("compensation failed, endpoint may still exist: {error}");
+            let t = transition(DeploymentStatus::RollbackFailed, &reason, Some(&reason));
+            Step::DeadLetter {
+                plan: Some(Plan::transition(input.deployment, t)),
+                reason,
+            }
+        }
+    }
+}
+
+async fn observe_deployed(input: StepInput<'_>) -> Step {
+    let Some(handle) = spec_of(&input.deployment, &input.ctx.default_instance)
+        .ok()
+        .and_then(|spec| handle_of(&input.deployment, input.provider.as_ref(), &spec))
+    else {
+        return Step::Ignore("no endpoint handle to observe".into());
+    };
+    let now = Utc::now();
+    let lost = match input.provider.get_status(&handle).await {
+        Ok(status) if status.state.is_failed() => {
+            Some(format!("provider reports {}", status.state.as_str()))
+        }
+        Ok(status) => {
+            let changes = Changes {
+                provider_status: Some(status.state.as_str().to_owned()),
+                accrued_cost_usd: Some(accrued_until(&input.deployment, now)),
+                ..Changes::default()
+            };
+            return Step::Commit(Plan::observe(input.deployment, changes, None));
+        }
+        Err(ProviderError::NotFound { message }) => {
+            Some(format!("endpoint disappeared: {message}"))
+        }
+        Err(error) => return Step::Ignore(format!("status observation failed: {error}")),
+    };
+    let reason = lost.unwrap_or_default();
+    let mut t = transition(
+        DeploymentStatus::Failed,
+        &format!("provider lost the endpoint: {reason}"),
+        Some(&reason),
+    );
+    t.changes.is_active = Some(false);
+    t.changes.accrued_cost_usd = Some(accrued_until(&input.deployment, now));
+    Step::Commit(Plan::transition(input.deployment, t))
+}
+
+/// Delay before poll number `polls + 1`: `initial` doubling up to `max`.
+fn poll_delay(initial: Duration, max: Duration, polls: u64) -> Duration {
+    (initial * 2u32.saturating_pow(polls.min(16) as u32)).min(max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_back_off_exponentially_up_to_the_maximum() {
+        let (initial, max) = (Duration::from_secs(2), Duration::from_secs(30));
+        let delays: Vec<u64> = (0..6)
+            .map(|n| poll_delay(initial, max, n).as_secs())
+            .collect();
+        assert_eq!(delays, vec![2, 4, 8, 16, 30, 30]);
+        assert_eq!(poll_delay(initial, max, u64::MAX), max);
+    }
+}

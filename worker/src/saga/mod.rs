@@ -1,0 +1,134 @@
+//! The deployment saga: one module per command kind, each deciding from the deployment's
+//! current status and the provider's answer what happens next (DESIGN.md §5–§7).
+//!
+//! A step makes at most one provider call and returns a [`Step`]: a [`Plan`] to commit
+//! (status transition, activation switch, events, follow-up commands — one transaction,
+//! together with the inbox row of the message), nothing (a duplicate or out-of-order
+//! message), or a dead letter for an operator. Retry or not is read from the
+//! [`ProviderError`] variant, never from strings. Long waits are follow-up `check_status`
+//! commands published with a delay; no step holds a message for long.
+//!
+//! - [`deploy`]: `pending → deploying`, provider create (idempotent).
+//! - [`check_status`]: provisioning → `deployed` and active (blue/green switch), or rollback;
+//!   also drives the compensation (`rolling_back → failed | rollback_failed`).
+//! - [`undeploy`]: `→ undeploying → stopped`, provider delete.
+//! - [`retire`]: undeploys a replaced version after `RETIRE_AFTER_SECONDS`.
+
+mod check_status;
+mod deploy;
+mod plan;
+mod retire;
+mod spec;
+mod undeploy;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::DatabaseConnection;
+use shared::config::WorkerSettings;
+use shared::db::DbError;
+use shared::db::deployments::{self, Deployment};
+use shared::db::outbox::Route;
+use shared::provider::{InstanceSpec, Provider, ProviderError, ProviderRegistry};
+use shared::queue::{Envelope, MessageKind};
+
+pub use plan::{Applied, Plan};
+
+/// What a step needs: the database, the providers and the timing rules.
+pub struct Context {
+    /// The application database.
+    pub db: DatabaseConnection,
+    /// Configured providers.
+    pub providers: Arc<ProviderRegistry>,
+    /// Where follow-up commands are written (outbox or the embedded queue).
+    pub route: Route,
+    /// Timeouts and poll intervals.
+    pub settings: WorkerSettings,
+    /// `QUEUE_MAX_ATTEMPTS`: retries of one command before giving up.
+    pub max_attempts: u32,
+    /// Hardware used when a deployment row leaves it out.
+    pub default_instance: InstanceSpec,
+}
+
+/// What a step decided.
+#[derive(Debug)]
+pub enum Step {
+    /// Commit the plan together with the message's inbox row, then ack.
+    Commit(Plan),
+    /// Nothing to do (a duplicate, stale or out-of-order message): ack.
+    Ignore(String),
+    /// Give up on the message: commit `plan` if any, then dead-letter it with `reason`.
+    DeadLetter {
+        /// State to record first (e.g. `rollback_failed`).
+        plan: Option<Plan>,
+        /// Why, for the operator.
+        reason: String,
+    },
+}
+
+/// Decides what `envelope` means for its deployment now.
+pub async fn decide(ctx: &Context, envelope: &Envelope) -> Result<Step, DbError> {
+    let Some(deployment) = deployments::get(&ctx.db, envelope.deployment_id).await? else {
+        return Ok(Step::DeadLetter {
+            plan: None,
+            reason: format!("deployment {} does not exist", envelope.deployment_id),
+        });
+    };
+    let provider = match ctx.providers.get(&deployment.provider) {
+        Ok(provider) => provider,
+        Err(error) => {
+            return Ok(Step::DeadLetter {
+                plan: None,
+                reason: format!("{error}"),
+            });
+        }
+    };
+    let step = StepInput {
+        ctx,
+        envelope,
+        deployment,
+        provider,
+    };
+    Ok(match envelope.kind {
+        MessageKind::Deploy => deploy::decide(step).await,
+        MessageKind::CheckStatus => check_status::decide(step).await,
+        MessageKind::Undeploy => undeploy::decide(step).await,
+        MessageKind::Retire => retire::decide(step).await,
+    })
+}
+
+/// Everything a step looks at.
+pub(crate) struct StepInput<'a> {
+    pub ctx: &'a Context,
+    pub envelope: &'a Envelope,
+    pub deployment: Deployment,
+    pub provider: Arc<dyn Provider>,
+}
+
+impl StepInput<'_> {
+    /// Whether the next retry of this command would exceed `QUEUE_MAX_ATTEMPTS`.
+    pub fn retries_exhausted(&self) -> bool {
+        self.envelope.attempt + 1 >= self.ctx.max_attempts
+    }
+
+    /// The same command again later, recording the provider error in the event log.
+    pub fn retry(self, error: &ProviderError) -> Step {
+        let delay = retry_delay(self.envelope.attempt, error.retry_after());
+        let details = serde_json::json!({
+            "error": error.message(), "error_kind": error.kind(),
+            "attempt": self.envelope.attempt + 1, "retry_in_seconds": delay.as_secs_f64(),
+        });
+        let message = format!("{} failed, retrying: {error}", self.envelope.kind.as_str());
+        Step::Commit(
+            Plan::events_only(self.deployment)
+                .with_event("provider_error", &message, Some(details))
+                .then(self.envelope.retry(), Some(delay)),
+        )
+    }
+}
+
+/// Exponential backoff of retries (1 s doubling to 60 s), or the provider's own delay.
+pub fn retry_delay(attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let exponential = Duration::from_secs(1u64 << attempt.min(6)).min(Duration::from_secs(60));
+    retry_after.unwrap_or(exponential)
+}

@@ -1,0 +1,131 @@
+//! A [`Plan`]: the writes one step makes, committed in one transaction with the inbox row of
+//! the message that caused them, so a step is applied exactly once however often its message
+//! is delivered, and a follow-up command exists if and only if the change that needs it does.
+
+use std::time::Duration;
+
+use sea_orm::TransactionTrait;
+use serde_json::Value;
+use shared::db::deployments::{self, Changes, Deployment, Transition};
+use shared::db::{DbError, inbox, outbox};
+use shared::queue::{DEPLOYMENTS_QUEUE, Envelope};
+use uuid::Uuid;
+
+use super::Context;
+
+/// The change a plan makes to its deployment.
+#[derive(Debug)]
+enum Change {
+    None,
+    Transition(Transition),
+    Observe(Changes, Option<Value>),
+}
+
+/// Writes to commit together.
+#[derive(Debug)]
+pub struct Plan {
+    deployment: Deployment,
+    change: Change,
+    deactivate: Option<Deployment>,
+    events: Vec<(String, String, Option<Value>)>,
+    follow_ups: Vec<(Envelope, Option<Duration>)>,
+}
+
+/// What committing did.
+#[derive(Debug)]
+pub enum Applied {
+    /// Written.
+    Committed,
+    /// The message was already handled (the inbox had it): nothing written.
+    Duplicate,
+    /// Someone changed the deployment meanwhile (stale lock, a status the machine refuses
+    /// now, another active version): nothing written; decide again later.
+    Conflict(DbError),
+}
+
+impl Plan {
+    fn new(deployment: Deployment, change: Change) -> Self {
+        Self {
+            deployment,
+            change,
+            deactivate: None,
+            events: Vec::new(),
+            follow_ups: Vec::new(),
+        }
+    }
+
+    /// A status transition.
+    pub fn transition(deployment: Deployment, transition: Transition) -> Self {
+        Self::new(deployment, Change::Transition(transition))
+    }
+
+    /// A provider observation without a status change.
+    pub fn observe(deployment: Deployment, changes: Changes, details: Option<Value>) -> Self {
+        Self::new(deployment, Change::Observe(changes, details))
+    }
+
+    /// No change to the row; events and follow-ups only.
+    pub fn events_only(deployment: Deployment) -> Self {
+        Self::new(deployment, Change::None)
+    }
+
+    /// Also clears `previous`'s active flag (first, so the one-active rule holds).
+    pub fn deactivating(mut self, previous: Deployment) -> Self {
+        self.deactivate = Some(previous);
+        self
+    }
+
+    /// Also appends an event.
+    pub fn with_event(mut self, kind: &str, message: &str, details: Option<Value>) -> Self {
+        self.events
+            .push((kind.to_owned(), message.to_owned(), details));
+        self
+    }
+
+    /// Also publishes `envelope` after `delay` (through the outbox or the embedded queue).
+    pub fn then(mut self, envelope: Envelope, delay: Option<Duration>) -> Self {
+        self.follow_ups.push((envelope, delay));
+        self
+    }
+
+    /// Commits everything, with `claim` (the message id) in the inbox when given.
+    pub async fn commit(self, ctx: &Context, claim: Option<Uuid>) -> Result<Applied, DbError> {
+        let txn = ctx.db.begin().await?;
+        if let Some(message_id) = claim
+            && !inbox::claim(&txn, message_id).await?
+        {
+            return Ok(Applied::Duplicate);
+        }
+        match self.write(&txn, ctx).await {
+            Ok(()) => {}
+            Err(error @ (DbError::StaleTransition { .. } | DbError::IllegalTransition { .. })) => {
+                return Ok(Applied::Conflict(error));
+            }
+            Err(error @ DbError::ActiveConflict(_)) => return Ok(Applied::Conflict(error)),
+            Err(error) => return Err(error),
+        }
+        txn.commit().await?;
+        Ok(Applied::Committed)
+    }
+
+    async fn write(self, txn: &sea_orm::DatabaseTransaction, ctx: &Context) -> Result<(), DbError> {
+        if let Some(previous) = &self.deactivate {
+            let message = format!("replaced by deployment {}", self.deployment.id);
+            deployments::set_active(txn, previous, false, &message).await?;
+        }
+        let row = match self.change {
+            Change::None => self.deployment,
+            Change::Transition(t) => deployments::transition(txn, &self.deployment, t).await?,
+            Change::Observe(changes, details) => {
+                deployments::observe(txn, &self.deployment, changes, details).await?
+            }
+        };
+        for (kind, message, details) in self.events {
+            deployments::record_event(txn, &row, &kind, None, &message, details).await?;
+        }
+        for (envelope, delay) in &self.follow_ups {
+            outbox::enqueue(txn, ctx.route, DEPLOYMENTS_QUEUE, envelope, *delay).await?;
+        }
+        Ok(())
+    }
+}
