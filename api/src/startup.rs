@@ -10,6 +10,8 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderName;
 use sea_orm::DatabaseConnection;
 use shared::config::{AuthBackend, Secret, Settings};
+use shared::db::outbox::Route;
+use shared::provider::ProviderRegistry;
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -28,17 +30,25 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects to the database and binds `API_HOST:API_PORT` (port 0 picks a free one).
+    /// Connects to the database, builds the providers from configuration and binds
+    /// `API_HOST:API_PORT` (port 0 picks a free one).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let db = shared::db::connect(settings.database_url.expose())
             .await
             .context("connecting to the database")?;
-        Self::build_with_db(settings, db).await
+        let providers =
+            ProviderRegistry::from_settings(&settings).map_err(|e| anyhow::anyhow!("{e}"))?;
+        providers.refresh_all().await;
+        Self::build_with_db(settings, db, Arc::new(providers)).await
     }
 
     /// Like [`Application::build`] with an existing pool (`dev` shares one with the worker).
     /// The authenticator is chosen by `AUTH_BACKEND`, once.
-    pub async fn build_with_db(settings: Settings, db: DatabaseConnection) -> anyhow::Result<Self> {
+    pub async fn build_with_db(
+        settings: Settings,
+        db: DatabaseConnection,
+        providers: Arc<ProviderRegistry>,
+    ) -> anyhow::Result<Self> {
         let (authenticator, dev_api_key): (Arc<dyn Authenticator>, _) = match settings.auth.backend
         {
             AuthBackend::Static => {
@@ -56,7 +66,7 @@ impl Application {
                  use AUTH_BACKEND=static in development"
             ),
         };
-        let mut app = Self::build_with(settings, db, authenticator).await?;
+        let mut app = Self::build_with(settings, db, providers, authenticator).await?;
         app.dev_api_key = dev_api_key;
         Ok(app)
     }
@@ -65,16 +75,20 @@ impl Application {
     pub async fn build_with(
         settings: Settings,
         db: DatabaseConnection,
+        providers: Arc<ProviderRegistry>,
         authenticator: Arc<dyn Authenticator>,
     ) -> anyhow::Result<Self> {
         let address = format!("{}:{}", settings.api.host, settings.api.port);
         let listener = TcpListener::bind(&address)
             .await
             .with_context(|| format!("binding the API listener on {address}"))?;
+        let route = Route::for_backend(settings.queue.backend);
         let state = AppState {
             db,
             settings: Arc::new(settings),
             authenticator,
+            providers,
+            route,
         };
         Ok(Self {
             listener,

@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use sea_orm::DatabaseConnection;
 use shared::config::Settings;
+use shared::db::outbox::Route;
+use shared::provider::ProviderRegistry;
 
 use crate::auth::Authenticator;
 
@@ -16,4 +18,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Validates API keys (chosen once at start-up by `AUTH_BACKEND`).
     pub authenticator: Arc<dyn Authenticator>,
+    /// Providers: predictions are forwarded through them, deploy requests validated by them.
+    pub providers: Arc<ProviderRegistry>,
+    /// Where commands are written (outbox, or the embedded queue itself).
+    pub route: Route,
 }

@@ -39,7 +39,8 @@ pub async fn run(port: u16, data_dir: PathBuf) -> Result<(), Failure> {
         .context("applying migrations")?;
 
     let (providers, emulator) = providers(&settings).await?;
-    let app = api::Application::build_with_db(settings.clone(), db.clone()).await?;
+    let app =
+        api::Application::build_with_db(settings.clone(), db.clone(), providers.clone()).await?;
     let worker = worker::Worker::build_with(settings, db, providers).await?;
     let key = app
         .dev_api_key()

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use api::auth::static_keys::StaticKeys;
-use shared::config::{LoadOptions, Settings};
+use emulator::{Emulator, EmulatorConfig, EmulatorHandle};
+use shared::config::{LoadOptions, Secret, Settings};
+use shared::provider::{ProviderRegistry, ProvidersConfig};
 
 use crate::db::{Engine, TestDb};
 
@@ -42,6 +44,12 @@ pub struct TestApp {
     pub db: TestDb,
     /// A client.
     pub client: reqwest::Client,
+    /// The HF emulator its providers talk to.
+    pub emulator: EmulatorHandle,
+    /// The providers (shared with a worker a test may build).
+    pub providers: Arc<ProviderRegistry>,
+    /// The settings it was built with.
+    pub settings: Settings,
 }
 
 impl TestApp {
@@ -49,6 +57,12 @@ impl TestApp {
     pub async fn start(engine: Engine, overrides: &[(&str, &str)]) -> TestApp {
         let db = TestDb::migrated(engine).await;
         let settings = settings(&db.url, overrides);
+        let emulator = Emulator::start(EmulatorConfig::default())
+            .await
+            .expect("emulator starts");
+        let token = Secret::new(emulator.token.clone());
+        let config = ProvidersConfig::with_hf_emulator(&settings, &emulator.base_url, token);
+        let providers = Arc::new(ProviderRegistry::build(&config).expect("providers"));
         let keys = StaticKeys::new()
             .with_key(
                 ADMIN_KEY,
@@ -57,15 +71,23 @@ impl TestApp {
             )
             .with_key(READ_KEY, "reader", &["read"])
             .with_key(MODEL_A_KEY, "model-a-user", &["predict:model-a"]);
-        let app = api::Application::build_with(settings, db.conn.clone(), Arc::new(keys))
-            .await
-            .expect("the API builds");
+        let app = api::Application::build_with(
+            settings.clone(),
+            db.conn.clone(),
+            providers.clone(),
+            Arc::new(keys),
+        )
+        .await
+        .expect("the API builds");
         let url = format!("http://{}", app.local_addr());
         tokio::spawn(app.run_until_stopped(std::future::pending()));
         TestApp {
             url,
             db,
             client: reqwest::Client::new(),
+            emulator,
+            providers,
+            settings,
         }
     }
 

@@ -2,36 +2,13 @@
 //! follows the database, request ids are echoed or generated, unknown routes answer the
 //! documented error body.
 
-use std::collections::HashMap;
-
-use shared::config::{LoadOptions, Settings};
-use tests::db::{Engine, TestDb};
-
-async fn start(db: &TestDb) -> String {
-    let env: HashMap<String, String> = [
-        ("DATABASE_URL", db.url.as_str()),
-        ("API_HOST", "127.0.0.1"),
-        ("API_PORT", "0"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .collect();
-    let options = LoadOptions {
-        config_dir: "/nonexistent".into(),
-        dotenv: "/nonexistent/.env".into(),
-    };
-    let (settings, _) = Settings::load_from(&env, &options).expect("settings");
-    let app = api::Application::build(settings).await.expect("build");
-    let url = format!("http://{}", app.local_addr());
-    tokio::spawn(app.run_until_stopped(std::future::pending()));
-    url
-}
+use tests::app::TestApp;
+use tests::db::Engine;
 
 #[tokio::test]
 async fn ready_follows_the_database() {
-    let db = TestDb::migrated(Engine::Postgres).await;
-    let url = start(&db).await;
-    let client = reqwest::Client::new();
+    let app = TestApp::start(Engine::Postgres, &[]).await;
+    let (url, db, client) = (&app.url, &app.db, &app.client);
 
     let before = client
         .get(format!("{url}/ready"))
@@ -72,9 +49,8 @@ async fn ready_follows_the_database() {
 
 #[tokio::test]
 async fn request_ids_are_echoed_or_generated_and_unknown_routes_use_the_error_shape() {
-    let db = TestDb::migrated(Engine::Sqlite).await;
-    let url = start(&db).await;
-    let client = reqwest::Client::new();
+    let app = TestApp::start(Engine::Sqlite, &[]).await;
+    let (url, client) = (&app.url, &app.client);
 
     let echoed = client
         .get(format!("{url}/health"))
@@ -95,5 +71,5 @@ async fn request_ids_are_echoed_or_generated_and_unknown_routes_use_the_error_sh
     assert_eq!(body["error"], "NOT_FOUND");
     assert_eq!(body["request_id"], generated.as_str());
     assert!(body["detail"].as_str().expect("detail").contains("/nope"));
-    db.drop_database().await;
+    app.db.drop_database().await;
 }
