@@ -6,7 +6,8 @@
 //! - [`config`]: typed, layered [`Settings`](config::Settings) (DESIGN.md §4).
 //! - [`domain`]: newtypes and the deployment status machine (DESIGN.md §5).
 //! - [`db`]: connection, sea-orm entities and repositories.
-//! - [`queue`]: the message envelope of DESIGN.md §6.
+//! - [`queue`]: the command queue of DESIGN.md §6 and its backends.
+//! - [`request`]: deploy requests validated into new deployments.
 //! - [`provider`]: the provider trait, its registry, HuggingFace and `http` (DESIGN.md §7).
 //! - [`telemetry`]: logging set-up.
 
@@ -15,4 +16,5 @@ pub mod db;
 pub mod domain;
 pub mod provider;
 pub mod queue;
+pub mod request;
 pub mod telemetry;

@@ -73,6 +73,14 @@ impl Provider for HttpProvider {
         Self::NAME
     }
 
+    fn validate(&self, spec: &DeploymentSpec) -> Result<(), ProviderError> {
+        let raw = spec
+            .endpoint_url
+            .as_deref()
+            .ok_or_else(|| ProviderError::invalid("the http provider needs an endpoint URL"))?;
+        parse_url(raw).map(drop)
+    }
+
     async fn deploy(&self, spec: &DeploymentSpec) -> Result<EndpointHandle, ProviderError> {
         let raw = spec
             .endpoint_url

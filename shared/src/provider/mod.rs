@@ -57,6 +57,13 @@ pub trait Provider: Send + Sync {
         Ok(())
     }
 
+    /// Checks `spec` without any network call: what `deploy` would refuse as
+    /// [`ProviderError::Invalid`] is refused here first, so a bad request never reaches the
+    /// queue.
+    fn validate(&self, _spec: &DeploymentSpec) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
     /// The handle `deploy` returns for `spec`, known without calling the provider when its
     /// names are deterministic (HF). Compensation uses it to delete an endpoint whose create
     /// may have succeeded although we never saw the answer. `None`: nothing to clean up.

@@ -3,49 +3,9 @@
 
 use chrono::{DateTime, Utc};
 use shared::db::deployments::Deployment;
-use shared::domain::{DeploymentId, ModelId};
-use shared::provider::{
-    DeploymentSpec, EndpointHandle, InstanceSpec, Provider, ProviderState, ScalingSpec,
-};
+use shared::provider::{DeploymentSpec, EndpointHandle, Provider, ProviderState};
 
-/// The provider spec of a deployment; hardware it leaves out comes from `defaults`.
-pub fn spec_of(row: &Deployment, defaults: &InstanceSpec) -> Result<DeploymentSpec, String> {
-    let model_id = ModelId::parse(&row.model_id).map_err(|e| e.to_string())?;
-    let scaling = row
-        .metadata
-        .as_ref()
-        .and_then(|m| m.get("scaling"))
-        .map(|s| serde_json::from_value::<ScalingSpec>(s.clone()))
-        .transpose()
-        .map_err(|e| format!("metadata.scaling: {e}"))?
-        .unwrap_or_default();
-    Ok(DeploymentSpec {
-        deployment_id: DeploymentId(row.id),
-        model_id,
-        model_version: row.model_version.clone(),
-        repository: row.repository.clone(),
-        revision: row.revision.clone(),
-        task: row.task.clone(),
-        framework: row.framework.clone(),
-        instance: InstanceSpec {
-            vendor: row
-                .vendor
-                .clone()
-                .unwrap_or_else(|| defaults.vendor.clone()),
-            region: row
-                .region
-                .clone()
-                .unwrap_or_else(|| defaults.region.clone()),
-            instance_type: row.instance_type.clone(),
-            instance_size: row
-                .instance_size
-                .clone()
-                .unwrap_or_else(|| defaults.instance_size.clone()),
-        },
-        scaling,
-        endpoint_url: row.endpoint_url.clone(),
-    })
-}
+pub use shared::request::spec_of;
 
 /// How to reach the deployment's endpoint: the recorded name, else the name the provider
 /// gives it deterministically (an endpoint whose create we never saw answered).

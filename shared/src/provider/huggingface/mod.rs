@@ -169,6 +169,10 @@ impl Provider for HuggingFaceProvider {
         Ok(self.status_of(&endpoint).await)
     }
 
+    fn validate(&self, spec: &DeploymentSpec) -> Result<(), ProviderError> {
+        self.create_body(spec).map(drop)
+    }
+
     fn handle_for(&self, spec: &DeploymentSpec) -> Option<EndpointHandle> {
         let name = EndpointName::for_deployment(&spec.model_id, spec.deployment_id);
         Some(EndpointHandle {
