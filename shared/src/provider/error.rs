@@ -17,6 +17,12 @@ pub enum ProviderError {
         /// How long the provider asked us to wait, if it said.
         retry_after: Option<Duration>,
     },
+    /// No answer within the timeout: the call may or may not have taken effect; retry.
+    #[error("provider did not answer in time: {message}")]
+    Timeout {
+        /// What timed out.
+        message: String,
+    },
     /// The provider throttles us (429): retry after the delay.
     #[error("provider rate limit: {message}")]
     RateLimited {
@@ -93,7 +99,10 @@ impl ProviderError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::Transient { .. } | Self::RateLimited { .. } | Self::Unavailable { .. }
+            Self::Transient { .. }
+                | Self::Timeout { .. }
+                | Self::RateLimited { .. }
+                | Self::Unavailable { .. }
         )
     }
 
@@ -112,6 +121,7 @@ impl ProviderError {
     pub fn message(&self) -> &str {
         match self {
             Self::Transient { message, .. }
+            | Self::Timeout { message }
             | Self::RateLimited { message, .. }
             | Self::Unavailable { message, .. }
             | Self::NotFound { message }
@@ -125,6 +135,7 @@ impl ProviderError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Transient { .. } => "transient",
+            Self::Timeout { .. } => "timeout",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable { .. } => "unavailable",
             Self::NotFound { .. } => "not_found",

@@ -61,7 +61,11 @@ async fn create(input: StepInput<'_>) -> Step {
         Err(error) if error.is_retryable() && !input.retries_exhausted() => input.retry(&error),
         // Out of retries, or a conflict on our own name: something may exist at the
         // provider, so compensate (delete by name) rather than just fail.
-        Err(error @ (ProviderError::Conflict { .. } | ProviderError::Transient { .. }))
+        Err(
+            error @ (ProviderError::Conflict { .. }
+            | ProviderError::Transient { .. }
+            | ProviderError::Timeout { .. }),
+        )
         | Err(error @ (ProviderError::RateLimited { .. } | ProviderError::Unavailable { .. })) => {
             roll_back(input, &error.to_string())
         }

@@ -213,6 +213,8 @@ impl ManagementClient {
 fn may_have_created(err: &ProviderError) -> bool {
     matches!(
         err,
-        ProviderError::Conflict { .. } | ProviderError::Transient { .. }
+        ProviderError::Conflict { .. }
+            | ProviderError::Transient { .. }
+            | ProviderError::Timeout { .. }
     )
 }

@@ -61,6 +61,11 @@ pub fn from_transport(err: &reqwest::Error) -> ProviderError {
     };
     // The URL holds no secret (the token travels in a header), so it may be shown.
     let url = err.url().map(|u| format!(" ({u})")).unwrap_or_default();
+    if err.is_timeout() {
+        return ProviderError::Timeout {
+            message: format!("provider {what}{url}"),
+        };
+    }
     ProviderError::transient(format!("provider {what}{url}"))
 }
 
