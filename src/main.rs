@@ -37,6 +37,11 @@ enum Command {
         #[command(subcommand)]
         action: Option<MigrateAction>,
     },
+    /// Dead-lettered commands: list, show, replay, purge (every queue backend).
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
     /// A standalone HuggingFace Inference Endpoints emulator (never the real service).
     HfEmulator {
         /// Port to listen on.
@@ -70,6 +75,48 @@ enum MigrateAction {
     Fresh,
 }
 
+#[derive(Debug, Clone, Subcommand)]
+enum DlqAction {
+    /// Lists dead letters: id, kind, deployment, attempts, last error, when.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// JSON for scripts instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows one dead letter with its payload.
+    Show {
+        /// The dead letter's id.
+        id: String,
+    },
+    /// Puts dead letters back on the queue with their attempts reset.
+    Replay {
+        /// Dead-letter ids.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+        /// Only print what would be replayed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Who replays (recorded in the message).
+        #[arg(long, env = "USER", default_value = "operator")]
+        by: String,
+    },
+    /// Deletes dead letters for good.
+    Purge {
+        /// Dead-letter ids.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        ids: Vec<String>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -90,6 +137,7 @@ fn main() -> ExitCode {
                 };
                 commands::migrate::run(action).await
             }
+            Command::Dlq { action } => commands::dlq::run(dlq_command(action)).await,
             Command::HfEmulator {
                 port,
                 host,
@@ -101,5 +149,25 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => commands::fail(failure),
+    }
+}
+
+fn dlq_command(action: DlqAction) -> worker::dlq::DlqCommand {
+    use worker::dlq::DlqCommand;
+    match action {
+        DlqAction::List { limit, json } => DlqCommand::List { limit, json },
+        DlqAction::Show { id } => DlqCommand::Show { id },
+        DlqAction::Replay {
+            ids,
+            all,
+            dry_run,
+            by,
+        } => DlqCommand::Replay {
+            ids,
+            all,
+            dry_run,
+            by,
+        },
+        DlqAction::Purge { ids, all } => DlqCommand::Purge { ids, all },
     }
 }

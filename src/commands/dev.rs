@@ -13,11 +13,11 @@ use shared::config::{Environment, QueueBackend, Secret};
 use shared::provider::{ProviderRegistry, ProvidersConfig};
 use tokio::sync::watch;
 
-use super::{Failure, load_settings, shutdown_signal};
+use super::{Failure, load_serving_settings, shutdown_signal};
 
 /// Runs the all-in-one development server until Ctrl-C.
 pub async fn run(port: u16, data_dir: PathBuf) -> Result<(), Failure> {
-    let mut settings = load_settings()?;
+    let mut settings = load_serving_settings()?;
     if settings.environment != Environment::Development {
         return Err(Failure::Config(format!(
             "ENVIRONMENT: `dev` runs only in development (ENVIRONMENT is {})",

@@ -4,6 +4,7 @@
 
 pub mod check_config;
 pub mod dev;
+pub mod dlq;
 pub mod hf_emulator;
 pub mod migrate;
 pub mod roles;
@@ -51,6 +52,14 @@ pub fn fail(failure: Failure) -> ExitCode {
 pub fn load_settings() -> Result<Settings, Failure> {
     let (settings, _) = Settings::load()?;
     shared::telemetry::init(&settings.telemetry);
+    Ok(settings)
+}
+
+/// Loads the configuration of a serving role (`api`, `worker`, `dev`): also refuses what
+/// production must never run with.
+pub fn load_serving_settings() -> Result<Settings, Failure> {
+    let settings = load_settings()?;
+    settings.check_serving_policy()?;
     Ok(settings)
 }
 

@@ -1,5 +1,6 @@
 //! Support code for the end-to-end tests: fresh, isolated databases on SQLite and
-//! PostgreSQL, migrated with the real migrations.
+//! PostgreSQL, migrated with the real migrations, and fresh queues on every queue backend
+//! ([`queue`]).
 //!
 //! Every test gets its own database (a new file, or a new PostgreSQL database with a unique
 //! name), so tests run in parallel without seeing each other. PostgreSQL must be reachable
@@ -9,4 +10,5 @@
 pub mod app;
 pub mod db;
 pub mod process;
+pub mod queue;
 pub mod world;

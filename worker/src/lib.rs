@@ -3,11 +3,16 @@
 //! worker killed at any instant leaves nothing half-done that another cannot finish.
 //!
 //! Layout:
-//! - [`startup`]: [`Worker::build`] / [`Worker::run_until_stopped`], N concurrent handlers.
+//! - [`startup`]: [`Worker::build`] / [`Worker::run_until_stopped`], N concurrent handlers
+//!   and, for broker backends, the outbox relay.
 //! - [`consumer`]: [`Consumer::try_process_one`]: one message, one step, settle after commit.
 //! - [`saga`]: the steps of a deployment, one module per command kind.
+//! - [`relay`]: the outbox relay, publishing committed commands to a broker queue.
+//! - [`dlq`]: dead-letter operations behind `hokusai-serve dlq`.
 
 pub mod consumer;
+pub mod dlq;
+pub mod relay;
 pub mod saga;
 pub mod startup;
 

@@ -14,6 +14,7 @@ use shared::queue::{self, Queue, QueueOptions};
 use tokio::sync::watch;
 
 use crate::consumer::{Consumer, Outcome};
+use crate::relay::Relay;
 use crate::saga::Context;
 
 /// A connected worker.
@@ -21,6 +22,9 @@ pub struct Worker {
     consumer: Consumer,
     queue: Arc<dyn Queue>,
     concurrency: usize,
+    /// Publishes committed outbox rows (broker backends only; with the embedded queue the
+    /// outbox insert is the enqueue).
+    relay: Option<Relay>,
 }
 
 impl Worker {
@@ -74,11 +78,13 @@ impl Worker {
                 instance_size: hf.default_instance_size.clone(),
             },
         };
+        let relay = (ctx.route == Route::Relay).then(|| Relay::new(ctx.db.clone(), queue.clone()));
         let consumer = Consumer::new(queue.clone(), Arc::new(ctx));
         Self {
             consumer,
             queue,
             concurrency: settings.worker.concurrency,
+            relay,
         }
     }
 
@@ -92,6 +98,11 @@ impl Worker {
         self.queue.clone()
     }
 
+    /// The outbox relay, when the queue is a broker.
+    pub fn relay(&self) -> Option<&Relay> {
+        self.relay.as_ref()
+    }
+
     /// Works until `shutdown` resolves, then finishes the messages in hand.
     pub async fn run_until_stopped(
         self,
@@ -103,9 +114,20 @@ impl Worker {
             "worker started"
         );
         let (stop_tx, stop_rx) = watch::channel(false);
-        let handlers: Vec<_> = (0..self.concurrency)
+        let mut handlers: Vec<_> = (0..self.concurrency)
             .map(|_| tokio::spawn(handle_until_stopped(self.consumer.clone(), stop_rx.clone())))
             .collect();
+        if let Some(relay) = self.relay {
+            let mut stop = stop_rx.clone();
+            handlers.push(tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                };
+                if let Err(error) = relay.run_until_stopped(stopped).await {
+                    tracing::error!(error = %format!("{error:#}"), "outbox relay stopped");
+                }
+            }));
+        }
         shutdown.await;
         tracing::info!("worker stopping: finishing the messages in hand");
         let _ = stop_tx.send(true);

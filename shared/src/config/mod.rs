@@ -351,8 +351,10 @@ impl Settings {
         Ok((settings, sources))
     }
 
-    /// Rules that span variables: what production refuses, what a backend needs.
-    fn check_policy(&self) -> Result<(), ConfigError> {
+    /// What production refuses in the serving roles (`api`, `worker`; `check-config` checks
+    /// it too): static keys and the HF emulator. One-off tasks such as `migrate` and `dlq`
+    /// do not need the HF token or an auth backend, so they do not call this.
+    pub fn check_serving_policy(&self) -> Result<(), ConfigError> {
         if self.environment == Environment::Production {
             if self.auth.backend == AuthBackend::Static {
                 return Err(ConfigError::invalid(
@@ -367,6 +369,11 @@ impl Settings {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Rules that span variables and hold for every command: what a backend needs.
+    fn check_policy(&self) -> Result<(), ConfigError> {
         if self.queue.backend == QueueBackend::Sqs {
             if self.queue.sqs_queue_url.is_none() {
                 return Err(ConfigError::invalid(

@@ -29,6 +29,7 @@ fn isolated(files: &[(&str, &str)]) -> (LoadOptions, PathBuf) {
 fn error_of(pairs: &[(&str, &str)]) -> String {
     let (options, _dir) = isolated(&[]);
     Settings::load_from(&env(pairs), &options)
+        .and_then(|(settings, _)| settings.check_serving_policy())
         .expect_err("must be refused")
         .to_string()
 }

@@ -22,6 +22,7 @@
 //! also redeclares the topology and there is one code path to reason about and test.
 
 mod dead_letters;
+mod settle;
 mod topology;
 
 use std::sync::Arc;
@@ -29,19 +30,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions,
+    BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
 };
-use lapin::types::{AMQPValue, FieldTable};
+use lapin::types::FieldTable;
 use lapin::uri::AMQPUri;
-use lapin::{Acker, BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
-use super::{Depth, Queue, QueueError, QueueOptions, RawDelivery, Settle, bounded};
+use super::{Depth, Queue, QueueError, QueueOptions, RawDelivery, bounded};
 use crate::config::Secret;
 use topology::Names;
 
@@ -272,7 +271,7 @@ impl Inner {
         RawDelivery {
             deliveries: delivered_before + 1,
             max_attempts: self.options.max_attempts,
-            settle: Box::new(RabbitSettle {
+            settle: Box::new(settle::RabbitSettle {
                 inner: Arc::clone(self),
                 acker: Some(delivery.acker),
                 id: topology::message_id(&delivery.properties, delivery.delivery_tag),
@@ -327,80 +326,6 @@ fn properties(id: &str, headers: FieldTable) -> BasicProperties {
         .with_content_type("application/json".into())
         .with_message_id(id.into())
         .with_headers(headers)
-}
-
-/// Settles one delivery; an unsettled one is handed back to the broker when dropped.
-struct RabbitSettle {
-    inner: Arc<Inner>,
-    acker: Option<Acker>,
-    id: String,
-}
-
-impl RabbitSettle {
-    async fn ack(&mut self) -> Result<(), QueueError> {
-        let Some(acker) = self.acker.take() else {
-            return Ok(());
-        };
-        bounded("ack", OP_TIMEOUT, acker.ack(BasicAckOptions::default()))
-            .await
-            .map(drop)
-            .map_err(|err| QueueError::LeaseLost(err.to_string()))
-    }
-}
-
-#[async_trait]
-impl Settle for RabbitSettle {
-    async fn ack(mut self: Box<Self>) -> Result<(), QueueError> {
-        RabbitSettle::ack(&mut self).await
-    }
-
-    async fn retry(
-        mut self: Box<Self>,
-        body: Vec<u8>,
-        delay: Duration,
-        error: &str,
-    ) -> Result<(), QueueError> {
-        let mut headers = FieldTable::default();
-        headers.insert(
-            "x-hokusai-last-error".into(),
-            AMQPValue::LongString(error.into()),
-        );
-        let id = Uuid::now_v7().to_string();
-        self.inner
-            .publish_delayed(&body, delay, properties(&id, headers))
-            .await?;
-        RabbitSettle::ack(&mut self).await
-    }
-
-    async fn dead_letter(
-        mut self: Box<Self>,
-        body: Vec<u8>,
-        reason: &str,
-        attempts: u32,
-    ) -> Result<(), QueueError> {
-        let headers = topology::dead_letter_headers(reason, attempts, Utc::now());
-        let names = &self.inner.names;
-        self.inner
-            .publish(&names.dlx, &names.dlq, &body, properties(&self.id, headers))
-            .await?;
-        RabbitSettle::ack(&mut self).await
-    }
-}
-
-impl Drop for RabbitSettle {
-    fn drop(&mut self) {
-        if let (Some(acker), Ok(runtime)) =
-            (self.acker.take(), tokio::runtime::Handle::try_current())
-        {
-            runtime.spawn(async move {
-                let options = BasicNackOptions {
-                    requeue: true,
-                    ..BasicNackOptions::default()
-                };
-                let _ = tokio::time::timeout(OP_TIMEOUT, acker.nack(options)).await;
-            });
-        }
-    }
 }
 
 #[async_trait]

@@ -4,6 +4,8 @@
 //! unchanged when the channel closes. The dead-letter queue has no delivery limit, so
 //! looking at a message never loses it.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 use chrono::DateTime;
 use lapin::message::Delivery;
@@ -11,7 +13,7 @@ use lapin::options::{BasicAckOptions, BasicGetOptions};
 use lapin::types::FieldTable;
 use uuid::Uuid;
 
-use super::{OP_TIMEOUT, RabbitMqQueue, properties, topology};
+use super::{OP_TIMEOUT, RabbitMqQueue, Session, properties, topology};
 use crate::queue::{DeadLetter, DeadLetters, QueueError, Selection, bounded, replay_body};
 
 /// What a sweep does with a dead letter.
@@ -38,18 +40,22 @@ impl RabbitMqQueue {
         let session = self.inner.session().await?;
         let channel = bounded("open channel", OP_TIMEOUT, session.channel()).await?;
         let count = topology::message_count(&channel, &self.inner.names.dlq).await?;
-        let mut out = Vec::new();
-        for _ in 0..count {
-            if out.len() >= limit {
-                break;
-            }
+        let (mut out, mut visited, mut empty_polls) = (Vec::new(), 0_u64, 0);
+        while out.len() < limit {
             let get = channel.basic_get(
                 self.inner.names.dlq.as_str().into(),
                 BasicGetOptions { no_ack: false },
             );
             let Some(message) = bounded("read a dead letter", OP_TIMEOUT, get).await? else {
-                break;
+                // Messages another sweep just handed back may not be ready yet.
+                empty_polls += 1;
+                if visited >= count || empty_polls > 20 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             };
+            visited += 1;
             let letter = self.describe(&message.delivery);
             if action == Action::Keep {
                 out.push(letter);
@@ -69,9 +75,33 @@ impl RabbitMqQueue {
             bounded("remove a dead letter", OP_TIMEOUT, ack).await?;
             out.push(letter);
         }
-        // Hands the messages we only looked at back to the queue.
+        // Hands the messages we only looked at back to the queue, and waits (briefly) until
+        // the queue counts them again so the next operation sees them.
         let _ = tokio::time::timeout(OP_TIMEOUT, channel.close(200, "OK".into())).await;
+        let kept = visited
+            - if action == Action::Keep {
+                0
+            } else {
+                out.len() as u64
+            };
+        self.wait_until_ready(&session, kept).await;
         Ok(out)
+    }
+
+    async fn wait_until_ready(&self, session: &Session, kept: u64) {
+        if kept == 0 {
+            return;
+        }
+        let Ok(channel) = bounded("open channel", OP_TIMEOUT, session.channel()).await else {
+            return;
+        };
+        for _ in 0..20 {
+            match topology::message_count(&channel, &self.inner.names.dlq).await {
+                Ok(ready) if ready < kept => tokio::time::sleep(Duration::from_millis(100)).await,
+                _ => break,
+            }
+        }
+        let _ = tokio::time::timeout(OP_TIMEOUT, channel.close(200, "OK".into())).await;
     }
 
     fn describe(&self, delivery: &Delivery) -> DeadLetter {

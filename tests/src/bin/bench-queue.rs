@@ -1,0 +1,239 @@
+//! Queue throughput benchmark (not a test): messages per second published *and* consumed
+//! through each backend, next to raw lapin (publisher confirms, mandatory, manual acks,
+//! same quorum queue arguments, same concurrency) on the same broker in the same run.
+//!
+//! `scripts/bench queue [--messages N] [--sqs-messages N] [--runs R]`. Each backend runs
+//! `R` times on fresh queues; the median is printed. The SQS row needs
+//! `HOKUSAI_TEST_SQS_ENDPOINT` (a moto server); without it the row says so.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use shared::domain::DeploymentId;
+use shared::queue::{Envelope, MessageKind, Queue};
+use tests::queue::{Backend, TestQueue, amqp_url};
+
+/// Publisher tasks (messages in flight) and consumer tasks per run.
+const PUBLISHERS: usize = 32;
+const CONSUMERS: usize = 4;
+
+struct Args {
+    messages: usize,
+    sqs_messages: usize,
+    runs: usize,
+}
+
+fn args() -> Args {
+    let mut parsed = Args {
+        messages: 5_000,
+        sqs_messages: 500,
+        runs: 3,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    for pair in argv.chunks(2) {
+        let value = pair.get(1).and_then(|v| v.parse().ok());
+        match (pair[0].as_str(), value) {
+            ("--messages", Some(n)) => parsed.messages = n,
+            ("--sqs-messages", Some(n)) => parsed.sqs_messages = n,
+            ("--runs", Some(n)) => parsed.runs = n,
+            _ => {
+                eprintln!("usage: bench-queue [--messages N] [--sqs-messages N] [--runs R]");
+                std::process::exit(2);
+            }
+        }
+    }
+    parsed
+}
+
+/// Publishes `n` envelopes from `PUBLISHERS` tasks while `CONSUMERS` tasks receive and ack;
+/// returns messages per second until the last one was consumed.
+async fn through_backend(queue: Arc<dyn Queue>, n: usize) -> f64 {
+    let consumed = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for p in 0..PUBLISHERS {
+        let queue = queue.clone();
+        let count = n / PUBLISHERS + usize::from(p < n % PUBLISHERS);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..count {
+                let e = Envelope::new(
+                    MessageKind::CheckStatus,
+                    DeploymentId::new(),
+                    serde_json::Value::Null,
+                );
+                queue.publish(&e, None).await.expect("publish");
+            }
+        }));
+    }
+    for _ in 0..CONSUMERS {
+        let (queue, consumed) = (queue.clone(), consumed.clone());
+        tasks.push(tokio::spawn(async move {
+            while consumed.load(Ordering::SeqCst) < n {
+                if let Some(d) = queue
+                    .receive(Duration::from_millis(200))
+                    .await
+                    .expect("receive")
+                {
+                    d.ack().await.expect("ack");
+                    consumed.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("bench task");
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The same workload with lapin alone on a quorum queue.
+async fn through_raw_lapin(n: usize) -> f64 {
+    let name = format!("hk-bench-raw-{}", uuid::Uuid::new_v4().simple());
+    let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let publisher = connection.create_channel().await.expect("channel");
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    let options = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    publisher
+        .queue_declare(name.as_str().into(), options, args)
+        .await
+        .expect("declare");
+    let consumer_channel = connection.create_channel().await.expect("channel");
+    consumer_channel
+        .basic_qos(16, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut consumer = consumer_channel
+        .basic_consume(
+            name.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for p in 0..PUBLISHERS {
+        let (channel, name) = (publisher.clone(), name.clone());
+        let count = n / PUBLISHERS + usize::from(p < n % PUBLISHERS);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..count {
+                let e = Envelope::new(
+                    MessageKind::CheckStatus,
+                    DeploymentId::new(),
+                    serde_json::Value::Null,
+                );
+                let body = e.to_bytes();
+                let props = BasicProperties::default().with_delivery_mode(2);
+                let opts = BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                };
+                let confirm =
+                    channel.basic_publish("".into(), name.as_str().into(), opts, &body, props);
+                let confirmation = confirm.await.expect("publish").await.expect("confirm");
+                assert!(confirmation.is_ack());
+            }
+        }));
+    }
+    for _ in 0..n {
+        let delivery = consumer.next().await.expect("stream").expect("delivery");
+        delivery.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    for task in tasks {
+        task.await.expect("publisher");
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    publisher
+        .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .ok();
+    rate
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+async fn bench(backend: Backend, n: usize, runs: usize) -> f64 {
+    let mut rates = Vec::new();
+    for _ in 0..runs {
+        let t = TestQueue::new(backend, 8).await;
+        rates.push(through_backend(t.queue.clone(), n).await);
+        t.cleanup().await;
+    }
+    median(rates)
+}
+
+#[tokio::main]
+async fn main() {
+    let args = args();
+    let mut raw = Vec::new();
+    let mut rows = Vec::new();
+    for _ in 0..args.runs {
+        raw.push(through_raw_lapin(args.messages).await);
+    }
+    let raw = median(raw);
+    for (label, backend) in [
+        ("db (SQLite)", Backend::DbSqlite),
+        ("db (PostgreSQL)", Backend::DbPostgres),
+        ("rabbitmq", Backend::RabbitMq),
+    ] {
+        rows.push((
+            label,
+            args.messages,
+            Some(bench(backend, args.messages, args.runs).await),
+        ));
+    }
+    let sqs = match std::env::var("HOKUSAI_TEST_SQS_ENDPOINT") {
+        Ok(_) => Some(bench(Backend::Sqs, args.sqs_messages, args.runs).await),
+        Err(_) => None,
+    };
+    rows.push(("sqs (moto)", args.sqs_messages, sqs));
+    println!(
+        "queue throughput, published + consumed, median of {} runs ({PUBLISHERS} publishers, {CONSUMERS} consumers)",
+        args.runs
+    );
+    println!(
+        "{:<18} {:>9} {:>12} {:>14}",
+        "backend", "messages", "msg/s", "vs raw lapin"
+    );
+    println!(
+        "{:<18} {:>9} {:>12.0} {:>14}",
+        "raw lapin", args.messages, raw, "100.0%"
+    );
+    for (label, n, rate) in rows {
+        match rate {
+            Some(rate) => println!(
+                "{label:<18} {n:>9} {rate:>12.0} {:>13.1}%",
+                rate / raw * 100.0
+            ),
+            None => println!(
+                "{label:<18} {:>9} {:>12} {:>14}",
+                "-", "skipped", "(no HOKUSAI_TEST_SQS_ENDPOINT)"
+            ),
+        }
+    }
+}

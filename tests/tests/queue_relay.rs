@@ -1,0 +1,143 @@
+//! The transactional outbox end to end: commands written with `Route::Relay` reach a real
+//! RabbitMQ queue through the relay in creation order, delayed ones not early, and a new
+//! relay (a restart) publishes nothing twice; with `Route::Direct` the business
+//! transaction itself enqueues on the db backend, all or nothing.
+
+use std::time::{Duration, Instant};
+
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, TransactionTrait};
+use shared::db::deployments::{self, NewDeployment};
+use shared::db::entities::outbox as outbox_rows;
+use shared::db::outbox::{self, Route};
+use shared::domain::{DeploymentId, ModelId};
+use shared::queue::{Envelope, MessageKind, Queue};
+use tests::db::{Engine, TestDb};
+use tests::queue::{Backend, TestQueue};
+use worker::relay::Relay;
+
+fn command() -> Envelope {
+    Envelope::new(
+        MessageKind::CheckStatus,
+        DeploymentId::new(),
+        serde_json::Value::Null,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relays_committed_rows_in_order_once_and_honours_delays() {
+    let t = TestQueue::new(Backend::RabbitMq, 8).await;
+    let db = TestDb::migrated(Engine::Postgres).await;
+    let (queue, name) = (t.queue.clone(), t.options.name.clone());
+    let commands: Vec<Envelope> = (0..5).map(|_| command()).collect();
+    let delayed = command();
+    let txn = db.conn.begin().await.expect("begin");
+    for c in &commands {
+        outbox::enqueue(&txn, Route::Relay, &name, c, None)
+            .await
+            .expect("enqueue");
+    }
+    let delay = Some(Duration::from_secs(2));
+    outbox::enqueue(&txn, Route::Relay, &name, &delayed, delay)
+        .await
+        .expect("enqueue");
+    txn.commit().await.expect("commit");
+    let started = Instant::now();
+
+    let published = Relay::new(db.conn.clone(), queue.clone())
+        .try_relay_batch()
+        .await;
+    let after_restart = Relay::new(db.conn.clone(), queue.clone())
+        .try_relay_batch()
+        .await;
+
+    assert_eq!(published.expect("relay"), 6);
+    assert_eq!(after_restart.expect("relay again"), 0);
+    let pending = outbox_rows::Entity::find()
+        .filter(outbox_rows::Column::PublishedAt.is_null())
+        .count(&db.conn)
+        .await
+        .expect("count");
+    assert_eq!(pending, 0);
+    for expected in &commands {
+        let d = queue
+            .receive(Duration::from_secs(10))
+            .await
+            .expect("receive")
+            .expect("message");
+        assert_eq!(d.envelope().message_id, expected.message_id);
+        d.ack().await.expect("ack");
+    }
+    let last = queue
+        .receive(Duration::from_secs(10))
+        .await
+        .expect("receive")
+        .expect("delayed");
+    assert_eq!(last.envelope().message_id, delayed.message_id);
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    last.ack().await.expect("ack");
+    db.drop_database().await;
+    t.cleanup().await;
+}
+
+fn new_deployment(id: DeploymentId) -> NewDeployment {
+    NewDeployment {
+        id,
+        model_id: ModelId::parse("fraud-detector").expect("model id"),
+        model_version: Some("3".into()),
+        provider: "huggingface".into(),
+        instance_type: "intel-spr".into(),
+        instance_size: Some("x2".into()),
+        vendor: None,
+        region: None,
+        task: None,
+        framework: None,
+        repository: Some("org/name".into()),
+        revision: None,
+        metadata: None,
+        hourly_cost_usd: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_db_backend_the_business_transaction_is_the_enqueue() {
+    let t = TestQueue::new(Backend::DbPostgres, 8).await;
+    let queue = shared::queue::db::DbQueue::new(
+        t.db.conn.clone(),
+        shared::queue::QueueOptions::new(shared::queue::DEPLOYMENTS_QUEUE, 8),
+    );
+    let id = DeploymentId::new();
+    let cmd = Envelope::new(MessageKind::Deploy, id, serde_json::Value::Null);
+
+    deployments::create(&t.db.conn, Route::Direct, new_deployment(id), &cmd)
+        .await
+        .expect("create");
+    let again = Envelope::new(MessageKind::Deploy, id, serde_json::Value::Null);
+    let duplicate = deployments::create(&t.db.conn, Route::Direct, new_deployment(id), &again);
+
+    assert!(
+        duplicate.await.is_err(),
+        "same deployment id twice must fail"
+    );
+    assert_eq!(
+        outbox_rows::Entity::find()
+            .count(&t.db.conn)
+            .await
+            .expect("count"),
+        0
+    );
+    let d = queue
+        .receive(Duration::from_secs(5))
+        .await
+        .expect("receive")
+        .expect("command");
+    assert_eq!(d.envelope().message_id, cmd.message_id);
+    d.ack().await.expect("ack");
+    assert!(
+        queue
+            .receive(Duration::from_secs(1))
+            .await
+            .expect("receive")
+            .is_none()
+    );
+    t.cleanup().await;
+}
