@@ -1,0 +1,233 @@
+# Logs, alarms and the dashboard. The alarms mirror the alerts of infra/prometheus/alerts.yml
+# (issue 9) on CloudWatch data: the Hokusai/API metrics of DESIGN.md §11, two log metric
+# filters for the signals §11 has no CloudWatch metric for, and the DLQ's own SQS metric.
+#
+# Which series each alarm reads (see README.md, "Alarms"):
+# - sums across every ModelId/Provider series use a Metrics Insights query, so they hold
+#   whatever dimensions the publisher attaches;
+# - the ratio, the p99 and the idle check need one series per metric: they read the
+#   Provider-level rollup (dimension Provider only) that the publisher emits next to the
+#   per-model series (CloudWatch cannot take a percentile across dimension sets).
+
+resource "aws_cloudwatch_log_group" "task" {
+  for_each = local.components
+
+  name              = "/ecs/${local.service_names[each.key]}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = aws_kms_key.hokusai.arn
+}
+
+# --- log metric filters (JSON log lines, DESIGN.md §11) -------------------------------------
+
+resource "aws_cloudwatch_log_metric_filter" "rollback_failed" {
+  name           = "hokusai-rollback-failed-${local.env}"
+  log_group_name = aws_cloudwatch_log_group.task["worker"].name
+  pattern        = "\"rollback_failed\""
+
+  metric_transformation {
+    name          = "RollbackFailed"
+    namespace     = local.metrics_namespace
+    value         = "1"
+    default_value = "0"
+  }
+}
+
+resource "aws_cloudwatch_log_metric_filter" "auth_unavailable" {
+  name           = "hokusai-auth-unavailable-${local.env}"
+  log_group_name = aws_cloudwatch_log_group.task["api"].name
+  pattern        = "\"AUTH_UNAVAILABLE\""
+
+  metric_transformation {
+    name          = "AuthUnavailable"
+    namespace     = local.metrics_namespace
+    value         = "1"
+    default_value = "0"
+  }
+}
+
+# --- alarms -------------------------------------------------------------------------------
+
+locals {
+  alarm_prefix = "hokusai-${local.env}"
+  provider_dim = { Provider = var.alarm_provider }
+}
+
+resource "aws_cloudwatch_metric_alarm" "deployment_failures" {
+  alarm_name          = "${local.alarm_prefix}-deployment-failures"
+  alarm_description   = "Deployments failed in the last 15 minutes (DeploymentFailures > 0). Troubleshooting: docs, alert HokusaiDeploymentFailures."
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  evaluation_periods  = 1
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_sns_topic_arns
+  ok_actions          = var.alarm_sns_topic_arns
+
+  metric_query {
+    id          = "failures"
+    expression  = "SELECT SUM(DeploymentFailures) FROM \"${local.metrics_namespace}\""
+    period      = 900
+    return_data = true
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "rollback_failed" {
+  alarm_name          = "${local.alarm_prefix}-rollback-failed"
+  alarm_description   = "A deployment reached rollback_failed: compensation exhausted, its command is dead-lettered and an endpoint may still be billing. Act now."
+  namespace           = local.metrics_namespace
+  metric_name         = "RollbackFailed"
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_sns_topic_arns
+  ok_actions          = var.alarm_sns_topic_arns
+}
+
+resource "aws_cloudwatch_metric_alarm" "dlq_not_empty" {
+  alarm_name          = "${local.alarm_prefix}-dlq-not-empty"
+  alarm_description   = "Dead-lettered deployment commands wait in ${aws_sqs_queue.dlq.name}: inspect with `hokusai-serve dlq list`, then replay or purge."
+  namespace           = "AWS/SQS"
+  metric_name         = "ApproximateNumberOfMessagesVisible"
+  dimensions          = { QueueName = aws_sqs_queue.dlq.name }
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 1
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_sns_topic_arns
+  ok_actions          = var.alarm_sns_topic_arns
+}
+
+resource "aws_cloudwatch_metric_alarm" "predict_error_ratio" {
+  alarm_name          = "${local.alarm_prefix}-predict-5xx-ratio"
+  alarm_description   = "More than ${var.alarm_predict_5xx_ratio_percent}% of predictions failed for 10 minutes (PredictionErrors / PredictionRequests)."
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.alarm_predict_5xx_ratio_percent
+  evaluation_periods  = 2
+  datapoints_to_alarm = 2
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_sns_topic_arns
+  ok_actions          = var.alarm_sns_topic_arns
+
+  metric_query {
+    id          = "ratio"
+    expression  = "IF(requests > 0, 100 * FILL(errors, 0) / requests, 0)"
+    label       = "Predict error ratio (%)"
+    return_data = true
+  }
+
+  metric_query {
+    id = "errors"
+    metric {
+      namespace   = local.metrics_namespace
+      metric_name = "PredictionErrors"
+      dimensions  = local.provider_dim
+      period      = 300
+      stat        = "Sum"
+    }
+  }
+
+  metric_query {
+    id = "requests"
+    metric {
+      namespace   = local.metrics_namespace
+      metric_name = "PredictionRequests"
+      dimensions  = local.provider_dim
+      period      = 300
+      stat        = "Sum"
+    }
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "predict_p99_latency" {
+  alarm_name          = "${local.alarm_prefix}-predict-p99-latency"
+  alarm_description   = "p99 prediction latency above ${var.alarm_predict_p99_latency_ms} ms for 15 minutes."
+  namespace           = local.metrics_namespace
+  metric_name         = "PredictionLatency"
+  dimensions          = local.provider_dim
+  extended_statistic  = "p99"
+  period              = 300
+  evaluation_periods  = 3
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.alarm_predict_p99_latency_ms
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_sns_topic_arns
+  ok_actions          = var.alarm_sns_topic_arns
+}
+
+resource "aws_cloudwatch_metric_alarm" "auth_unavailable" {
+  alarm_name          = "${local.alarm_prefix}-auth-unavailable"
+  alarm_description   = "The auth service did not answer: requests got 503 AUTH_UNAVAILABLE in two consecutive 5-minute periods."
+  namespace           = local.metrics_namespace
+  metric_name         = "AuthUnavailable"
+  statistic           = "Sum"
+  period              = 300
+  evaluation_periods  = 2
+  datapoints_to_alarm = 2
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_sns_topic_arns
+  ok_actions          = var.alarm_sns_topic_arns
+}
+
+resource "aws_cloudwatch_metric_alarm" "outbox_backlog" {
+  alarm_name          = "${local.alarm_prefix}-outbox-backlog"
+  alarm_description   = "More than ${var.alarm_outbox_backlog} outbox rows unpublished for 15 minutes: the relay is stuck or SQS refuses sends."
+  namespace           = local.metrics_namespace
+  metric_name         = "OutboxPending"
+  statistic           = "Maximum"
+  period              = 300
+  evaluation_periods  = 3
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.alarm_outbox_backlog
+  # Missing data stays visible (INSUFFICIENT_DATA) rather than silently OK: the relay
+  # publishes this gauge every cycle, so its absence is itself a symptom.
+  treat_missing_data = "missing"
+  alarm_actions      = var.alarm_sns_topic_arns
+  ok_actions         = var.alarm_sns_topic_arns
+}
+
+resource "aws_cloudwatch_metric_alarm" "idle_costly_endpoints" {
+  alarm_name          = "${local.alarm_prefix}-idle-costly-endpoints"
+  alarm_description   = "Endpoints accrued provider cost for ${var.alarm_idle_hours} h without a single prediction: undeploy or scale them to zero."
+  comparison_operator = "GreaterThanOrEqualToThreshold"
+  threshold           = 1
+  evaluation_periods  = var.alarm_idle_hours
+  datapoints_to_alarm = var.alarm_idle_hours
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_sns_topic_arns
+  ok_actions          = var.alarm_sns_topic_arns
+
+  metric_query {
+    id          = "idle"
+    expression  = "IF(FILL(cost, 0) > 0 AND FILL(requests, 0) == 0, 1, 0)"
+    label       = "Billing without predictions"
+    return_data = true
+  }
+
+  metric_query {
+    id = "cost"
+    metric {
+      namespace   = local.metrics_namespace
+      metric_name = "ProviderCostUSD"
+      dimensions  = local.provider_dim
+      period      = 3600
+      stat        = "Sum"
+    }
+  }
+
+  metric_query {
+    id = "requests"
+    metric {
+      namespace   = local.metrics_namespace
+      metric_name = "PredictionRequests"
+      dimensions  = local.provider_dim
+      period      = 3600
+      stat        = "Sum"
+    }
+  }
+}
