@@ -32,12 +32,10 @@ locals {
   component_env = {
     api    = merge(local.common_env, { API_HOST = "0.0.0.0", API_PORT = tostring(local.api_port) })
     worker = local.common_env
-    # The migrate task uses only the database, but start-up validates the whole
-    # configuration: production.toml's sqs backend needs the queue URLs, and production
-    # refuses to start without HUGGINGFACE_API_KEY. A non-secret placeholder satisfies that
-    # check (migrate never calls HuggingFace), so the HF token is not handed to a task that
-    # does not use it. Drop it once start-up checks are role-aware.
-    migrate = merge(local.common_env, { HUGGINGFACE_API_KEY = "unused-by-migrate" })
+    # The migrate task uses only the database. Production's serving checks (HF token, auth
+    # backend) apply to `api` and `worker` only, so migrate gets neither the HF token nor
+    # a placeholder; the queue URLs come with common_env.
+    migrate = local.common_env
   }
 
   commands = {
