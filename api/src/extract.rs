@@ -51,6 +51,30 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
+/// A JSON body that may be absent (an empty body is `T::default()`), with the same error
+/// answers as [`Json`]: 400 for unreadable JSON, 422 naming the field path.
+pub fn optional_json<T: serde::de::DeserializeOwned + Default>(
+    bytes: &[u8],
+) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if inner.is_data() {
+            ApiError::Validation(if path == "." {
+                inner.to_string()
+            } else {
+                format!("{path}: {inner}")
+            })
+        } else {
+            ApiError::BadRequest(format!("malformed JSON: {inner}"))
+        }
+    })
+}
+
 /// axum's texts start with "Failed to deserialize the JSON body into the target type: ";
 /// the rest (field path and serde's reason) is what the client needs.
 fn clean(text: &str) -> String {

@@ -11,11 +11,13 @@
 //! - [`error`]: the one error type and its JSON body.
 //! - [`extract`]: extractors whose rejections answer our error body.
 //! - `routes/`: one module per resource, each with its own `router()`.
+//! - [`routing`]: the predict path's cache of active deployments.
 
 pub mod auth;
 pub mod error;
 pub mod extract;
 mod routes;
+pub mod routing;
 pub mod startup;
 pub mod state;
 

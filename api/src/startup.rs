@@ -12,6 +12,7 @@ use sea_orm::DatabaseConnection;
 use shared::config::{AuthBackend, Secret, Settings};
 use shared::db::outbox::Route;
 use shared::provider::ProviderRegistry;
+use shared::queue::{self, QueueOptions};
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -20,6 +21,7 @@ use crate::auth::Authenticator;
 use crate::auth::static_keys::{self, StaticKeys};
 use crate::error::{REQUEST_ID_HEADER, render_errors};
 use crate::routes;
+use crate::routing::RoutingCache;
 use crate::state::AppState;
 
 /// A bound, ready-to-serve API.
@@ -83,12 +85,19 @@ impl Application {
             .await
             .with_context(|| format!("binding the API listener on {address}"))?;
         let route = Route::for_backend(settings.queue.backend);
+        let options = QueueOptions::from_settings(&settings.queue);
+        let queue = queue::connect(&settings.queue, Some(&db), options)
+            .await
+            .context("connecting to the queue")?;
+        let routing = Arc::new(RoutingCache::new(settings.api.routing_ttl, 100_000));
         let state = AppState {
             db,
             settings: Arc::new(settings),
             authenticator,
             providers,
             route,
+            queue,
+            routing,
         };
         Ok(Self {
             listener,

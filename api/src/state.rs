@@ -7,7 +7,10 @@ use shared::config::Settings;
 use shared::db::outbox::Route;
 use shared::provider::ProviderRegistry;
 
+use shared::queue::Queue;
+
 use crate::auth::Authenticator;
+use crate::routing::RoutingCache;
 
 /// Cheap to clone: everything inside is reference-counted.
 #[derive(Clone)]
@@ -22,4 +25,8 @@ pub struct AppState {
     pub providers: Arc<ProviderRegistry>,
     /// Where commands are written (outbox, or the embedded queue itself).
     pub route: Route,
+    /// The command queue (dead-letter operations).
+    pub queue: Arc<dyn Queue>,
+    /// Model → active deployment, for the predict path.
+    pub routing: Arc<RoutingCache>,
 }

@@ -15,6 +15,7 @@ mod m20261127_000003_create_outbox;
 mod m20261127_000004_create_queue_messages;
 mod m20261127_000005_create_processed_messages;
 mod m20261127_000006_create_mlflow_deliveries;
+mod m20261127_200000_add_idempotency_key;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000004_create_queue_messages::Migration),
             Box::new(m20261127_000005_create_processed_messages::Migration),
             Box::new(m20261127_000006_create_mlflow_deliveries::Migration),
+            Box::new(m20261127_200000_add_idempotency_key::Migration),
         ]
     }
 }

@@ -175,6 +175,7 @@ pub fn prepare(
         revision: request.revision,
         metadata: Some(Value::Object(metadata)),
         hourly_cost_usd,
+        idempotency_key: None,
     })
 }
 

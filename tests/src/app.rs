@@ -91,6 +91,75 @@ impl TestApp {
         }
     }
 
+    /// A worker over the same database, queue and providers (not running; drive it with
+    /// [`TestApp::work_until`]).
+    pub fn worker(&self) -> worker::Worker {
+        let mut settings = self.settings.clone();
+        settings.worker.status_poll_initial = std::time::Duration::from_millis(100);
+        settings.worker.status_poll_max = std::time::Duration::from_millis(400);
+        let options = shared::queue::QueueOptions::new(
+            shared::queue::DEPLOYMENTS_QUEUE,
+            settings.queue.max_attempts,
+        );
+        let queue = std::sync::Arc::new(shared::queue::db::DbQueue::new(
+            self.db.conn.clone(),
+            options,
+        ));
+        worker::Worker::assemble(
+            settings,
+            self.db.conn.clone(),
+            self.providers.clone(),
+            queue,
+        )
+    }
+
+    /// Drives `worker` until `done` holds for deployment `id` (panics after 30 s).
+    pub async fn work_until(
+        &self,
+        worker: &worker::Worker,
+        id: &str,
+        done: impl Fn(&shared::db::deployments::Deployment) -> bool,
+    ) -> shared::db::deployments::Deployment {
+        let id = shared::domain::DeploymentId(id.parse().expect("a deployment id"));
+        let start = std::time::Instant::now();
+        loop {
+            let row = shared::db::deployments::get(&self.db.conn, id)
+                .await
+                .expect("get")
+                .expect("exists");
+            if done(&row) {
+                return row;
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(30),
+                "not reached in 30 s: {row:?}"
+            );
+            worker.consumer().try_process_one().await.expect("queue");
+        }
+    }
+
+    /// Deploys `model` through the API and drives the worker until it serves; returns the
+    /// deployment id.
+    pub async fn deploy_and_serve(
+        &self,
+        worker: &worker::Worker,
+        model: &str,
+        body: serde_json::Value,
+    ) -> String {
+        let response = self
+            .post(
+                &format!("/api/v1/models/{model}/deployments"),
+                ADMIN_KEY,
+                &body,
+            )
+            .await;
+        assert_eq!(response.status(), 202, "deploy accepted");
+        let created: serde_json::Value = response.json().await.expect("json");
+        let id = created["deployment"]["id"].as_str().expect("id").to_owned();
+        self.work_until(worker, &id, |d| d.is_active).await;
+        id
+    }
+
     /// `GET path` with `key` as Bearer.
     pub async fn get(&self, path: &str, key: &str) -> reqwest::Response {
         self.client

@@ -93,6 +93,7 @@ impl World {
             revision: None,
             metadata: None,
             hourly_cost_usd: Some(0.067),
+            idempotency_key: None,
         };
         let command = Envelope::new(MessageKind::Deploy, new.id, serde_json::json!({}));
         deployments::create(&self.db.conn, self.route, new, &command)

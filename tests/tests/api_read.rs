@@ -23,6 +23,7 @@ async fn seed(app: &TestApp, model: &str) -> deployments::Deployment {
         revision: None,
         metadata: None,
         hourly_cost_usd: Some(0.067),
+        idempotency_key: None,
     };
     let command = Envelope::new(MessageKind::Deploy, new.id, serde_json::json!({}));
     deployments::create(&app.db.conn, Route::Direct, new, &command)

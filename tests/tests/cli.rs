@@ -84,6 +84,7 @@ async fn migrate_up_status_down_against_postgres() {
     let up = run(&dir, &["migrate", "up"], &envs).await;
     let down = run(&dir, &["migrate", "down", "-n", "2"], &envs).await;
 
+    let total = <migrations::Migrator as migrations::MigratorTrait>::migrations().len();
     assert_eq!(status.code, Some(0), "{status:?}");
     assert_eq!(
         status
@@ -91,7 +92,7 @@ async fn migrate_up_status_down_against_postgres() {
             .lines()
             .filter(|l| l.starts_with("pending"))
             .count(),
-        6
+        total
     );
     assert_eq!(up.code, Some(0), "{up:?}");
     assert_eq!(
@@ -99,7 +100,7 @@ async fn migrate_up_status_down_against_postgres() {
             .lines()
             .filter(|l| l.starts_with("applied"))
             .count(),
-        6
+        total
     );
     assert_eq!(down.code, Some(0), "{down:?}");
     assert_eq!(

@@ -95,6 +95,7 @@ fn new_deployment(id: DeploymentId) -> NewDeployment {
         revision: None,
         metadata: None,
         hourly_cost_usd: None,
+        idempotency_key: None,
     }
 }
 

@@ -59,6 +59,7 @@ fn new_deployment(model: &str) -> NewDeployment {
         revision: None,
         metadata: Some(serde_json::json!({"source": "test"})),
         hourly_cost_usd: Some(0.067),
+        idempotency_key: None,
     }
 }
 

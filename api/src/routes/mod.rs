@@ -1,8 +1,12 @@
 //! Routes, one module per resource, each with its own `router()`; [`router`] merges them.
 
+mod admin;
+mod costs;
 mod deployments;
 mod health;
+mod model_deployments;
 mod models;
+mod predict;
 
 use axum::Router;
 use axum::http::Uri;
@@ -15,7 +19,11 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .merge(health::router())
         .merge(models::router())
+        .merge(model_deployments::router())
+        .merge(predict::router())
         .merge(deployments::router())
+        .merge(costs::router())
+        .merge(admin::router())
         .fallback(not_found)
 }
 

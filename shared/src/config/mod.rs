@@ -188,6 +188,9 @@ pub struct ApiSettings {
     pub predict_timeout: Duration,
     /// `SCALE_UP_TIMEOUT_SECONDS`: sent as `X-Scale-Up-Timeout` to scaled-to-zero endpoints.
     pub scale_up_timeout: Duration,
+    /// How long the predict path trusts its in-memory view of a model's active deployment
+    /// (a deploy or rollback is visible within it). Not an environment variable.
+    pub routing_ttl: Duration,
 }
 
 /// Queue backend and its connection details.

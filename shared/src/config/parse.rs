@@ -179,6 +179,7 @@ pub fn settings(environment: Environment, s: &Sources) -> Result<Settings, Confi
             max_body_bytes: r.positive("MAX_BODY_BYTES")?,
             predict_timeout: r.seconds("PREDICT_TIMEOUT_SECONDS", 1)?,
             scale_up_timeout: r.seconds("SCALE_UP_TIMEOUT_SECONDS", 0)?,
+            routing_ttl: Duration::from_secs(2),
         },
         database_url: Secret::new(database_url),
         queue: QueueSettings {

@@ -50,6 +50,8 @@ pub struct NewDeployment {
     pub metadata: Option<Value>,
     /// Price per hour.
     pub hourly_cost_usd: Option<f64>,
+    /// The request's `Idempotency-Key`, if it had one.
+    pub idempotency_key: Option<String>,
 }
 
 /// Creates a `pending` deployment, its `created` event and `command` (on `route`: the outbox,
@@ -101,6 +103,7 @@ async fn insert<C: ConnectionTrait>(conn: &C, new: NewDeployment) -> Result<Depl
         metadata: Set(new.metadata),
         is_active: Set(false),
         hourly_cost_usd: Set(new.hourly_cost_usd),
+        idempotency_key: Set(new.idempotency_key),
         accrued_cost_usd: Set(0.0),
         lock_version: Set(0),
         created_at: Set(now),

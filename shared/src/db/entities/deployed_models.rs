@@ -54,6 +54,9 @@ pub struct Model {
     pub hourly_cost_usd: Option<f64>,
     /// Cost observed so far.
     pub accrued_cost_usd: f64,
+    /// The `Idempotency-Key` of the request that created it (unique per model).
+    #[serde(skip)]
+    pub idempotency_key: Option<String>,
     /// Optimistic lock: incremented by every transition.
     #[serde(skip)]
     pub lock_version: i32,

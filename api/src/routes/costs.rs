@@ -1,0 +1,93 @@
+//! `GET /api/v1/costs` (scope `read`): what each model and deployment has cost so far and
+//! what is burning now. Accrued cost is the worker's last figure plus the billable time since
+//! (the provider state last observed is taken to have lasted until now); the hourly burn is
+//! the price of every deployment in a billable provider state.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use shared::db::deployments::{self, Deployment, Filter};
+use shared::provider::ProviderState;
+
+use crate::auth::{Authenticated, Scope};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The cost route.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/v1/costs", get(costs))
+}
+
+fn billable(d: &Deployment) -> bool {
+    d.provider_status
+        .as_deref()
+        .map(ProviderState::parse)
+        .is_some_and(|s| s.is_billable())
+}
+
+/// Accrued cost including the billable time since the row last changed.
+pub fn accrued_until(d: &Deployment, now: DateTime<Utc>) -> f64 {
+    match (d.hourly_cost_usd, billable(d)) {
+        (Some(hourly), true) => {
+            let hours = (now - d.updated_at).num_milliseconds().max(0) as f64 / 3_600_000.0;
+            d.accrued_cost_usd + hourly * hours
+        }
+        _ => d.accrued_cost_usd,
+    }
+}
+
+async fn costs(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Scope::Read)?;
+    let now = Utc::now();
+    let rows = deployments::list(
+        &state.db,
+        &Filter {
+            limit: Some(100_000),
+            ..Filter::default()
+        },
+    )
+    .await?;
+    let mut models: BTreeMap<String, (f64, f64, Vec<Value>)> = BTreeMap::new();
+    for d in &rows {
+        let hourly = if billable(d) {
+            d.hourly_cost_usd.unwrap_or(0.0)
+        } else {
+            0.0
+        };
+        let accrued = accrued_until(d, now);
+        let entry = models.entry(d.model_id.clone()).or_default();
+        entry.0 += hourly;
+        entry.1 += accrued;
+        entry.2.push(json!({
+            "deployment_id": d.id, "model_version": d.model_version, "provider": d.provider,
+            "status": d.status, "provider_status": d.provider_status, "is_active": d.is_active,
+            "hourly_cost_usd": d.hourly_cost_usd, "current_hourly_usd": round(hourly), "accrued_cost_usd": round(accrued),
+        }));
+    }
+    let hourly_burn: f64 = models.values().map(|m| m.0).sum();
+    let total: f64 = models.values().map(|m| m.1).sum();
+    let models: Vec<Value> = models
+        .into_iter()
+        .map(|(model_id, (hourly, accrued, deployments))| {
+            json!({"model_id": model_id, "current_hourly_usd": round(hourly), "accrued_cost_usd": round(accrued), "deployments": deployments})
+        })
+        .collect();
+    Ok(Json(json!({
+        "currency": "USD",
+        "as_of": now,
+        "current_hourly_usd": round(hourly_burn),
+        "accrued_cost_usd": round(total),
+        "models": models,
+    })))
+}
+
+fn round(usd: f64) -> f64 {
+    (usd * 1_000_000.0).round() / 1_000_000.0
+}

@@ -1,0 +1,245 @@
+//! What operators do to a model (scope `model:write`, status `read`): deploy a version
+//! (`POST /api/v1/models/{model_id}/deployments`, `Idempotency-Key` honoured), roll back
+//! (`POST …/rollback`), undeploy the active deployment (`DELETE …/deployment`), and read
+//! its status (`GET …/status`). Writes are rows plus commands in one transaction; the
+//! worker does the provider work. Accepted work answers 202 with `Location`.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use shared::db::deployments::{self, Deployment, Filter};
+use shared::db::{DbError, operations};
+use shared::provider::{InstanceSpec, ScalingSpec};
+use shared::queue::{Envelope, MessageKind};
+use shared::request::{self, DeployRequest, InstanceRequest};
+
+use super::models::model_id;
+use crate::auth::{Authenticated, Scope};
+use crate::error::ApiError;
+use crate::extract::{Path, optional_json};
+use crate::state::AppState;
+
+/// The model action routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/models/{model_id}/deployments", post(deploy))
+        .route("/api/v1/models/{model_id}/rollback", post(rollback))
+        .route("/api/v1/models/{model_id}/deployment", delete(undeploy))
+        .route("/api/v1/models/{model_id}/status", get(status))
+}
+
+/// The deploy body of DESIGN.md §9; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployBody {
+    /// MLflow version.
+    pub model_version: Option<String>,
+    /// Provider (default `huggingface`).
+    pub provider: Option<String>,
+    /// HF Hub repository (required for HuggingFace).
+    pub repository: Option<String>,
+    /// Revision.
+    pub revision: Option<String>,
+    /// Task.
+    pub task: Option<String>,
+    /// Framework.
+    pub framework: Option<String>,
+    /// Hardware overrides.
+    #[serde(default)]
+    pub instance: InstanceRequest,
+    /// Replica bounds.
+    pub scaling: Option<ScalingSpec>,
+    /// For the `http` provider: the running endpoint.
+    pub endpoint_url: Option<String>,
+}
+
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+async fn deploy(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::ModelWrite)?;
+    let model = model_id(&raw)?;
+    let body: DeployBody = optional_json(&body)?;
+    let key = idempotency_key(&headers)?;
+    if let Some(key) = &key
+        && let Some(existing) = find_by_key(&state, &model, key).await?
+    {
+        return Ok(accepted(StatusCode::OK, existing, None));
+    }
+    let mut metadata = Map::new();
+    metadata.insert("source".into(), json!("api"));
+    metadata.insert("requested_by".into(), json!(principal.key_id));
+    let request = DeployRequest {
+        model_id: Some(model.clone()),
+        model_version: body.model_version,
+        provider: body.provider,
+        repository: body.repository,
+        revision: body.revision,
+        task: body.task,
+        framework: body.framework,
+        instance: body.instance,
+        scaling: body.scaling,
+        endpoint_url: body.endpoint_url,
+        metadata,
+    };
+    let mut new = request::prepare(request, &state.providers, &default_instance(&state))
+        .map_err(|rejected| ApiError::Validation(rejected.0))?;
+    new.idempotency_key = key.clone();
+    let command = Envelope::new(MessageKind::Deploy, new.id, json!({}));
+    match deployments::create(&state.db, state.route, new, &command).await {
+        Ok(created) => Ok(accepted(StatusCode::ACCEPTED, created, None)),
+        // The same key raced us: the database kept the first; answer with it.
+        Err(DbError::Database(error)) if key.is_some() && is_unique_violation(&error) => {
+            let key = key.unwrap_or_default();
+            let existing = find_by_key(&state, &model, &key)
+                .await?
+                .ok_or_else(|| ApiError::Unexpected(error.into()))?;
+            Ok(accepted(StatusCode::OK, existing, None))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| ApiError::BadRequest("Idempotency-Key must be visible ASCII".into()))?;
+    if key.is_empty() || key.len() > 255 {
+        return Err(ApiError::Validation(
+            "Idempotency-Key: must be 1-255 characters".into(),
+        ));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+fn is_unique_violation(error: &sea_orm::DbErr) -> bool {
+    matches!(
+        error.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
+}
+
+async fn find_by_key(
+    state: &AppState,
+    model: &shared::domain::ModelId,
+    key: &str,
+) -> Result<Option<Deployment>, ApiError> {
+    let filter = Filter {
+        model_id: Some(model.clone()),
+        limit: Some(10_000),
+        ..Filter::default()
+    };
+    let rows = deployments::list(&state.db, &filter).await?;
+    Ok(rows
+        .into_iter()
+        .find(|d| d.idempotency_key.as_deref() == Some(key)))
+}
+
+fn default_instance(state: &AppState) -> InstanceSpec {
+    let hf = &state.settings.huggingface;
+    InstanceSpec {
+        vendor: hf.default_vendor.clone(),
+        region: hf.default_region.clone(),
+        instance_type: hf.default_instance_type.clone(),
+        instance_size: hf.default_instance_size.clone(),
+    }
+}
+
+/// `{"deployment": …}` with `Location: /api/v1/deployments/{id}` (and an action, if any).
+fn accepted(status: StatusCode, deployment: Deployment, action: Option<&str>) -> Response {
+    let location = format!("/api/v1/deployments/{}", deployment.id);
+    let mut body = json!({"deployment": deployment});
+    if let Some(action) = action {
+        body["action"] = json!(action);
+    }
+    let mut response = (status, Json(body)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+async fn rollback(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::ModelWrite)?;
+    let model = model_id(&raw)?;
+    let retire_after = state.settings.worker.retire_after;
+    match operations::rollback(&state.db, state.route, &model, retire_after).await? {
+        Some(operations::Rollback::Reactivated(d)) => {
+            Ok(accepted(StatusCode::OK, d, Some("reactivated")))
+        }
+        Some(operations::Rollback::Redeploying(d)) => {
+            Ok(accepted(StatusCode::ACCEPTED, d, Some("redeploying")))
+        }
+        None => Err(ApiError::NotFound(format!(
+            "model `{model}` has no previous version to roll back to"
+        ))),
+    }
+}
+
+async fn undeploy(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    principal.require(Scope::ModelWrite)?;
+    let model = model_id(&raw)?;
+    let active = deployments::find_active(&state.db, &model)
+        .await?
+        .ok_or_else(|| ApiError::ModelNotDeployed(model.to_string()))?;
+    let row = operations::undeploy(&state.db, state.route, &active).await?;
+    Ok(accepted(StatusCode::ACCEPTED, row, None))
+}
+
+async fn status(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Scope::Read)?;
+    let model = model_id(&raw)?;
+    let filter = Filter {
+        model_id: Some(model.clone()),
+        limit: Some(1),
+        ..Filter::default()
+    };
+    let current = match deployments::find_active(&state.db, &model).await? {
+        Some(active) => Some(active),
+        None => deployments::list(&state.db, &filter)
+            .await?
+            .into_iter()
+            .next(),
+    };
+    let d =
+        current.ok_or_else(|| ApiError::NotFound(format!("model `{model}` has no deployments")))?;
+    let overall = if d.is_active {
+        "serving"
+    } else {
+        d.status.as_str()
+    };
+    Ok(Json(json!({
+        "model_id": model,
+        "status": overall,
+        "database_status": d.status,
+        "provider_status": d.provider_status,
+        "deployment_id": d.id,
+        "endpoint_url": d.endpoint_url,
+        "error_message": d.error_message,
+    })))
+}

@@ -1,0 +1,123 @@
+//! `POST /api/v1/models/{model_id}/predict` (scope `predict` or `predict:{model_id}`): the
+//! hot path. The active deployment comes from the routing cache (no database query when
+//! warm); the request is forwarded with the provider's `predict`; the answer is wrapped in
+//! Hokusai's response shape. Provider errors map to the documented codes: a waking endpoint
+//! is 503 MODEL_NOT_READY with Retry-After, throttling 429, an upstream 4xx 400 with the
+//! upstream message, an upstream 5xx 502, no answer in time 504.
+
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use chrono::{SecondsFormat, Utc};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use shared::domain::ModelId;
+use shared::provider::{PredictRequest, ProviderError};
+
+use crate::auth::Authenticated;
+use crate::error::ApiError;
+use crate::extract::{self, Path};
+use crate::state::AppState;
+
+/// The predict route.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/v1/models/{model_id}/predict", post(predict))
+}
+
+/// The request body of DESIGN.md §9.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredictBody {
+    /// The model inputs: any JSON but null.
+    pub inputs: Value,
+    /// Task parameters.
+    pub parameters: Option<Map<String, Value>>,
+    /// Serving options of Hokusai's old API (`wait_for_model`, `use_cache`): must be an
+    /// object; not forwarded, as dedicated endpoints take none (a scaled-to-zero endpoint is
+    /// woken by `X-Scale-Up-Timeout` instead).
+    #[serde(rename = "options")]
+    pub _options: Option<Map<String, Value>>,
+}
+
+async fn predict(
+    State(state): State<AppState>,
+    Authenticated(principal): Authenticated,
+    Path(raw): Path<String>,
+    extract::Json(body): extract::Json<PredictBody>,
+) -> Result<Json<Value>, ApiError> {
+    let started = Instant::now();
+    let not_deployed = || ApiError::ModelNotDeployed(raw.clone());
+    let model = ModelId::parse(&raw).map_err(|_| not_deployed())?;
+    principal.require_predict(&model)?;
+    if body.inputs.is_null() {
+        return Err(ApiError::Validation("inputs: must not be null".into()));
+    }
+    let route = state
+        .routing
+        .resolve(&state.db, &model)
+        .await?
+        .ok_or_else(not_deployed)?;
+    let provider = state
+        .providers
+        .get(&route.provider)
+        .map_err(|e| ApiError::Unexpected(e.into()))?;
+    let request = PredictRequest {
+        inputs: body.inputs,
+        parameters: body.parameters.map(Value::Object),
+        task: route.task.clone(),
+    };
+    let limit = state.settings.api.predict_timeout + std::time::Duration::from_secs(1);
+    let answer = tokio::time::timeout(limit, provider.predict(&route.handle, request))
+        .await
+        .map_err(|_| ApiError::UpstreamTimeout(state.settings.api.predict_timeout.as_secs()))?
+        .map_err(|e| upstream_error(e, state.settings.api.predict_timeout.as_secs()))?;
+    let predictions = match answer.predictions {
+        Value::Array(items) => Value::Array(items),
+        other => Value::Array(vec![other]),
+    };
+    Ok(Json(json!({
+        "model_id": model,
+        "predictions": predictions,
+        "metadata": {
+            "api_version": "1.0",
+            "deployment_id": route.deployment_id,
+            "model_version": route.model_version,
+            "provider": route.provider,
+            "response_time_ms": started.elapsed().as_millis() as u64,
+            "user_id": principal.user_id,
+            "api_key_id": principal.key_id,
+        },
+        "timestamp": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+    })))
+}
+
+/// What a provider failure means to the client.
+fn upstream_error(error: ProviderError, timeout_secs: u64) -> ApiError {
+    match error {
+        ProviderError::Unavailable {
+            message,
+            retry_after,
+        } => ApiError::ModelNotReady {
+            detail: format!("the model endpoint is not ready: {message}"),
+            retry_after,
+        },
+        ProviderError::RateLimited {
+            message,
+            retry_after,
+        } => ApiError::RateLimited {
+            detail: format!("the model endpoint is overloaded: {message}"),
+            retry_after,
+        },
+        ProviderError::Invalid { message } => {
+            ApiError::BadRequest(format!("the model rejected the request: {message}"))
+        }
+        ProviderError::Timeout { .. } => ApiError::UpstreamTimeout(timeout_secs),
+        ProviderError::NotFound { message } => ApiError::ModelNotReady {
+            detail: format!("the model endpoint is gone: {message}"),
+            retry_after: std::time::Duration::from_secs(30),
+        },
+        other => ApiError::Upstream(format!("the model endpoint failed: {}", other.message())),
+    }
+}

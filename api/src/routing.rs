@@ -1,0 +1,108 @@
+//! The routing cache of the predict path: which deployment serves a model, kept in memory
+//! for a short TTL so a warm prediction makes no database query. A miss (or an expired
+//! entry) reads the active deployment once; "no active deployment" is cached too, so
+//! unknown models cannot turn traffic into database load. A deploy, rollback or undeploy
+//! is visible within the TTL.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use sea_orm::DatabaseConnection;
+use shared::db::DbError;
+use shared::db::deployments;
+use shared::domain::ModelId;
+use shared::provider::EndpointHandle;
+use uuid::Uuid;
+
+/// Where predictions for a model go.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActiveRoute {
+    /// The serving deployment.
+    pub deployment_id: Uuid,
+    /// Its MLflow version.
+    pub model_version: Option<String>,
+    /// Its provider's registry name.
+    pub provider: String,
+    /// How the provider finds the endpoint.
+    pub handle: EndpointHandle,
+    /// The model's task (shapes some request bodies).
+    pub task: Option<String>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    route: Option<Arc<ActiveRoute>>,
+    fetched: Instant,
+}
+
+/// Model id → active route, with a TTL and a bounded size.
+#[derive(Debug)]
+pub struct RoutingCache {
+    ttl: Duration,
+    capacity: usize,
+    entries: RwLock<HashMap<ModelId, Entry>>,
+}
+
+impl RoutingCache {
+    /// A cache whose entries live `ttl`, holding at most `capacity` models.
+    pub fn new(ttl: Duration, capacity: usize) -> Self {
+        Self {
+            ttl,
+            capacity,
+            entries: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The route of `model`, from memory when fresh, else from the database.
+    pub async fn resolve(
+        &self,
+        db: &DatabaseConnection,
+        model: &ModelId,
+    ) -> Result<Option<Arc<ActiveRoute>>, DbError> {
+        if let Some(route) = self.fresh(model) {
+            return Ok(route);
+        }
+        let route = deployments::find_active(db, model).await?.and_then(|d| {
+            let handle = EndpointHandle {
+                provider_model_id: d.provider_model_id?,
+                endpoint_url: d.endpoint_url,
+            };
+            Some(Arc::new(ActiveRoute {
+                deployment_id: d.id,
+                model_version: d.model_version,
+                provider: d.provider,
+                handle,
+                task: d.task,
+            }))
+        });
+        self.store(model, route.clone());
+        Ok(route)
+    }
+
+    fn fresh(&self, model: &ModelId) -> Option<Option<Arc<ActiveRoute>>> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(model)
+            .filter(|e| e.fetched.elapsed() < self.ttl)
+            .map(|e| e.route.clone())
+    }
+
+    fn store(&self, model: &ModelId, route: Option<Arc<ActiveRoute>>) {
+        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= self.capacity && !entries.contains_key(model) {
+            let ttl = self.ttl;
+            entries.retain(|_, e| e.fetched.elapsed() < ttl);
+            if entries.len() >= self.capacity {
+                entries.clear();
+            }
+        }
+        entries.insert(
+            model.clone(),
+            Entry {
+                route,
+                fetched: Instant::now(),
+            },
+        );
+    }
+}
