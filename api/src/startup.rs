@@ -4,7 +4,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::HeaderName;
@@ -18,7 +18,10 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Authenticator;
+use crate::auth::counters::AuthCounters;
+use crate::auth::hokusai::{self, HokusaiAuthenticator};
 use crate::auth::static_keys::{self, StaticKeys};
+use crate::auth::usage::{self, UsageReporter};
 use crate::error::{REQUEST_ID_HEADER, render_errors};
 use crate::routes;
 use crate::routing::RoutingCache;
@@ -51,34 +54,36 @@ impl Application {
         db: DatabaseConnection,
         providers: Arc<ProviderRegistry>,
     ) -> anyhow::Result<Self> {
-        let (authenticator, dev_api_key): (Arc<dyn Authenticator>, _) = match settings.auth.backend
-        {
-            AuthBackend::Static => {
-                let key = settings
-                    .auth
-                    .dev_api_key
-                    .clone()
-                    .unwrap_or_else(|| Secret::new(static_keys::generate_dev_key()));
-                let keys =
-                    StaticKeys::new().with_key(key.expose(), "dev", &static_keys::ALL_SCOPES);
-                (Arc::new(keys), Some(key))
-            }
-            AuthBackend::Hokusai => bail!(
-                "AUTH_BACKEND=hokusai: the auth.hokus.ai backend is not available in this build; \
-                 use AUTH_BACKEND=static in development"
-            ),
-        };
-        let mut app = Self::build_with(settings, db, providers, authenticator).await?;
-        app.dev_api_key = dev_api_key;
+        let backend = AuthWiring::from_settings(&settings)?;
+        let mut app = Self::assemble(
+            settings,
+            db,
+            providers,
+            backend.authenticator,
+            backend.usage,
+        )
+        .await?;
+        app.dev_api_key = backend.dev_api_key;
         Ok(app)
     }
 
-    /// Builds with an explicit authenticator (tests choose their keys and scopes).
+    /// Builds with an explicit authenticator (tests choose their keys and scopes). No usage
+    /// is reported.
     pub async fn build_with(
         settings: Settings,
         db: DatabaseConnection,
         providers: Arc<ProviderRegistry>,
         authenticator: Arc<dyn Authenticator>,
+    ) -> anyhow::Result<Self> {
+        Self::assemble(settings, db, providers, authenticator, None).await
+    }
+
+    async fn assemble(
+        settings: Settings,
+        db: DatabaseConnection,
+        providers: Arc<ProviderRegistry>,
+        authenticator: Arc<dyn Authenticator>,
+        usage: Option<Arc<UsageReporter>>,
     ) -> anyhow::Result<Self> {
         let address = format!("{}:{}", settings.api.host, settings.api.port);
         let listener = TcpListener::bind(&address)
@@ -99,9 +104,13 @@ impl Application {
             queue,
             routing,
         };
+        let mut router = app(state);
+        if let Some(reporter) = usage {
+            router = router.layer(axum::middleware::from_fn_with_state(reporter, usage::track));
+        }
         Ok(Self {
             listener,
-            router: app(state),
+            router,
             dev_api_key: None,
         })
     }
@@ -132,6 +141,55 @@ impl Application {
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving the API")
+    }
+}
+
+/// The authenticator `AUTH_BACKEND` selects, with what comes along with it.
+struct AuthWiring {
+    authenticator: Arc<dyn Authenticator>,
+    /// The `static` backend's key, for `dev` to print.
+    dev_api_key: Option<Secret>,
+    /// The usage reporter (`hokusai` backend with `AUTH_USAGE_REPORTING=true`).
+    usage: Option<Arc<UsageReporter>>,
+}
+
+impl AuthWiring {
+    /// The one explicit choice of backend. Usage is reported only for keys auth.hokus.ai
+    /// issued, so `AUTH_USAGE_REPORTING` has no effect with static keys.
+    fn from_settings(settings: &Settings) -> anyhow::Result<Self> {
+        let auth = &settings.auth;
+        match auth.backend {
+            AuthBackend::Static => {
+                let key = auth
+                    .dev_api_key
+                    .clone()
+                    .unwrap_or_else(|| Secret::new(static_keys::generate_dev_key()));
+                let keys =
+                    StaticKeys::new().with_key(key.expose(), "dev", &static_keys::ALL_SCOPES);
+                Ok(Self {
+                    authenticator: Arc::new(keys),
+                    dev_api_key: Some(key),
+                    usage: None,
+                })
+            }
+            AuthBackend::Hokusai => {
+                let http = hokusai::http_client(auth)?;
+                let counters = Arc::new(AuthCounters::default());
+                let usage = auth.usage_reporting.then(|| {
+                    UsageReporter::start(
+                        &auth.service_url,
+                        &auth.service_id,
+                        http.clone(),
+                        counters.clone(),
+                    )
+                });
+                Ok(Self {
+                    authenticator: Arc::new(HokusaiAuthenticator::new(auth, http, counters)),
+                    dev_api_key: None,
+                    usage,
+                })
+            }
+        }
     }
 }
 

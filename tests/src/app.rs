@@ -1,9 +1,10 @@
 //! The API as production builds it, on port 0 over a fresh database, with static keys of
-//! chosen scopes.
+//! chosen scopes or with the `hokusai` backend pointed at a fake auth service.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use api::auth::Authenticator;
 use api::auth::static_keys::StaticKeys;
 use emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 use shared::config::{LoadOptions, Secret, Settings};
@@ -55,14 +56,6 @@ pub struct TestApp {
 impl TestApp {
     /// Starts the API on a fresh, migrated database of `engine`.
     pub async fn start(engine: Engine, overrides: &[(&str, &str)]) -> TestApp {
-        let db = TestDb::migrated(engine).await;
-        let settings = settings(&db.url, overrides);
-        let emulator = Emulator::start(EmulatorConfig::default())
-            .await
-            .expect("emulator starts");
-        let token = Secret::new(emulator.token.clone());
-        let config = ProvidersConfig::with_hf_emulator(&settings, &emulator.base_url, token);
-        let providers = Arc::new(ProviderRegistry::build(&config).expect("providers"));
         let keys = StaticKeys::new()
             .with_key(
                 ADMIN_KEY,
@@ -71,13 +64,43 @@ impl TestApp {
             )
             .with_key(READ_KEY, "reader", &["read"])
             .with_key(MODEL_A_KEY, "model-a-user", &["predict:model-a"]);
-        let app = api::Application::build_with(
-            settings.clone(),
-            db.conn.clone(),
-            providers.clone(),
-            Arc::new(keys),
-        )
-        .await
+        Self::start_with(engine, overrides, Some(Arc::new(keys))).await
+    }
+
+    /// Starts the API with `AUTH_BACKEND=hokusai` validating keys against `auth_url` (a
+    /// [`crate::fake_auth::FakeAuth`]), wired exactly as production wires it.
+    pub async fn start_hokusai(
+        engine: Engine,
+        auth_url: &str,
+        overrides: &[(&str, &str)],
+    ) -> TestApp {
+        let mut all = vec![
+            ("AUTH_BACKEND", "hokusai"),
+            ("HOKUSAI_AUTH_SERVICE_URL", auth_url),
+        ];
+        all.extend_from_slice(overrides);
+        Self::start_with(engine, &all, None).await
+    }
+
+    /// With `authenticator`, or the one configuration selects when `None`.
+    async fn start_with(
+        engine: Engine,
+        overrides: &[(&str, &str)],
+        authenticator: Option<Arc<dyn Authenticator>>,
+    ) -> TestApp {
+        let db = TestDb::migrated(engine).await;
+        let settings = settings(&db.url, overrides);
+        let emulator = Emulator::start(EmulatorConfig::default())
+            .await
+            .expect("emulator starts");
+        let token = Secret::new(emulator.token.clone());
+        let config = ProvidersConfig::with_hf_emulator(&settings, &emulator.base_url, token);
+        let providers = Arc::new(ProviderRegistry::build(&config).expect("providers"));
+        let (conn, built) = (db.conn.clone(), settings.clone());
+        let app = match authenticator {
+            Some(keys) => api::Application::build_with(built, conn, providers.clone(), keys).await,
+            None => api::Application::build_with_db(built, conn, providers.clone()).await,
+        }
         .expect("the API builds");
         let url = format!("http://{}", app.local_addr());
         tokio::spawn(app.run_until_stopped(std::future::pending()));

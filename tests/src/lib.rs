@@ -5,10 +5,12 @@
 //! Every test gets its own database (a new file, or a new PostgreSQL database with a unique
 //! name), so tests run in parallel without seeing each other. PostgreSQL must be reachable
 //! (`HOKUSAI_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`):
-//! a test that needs it fails when it is not there; it never skips.
+//! a test that needs it fails when it is not there; it never skips. [`fake_auth`] stands in
+//! for auth.hokus.ai.
 
 pub mod app;
 pub mod db;
+pub mod fake_auth;
 pub mod process;
 pub mod queue;
 pub mod world;

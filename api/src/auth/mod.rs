@@ -2,13 +2,20 @@
 //!
 //! Routes take an [`Authenticated`] extractor and call [`Principal::require`] (or
 //! [`Principal::require_predict`]) with the scope of DESIGN.md §9. Who validates a key is
-//! an [`Authenticator`] chosen once at start-up: [`static_keys`] now, the auth.hokus.ai
-//! backend later — route code does not change with the backend.
+//! an [`Authenticator`] chosen once at start-up: [`static_keys`] (development, tests) or
+//! [`hokusai`] (auth.hokus.ai, behind the [`cache`]) — route code does not change with the
+//! backend. [`usage`] reports authenticated requests back to auth.hokus.ai when enabled;
+//! [`counters`] counts validations, cache results and usage reports.
 //!
 //! Keys are read from `Authorization: Bearer <key>`, `Authorization: ApiKey <key>` or
-//! `X-API-Key: <key>`, and never logged.
+//! `X-API-Key: <key>`, and never logged. The client IP passed to the authenticator is the
+//! first `X-Forwarded-For` entry when `TRUST_FORWARDED_FOR=true`, else the TCP peer.
 
+pub mod cache;
+pub mod counters;
+pub mod hokusai;
 pub mod static_keys;
+pub mod usage;
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -145,6 +152,29 @@ pub fn api_key(headers: &HeaderMap) -> Option<&str> {
         .filter(|key| !key.is_empty())
 }
 
+/// The caller's address: the first `X-Forwarded-For` entry when the proxy in front is
+/// trusted to set it (and it parses), else the TCP peer.
+pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<IpAddr> {
+    let forwarded = || {
+        parts
+            .headers
+            .get("x-forwarded-for")?
+            .to_str()
+            .ok()?
+            .split(',')
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    trust_forwarded_for.then(forwarded).flatten().or_else(|| {
+        parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+    })
+}
+
 /// Extracts and validates the caller's key; rejects with 401, 429 or 503.
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Principal);
@@ -155,12 +185,12 @@ impl FromRequestParts<AppState> for Authenticated {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let key = api_key(&parts.headers)
             .ok_or_else(|| ApiError::Unauthorized("an API key is required".into()))?;
-        let client_ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
+        let client_ip = client_ip(parts, state.settings.auth.trust_forwarded_for);
         match state.authenticator.authenticate(key, client_ip).await {
             Ok(principal) => {
+                if let Some(slot) = parts.extensions.get::<usage::UsageSlot>() {
+                    slot.fill(&principal);
+                }
                 parts.extensions.insert(principal.clone());
                 Ok(Self(principal))
             }
@@ -213,6 +243,26 @@ mod tests {
         );
         assert_eq!(api_key(&basic), None);
         assert_eq!(api_key(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn forwarded_for_is_used_only_when_trusted() {
+        let request = axum::http::Request::builder()
+            .header("x-forwarded-for", "203.0.113.7, 10.0.0.1")
+            .extension(ConnectInfo(SocketAddr::from(([10, 0, 0, 9], 4000))))
+            .body(())
+            .expect("request");
+        let (parts, ()) = request.into_parts();
+        let peer: IpAddr = [10, 0, 0, 9].into();
+
+        assert_eq!(client_ip(&parts, true), Some([203, 0, 113, 7].into()));
+        assert_eq!(client_ip(&parts, false), Some(peer));
+        let (garbage, ()) = axum::http::Request::builder()
+            .header("x-forwarded-for", "not-an-ip")
+            .body(())
+            .expect("request")
+            .into_parts();
+        assert_eq!(client_ip(&garbage, true), None);
     }
 
     #[test]

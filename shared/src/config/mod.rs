@@ -262,8 +262,15 @@ pub struct AuthSettings {
     pub cache_ttl: Duration,
     /// `AUTH_NEGATIVE_CACHE_TTL_SECONDS`.
     pub negative_cache_ttl: Duration,
-    /// `AUTH_STALE_IF_ERROR_SECONDS` (0 = fail closed).
+    /// `AUTH_STALE_IF_ERROR_SECONDS` (0 = fail closed): how long past its positive TTL a
+    /// key last seen valid keeps working while the auth service cannot answer.
     pub stale_if_error: Duration,
+    /// `TRUST_FORWARDED_FOR`: take the client IP from the first `X-Forwarded-For` entry
+    /// (only behind a load balancer that sets it); otherwise the peer address is used.
+    pub trust_forwarded_for: bool,
+    /// `AUTH_USAGE_REPORTING`: report each authenticated request to the auth service's
+    /// usage route, after the response and off the request path.
+    pub usage_reporting: bool,
     /// `HOKUSAI_DEV_API_KEY`: the static key of `dev` (generated when unset).
     pub dev_api_key: Option<Secret>,
 }

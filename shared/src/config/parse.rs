@@ -38,6 +38,8 @@ pub fn defaults(environment: Environment) -> Sources {
     d("AUTH_CACHE_TTL_SECONDS", "300");
     d("AUTH_NEGATIVE_CACHE_TTL_SECONDS", "30");
     d("AUTH_STALE_IF_ERROR_SECONDS", "0");
+    d("TRUST_FORWARDED_FOR", "false");
+    d("AUTH_USAGE_REPORTING", "false");
     d("MLFLOW_RECONCILE_INTERVAL_SECONDS", "300");
     d("CLOUDWATCH_NAMESPACE", "Hokusai/API");
     d("METRICS_CLOUDWATCH_ENABLED", "false");
@@ -215,6 +217,8 @@ pub fn settings(environment: Environment, s: &Sources) -> Result<Settings, Confi
             cache_ttl: r.seconds("AUTH_CACHE_TTL_SECONDS", 0)?,
             negative_cache_ttl: r.seconds("AUTH_NEGATIVE_CACHE_TTL_SECONDS", 0)?,
             stale_if_error: r.seconds("AUTH_STALE_IF_ERROR_SECONDS", 0)?,
+            trust_forwarded_for: r.bool("TRUST_FORWARDED_FOR")?,
+            usage_reporting: r.bool("AUTH_USAGE_REPORTING")?,
             dev_api_key: r.opt_secret("HOKUSAI_DEV_API_KEY"),
         },
         mlflow: MlflowSettings {

@@ -80,6 +80,8 @@ pub const VARIABLES: &[Variable] = &[
     plain("AUTH_CACHE_TTL_SECONDS"),
     plain("AUTH_NEGATIVE_CACHE_TTL_SECONDS"),
     plain("AUTH_STALE_IF_ERROR_SECONDS"),
+    plain("TRUST_FORWARDED_FOR"),
+    plain("AUTH_USAGE_REPORTING"),
     secret("HOKUSAI_DEV_API_KEY"),
     url("MLFLOW_TRACKING_URI"),
     secret("MLFLOW_TRACKING_TOKEN"),

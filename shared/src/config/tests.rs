@@ -117,6 +117,24 @@ fn production_defaults_to_hokusai_auth_and_json_logs() {
 }
 
 #[test]
+fn forwarded_for_and_usage_reporting_are_off_unless_enabled() {
+    let (options, _dir) = isolated(&[]);
+    let (defaults, _) = Settings::load_from(&env(&[]), &options).expect("valid");
+    let on = env(&[
+        ("TRUST_FORWARDED_FOR", "true"),
+        ("AUTH_USAGE_REPORTING", "1"),
+    ]);
+    let (enabled, _) = Settings::load_from(&on, &options).expect("valid");
+
+    assert!(!defaults.auth.trust_forwarded_for && !defaults.auth.usage_reporting);
+    assert!(enabled.auth.trust_forwarded_for && enabled.auth.usage_reporting);
+    assert_eq!(
+        error_of(&[("TRUST_FORWARDED_FOR", "alb")]),
+        "TRUST_FORWARDED_FOR: `alb` is not a boolean (true or false)"
+    );
+}
+
+#[test]
 fn sqs_backend_needs_both_queue_urls() {
     assert_eq!(
         error_of(&[("QUEUE_BACKEND", "sqs")]),
