@@ -6,8 +6,10 @@
 //! - [`startup`]: [`Worker::build`] / [`Worker::run_until_stopped`], N concurrent handlers.
 //! - [`consumer`]: [`Consumer::try_process_one`]: one message, one step, settle after commit.
 //! - [`saga`]: the steps of a deployment, one module per command kind.
+//! - [`mlflow`]: MLflow intake, status sync and reconciliation (only with `MLFLOW_TRACKING_URI`).
 
 pub mod consumer;
+pub mod mlflow;
 pub mod saga;
 pub mod startup;
 

@@ -14,6 +14,7 @@ use shared::queue::{self, Queue, QueueOptions};
 use tokio::sync::watch;
 
 use crate::consumer::{Consumer, Outcome};
+use crate::mlflow::MlflowContext;
 use crate::saga::Context;
 
 /// A connected worker.
@@ -21,6 +22,8 @@ pub struct Worker {
     consumer: Consumer,
     queue: Arc<dyn Queue>,
     concurrency: usize,
+    /// The MLflow loops' context, when `MLFLOW_TRACKING_URI` is set.
+    mlflow: Option<MlflowContext>,
 }
 
 impl Worker {
@@ -74,11 +77,17 @@ impl Worker {
                 instance_size: hf.default_instance_size.clone(),
             },
         };
+        let mlflow = MlflowContext::from_settings(&settings, ctx.db.clone(), ctx.providers.clone())
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "MLflow integration disabled: cannot build its client");
+                None
+            });
         let consumer = Consumer::new(queue.clone(), Arc::new(ctx));
         Self {
             consumer,
             queue,
             concurrency: settings.worker.concurrency,
+            mlflow,
         }
     }
 
@@ -92,7 +101,9 @@ impl Worker {
         self.queue.clone()
     }
 
-    /// Works until `shutdown` resolves, then finishes the messages in hand.
+    /// Works until `shutdown` resolves, then finishes the messages in hand. With
+    /// `MLFLOW_TRACKING_URI` set, the MLflow intake, status sync and reconciliation loops
+    /// run alongside the handlers and stop with them.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
@@ -106,10 +117,14 @@ impl Worker {
         let handlers: Vec<_> = (0..self.concurrency)
             .map(|_| tokio::spawn(handle_until_stopped(self.consumer.clone(), stop_rx.clone())))
             .collect();
+        let mlflow_loops = match self.mlflow {
+            Some(mlflow) => mlflow.spawn(stop_rx.clone()),
+            None => Vec::new(),
+        };
         shutdown.await;
         tracing::info!("worker stopping: finishing the messages in hand");
         let _ = stop_tx.send(true);
-        for handler in handlers {
+        for handler in handlers.into_iter().chain(mlflow_loops) {
             handler.await.context("a worker handler panicked")?;
         }
         tracing::info!("worker stopped");

@@ -3,6 +3,7 @@
 mod deployments;
 mod health;
 mod models;
+mod webhooks;
 
 use axum::Router;
 use axum::http::Uri;
@@ -16,6 +17,7 @@ pub fn router() -> Router<AppState> {
         .merge(health::router())
         .merge(models::router())
         .merge(deployments::router())
+        .merge(webhooks::router())
         .fallback(not_found)
 }
 

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod metadata;
+pub mod metrics;
 pub mod tags;
 pub mod webhook;
 
