@@ -6,6 +6,7 @@ pub mod check_config;
 pub mod dev;
 pub mod hf_emulator;
 pub mod migrate;
+pub mod mlflow;
 pub mod roles;
 
 use std::process::ExitCode;

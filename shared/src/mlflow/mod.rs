@@ -9,6 +9,7 @@
 pub mod client;
 pub mod metadata;
 pub mod metrics;
+pub mod registration;
 pub mod tags;
 pub mod webhook;
 
