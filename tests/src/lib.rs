@@ -8,5 +8,6 @@
 
 pub mod app;
 pub mod db;
+pub mod mlflow;
 pub mod process;
 pub mod world;
