@@ -277,16 +277,12 @@ async fn a_dropped_delivery_is_reconciled(setup: &Setup) {
         "the delivery was dropped"
     );
 
-    let settings = tests::world::fast_settings(&setup.app.db.url, &[]);
-    let mut settings = settings;
-    settings.mlflow.tracking_uri = Some(ml::uri());
-    let ctx = MlflowContext::from_settings(
-        &settings,
-        setup.app.db.conn.clone(),
-        setup.app.providers.clone(),
-    )
-    .expect("context")
-    .expect("MLflow configured");
+    let uri = ml::uri();
+    let settings = tests::world::fast_settings(&setup.app.db.url, &[("MLFLOW_TRACKING_URI", &uri)]);
+    let db = setup.app.db.conn.clone();
+    let ctx = MlflowContext::from_settings(&settings, db, setup.app.providers.clone())
+        .expect("context")
+        .expect("MLflow configured");
     let report = reconcile::reconcile_once(&ctx)
         .await
         .expect("reconciliation");

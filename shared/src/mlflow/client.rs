@@ -14,6 +14,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+pub use super::types::{ModelVersion, RegisteredModel, Tag, tag_value};
 use crate::config::{MlflowSettings, Secret};
 
 /// What went wrong talking to MLflow. Retry or not is in the variant.
@@ -61,52 +62,6 @@ pub enum Auth {
         /// Password.
         password: Secret,
     },
-}
-
-/// A `{key, value}` tag.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct Tag {
-    /// Key.
-    pub key: String,
-    /// Value.
-    #[serde(default)]
-    pub value: String,
-}
-
-/// A model version as `model-versions/get` returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct ModelVersion {
-    /// Registered model name.
-    pub name: String,
-    /// Version number, as a string.
-    pub version: String,
-    /// Where the model's files are.
-    #[serde(default)]
-    pub source: Option<String>,
-    /// The run that logged it (`""` or absent for logged models).
-    #[serde(default)]
-    pub run_id: Option<String>,
-    /// Tags.
-    #[serde(default)]
-    pub tags: Vec<Tag>,
-    /// Aliases pointing at it.
-    #[serde(default)]
-    pub aliases: Vec<String>,
-}
-
-/// A registered model as `registered-models/get` returns it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-pub struct RegisteredModel {
-    /// Name.
-    pub name: String,
-    /// Tags.
-    #[serde(default)]
-    pub tags: Vec<Tag>,
-}
-
-/// The value of `key` among `tags`.
-pub fn tag_value<'a>(tags: &'a [Tag], key: &str) -> Option<&'a str> {
-    tags.iter().find(|t| t.key == key).map(|t| t.value.as_str())
 }
 
 /// A client of one MLflow tracking server.
@@ -455,38 +410,4 @@ async fn check(response: reqwest::Response) -> Result<reqwest::Response, MlflowE
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn debug_never_shows_credentials() {
-        let auth = Auth::Basic {
-            username: "ds".into(),
-            password: Secret::new("hunter2"),
-        };
-        let client = MlflowClient::new("http://u:pw@mlflow:5000", auth).expect("client");
-        let shown = format!("{client:?}");
-        assert!(
-            !shown.contains("hunter2") && !shown.contains(":pw@"),
-            "{shown}"
-        );
-        assert!(shown.contains("basic"), "{shown}");
-    }
-
-    #[test]
-    fn urls_keep_the_base_path_and_encode_queries() {
-        let client = MlflowClient::new("http://mlflow:5000/prefix/", Auth::None).expect("client");
-        let url = client
-            .url(
-                "api/2.0/mlflow/model-versions/search",
-                &[("filter", "tags.`hokusai.deploy` = 'true'")],
-            )
-            .expect("url");
-        assert!(
-            url.as_str().starts_with(
-                "http://mlflow:5000/prefix/api/2.0/mlflow/model-versions/search?filter="
-            )
-        );
-        assert!(!url.as_str().contains(' '));
-    }
-}
+mod tests;

@@ -11,6 +11,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod registration;
 pub mod tags;
+pub mod types;
 pub mod webhook;
 
 pub use client::{MlflowClient, MlflowError, ModelVersion, RegisteredModel};
