@@ -57,6 +57,25 @@ enum Command {
     },
     /// Prints the effective configuration, secrets redacted; exits 2 when it is invalid.
     CheckConfig,
+    /// MLflow integration chores.
+    Mlflow {
+        #[command(subcommand)]
+        action: MlflowAction,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+enum MlflowAction {
+    /// Creates (or updates) the webhook delivering model-version events to the listener,
+    /// signed with MLFLOW_WEBHOOK_SECRET, on the server of MLFLOW_TRACKING_URI.
+    RegisterWebhook {
+        /// The listener's URL (default: http://API_HOST:API_PORT/api/v1/webhooks/mlflow).
+        #[arg(long)]
+        url: Option<String>,
+        /// The webhook's name; a webhook of that name is updated.
+        #[arg(long, default_value = commands::mlflow::DEFAULT_NAME)]
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Subcommand)]
@@ -144,6 +163,9 @@ fn main() -> ExitCode {
                 realistic,
             } => commands::hf_emulator::run(&host, port, realistic).await,
             Command::CheckConfig => commands::check_config::run(),
+            Command::Mlflow {
+                action: MlflowAction::RegisterWebhook { url, name },
+            } => commands::mlflow::register_webhook(url, name).await,
         }
     });
     match result {

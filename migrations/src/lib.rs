@@ -16,6 +16,9 @@ mod m20261127_000004_create_queue_messages;
 mod m20261127_000005_create_processed_messages;
 mod m20261127_000006_create_mlflow_deliveries;
 mod m20261127_200000_add_idempotency_key;
+mod m20261128_090000_create_mlflow_events;
+mod m20261128_090001_create_mlflow_version_claims;
+mod m20261128_090002_create_mlflow_sync_cursors;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -31,6 +34,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000005_create_processed_messages::Migration),
             Box::new(m20261127_000006_create_mlflow_deliveries::Migration),
             Box::new(m20261127_200000_add_idempotency_key::Migration),
+            Box::new(m20261128_090000_create_mlflow_events::Migration),
+            Box::new(m20261128_090001_create_mlflow_version_claims::Migration),
+            Box::new(m20261128_090002_create_mlflow_sync_cursors::Migration),
         ]
     }
 }

@@ -7,6 +7,7 @@
 //! - [`domain`]: newtypes and the deployment status machine (DESIGN.md §5).
 //! - [`db`]: connection, sea-orm entities and repositories.
 //! - [`queue`]: the command queue of DESIGN.md §6 and its backends.
+//! - [`mlflow`]: MLflow REST client, webhook signatures and payloads, metadata extraction.
 //! - [`request`]: deploy requests validated into new deployments.
 //! - [`provider`]: the provider trait, its registry, HuggingFace and `http` (DESIGN.md §7).
 //! - [`telemetry`]: logging set-up.
@@ -14,6 +15,7 @@
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod mlflow;
 pub mod provider;
 pub mod queue;
 pub mod request;

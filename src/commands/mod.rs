@@ -7,6 +7,7 @@ pub mod dev;
 pub mod dlq;
 pub mod hf_emulator;
 pub mod migrate;
+pub mod mlflow;
 pub mod roles;
 
 use std::process::ExitCode;

@@ -11,6 +11,7 @@
 pub mod app;
 pub mod db;
 pub mod fake_auth;
+pub mod mlflow;
 pub mod process;
 pub mod queue;
 pub mod world;

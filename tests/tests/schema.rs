@@ -12,13 +12,16 @@ use shared::domain::{DeploymentId, DeploymentStatus, ModelId};
 use shared::queue::{DEPLOYMENTS_QUEUE, Envelope, MessageKind};
 use tests::db::{Engine, TestDb};
 
-const TABLES: [&str; 6] = [
+const TABLES: [&str; 9] = [
     "deployed_models",
     "deployment_events",
     "outbox",
     "queue_messages",
     "processed_messages",
     "mlflow_deliveries",
+    "mlflow_events",
+    "mlflow_version_claims",
+    "mlflow_sync_cursors",
 ];
 
 macro_rules! on_both_engines {

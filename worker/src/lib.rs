@@ -9,9 +9,11 @@
 //! - [`saga`]: the steps of a deployment, one module per command kind.
 //! - [`relay`]: the outbox relay, publishing committed commands to a broker queue.
 //! - [`dlq`]: dead-letter operations behind `hokusai-serve dlq`.
+//! - [`mlflow`]: MLflow intake, status sync and reconciliation (only with `MLFLOW_TRACKING_URI`).
 
 pub mod consumer;
 pub mod dlq;
+pub mod mlflow;
 pub mod relay;
 pub mod saga;
 pub mod startup;

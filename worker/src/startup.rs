@@ -14,6 +14,7 @@ use shared::queue::{self, Queue, QueueOptions};
 use tokio::sync::watch;
 
 use crate::consumer::{Consumer, Outcome};
+use crate::mlflow::MlflowContext;
 use crate::relay::Relay;
 use crate::saga::Context;
 
@@ -25,6 +26,8 @@ pub struct Worker {
     /// Publishes committed outbox rows (broker backends only; with the embedded queue the
     /// outbox insert is the enqueue).
     relay: Option<Relay>,
+    /// The MLflow loops' context, when `MLFLOW_TRACKING_URI` is set.
+    mlflow: Option<MlflowContext>,
 }
 
 impl Worker {
@@ -79,12 +82,18 @@ impl Worker {
             },
         };
         let relay = (ctx.route == Route::Relay).then(|| Relay::new(ctx.db.clone(), queue.clone()));
+        let mlflow = MlflowContext::from_settings(&settings, ctx.db.clone(), ctx.providers.clone())
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, "MLflow integration disabled: cannot build its client");
+                None
+            });
         let consumer = Consumer::new(queue.clone(), Arc::new(ctx));
         Self {
             consumer,
             queue,
             concurrency: settings.worker.concurrency,
             relay,
+            mlflow,
         }
     }
 
@@ -103,7 +112,9 @@ impl Worker {
         self.relay.as_ref()
     }
 
-    /// Works until `shutdown` resolves, then finishes the messages in hand.
+    /// Works until `shutdown` resolves, then finishes the messages in hand. With
+    /// `MLFLOW_TRACKING_URI` set, the MLflow intake, status sync and reconciliation loops
+    /// run alongside the handlers and stop with them.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
@@ -128,10 +139,14 @@ impl Worker {
                 }
             }));
         }
+        let mlflow_loops = match self.mlflow {
+            Some(mlflow) => mlflow.spawn(stop_rx.clone()),
+            None => Vec::new(),
+        };
         shutdown.await;
         tracing::info!("worker stopping: finishing the messages in hand");
         let _ = stop_tx.send(true);
-        for handler in handlers {
+        for handler in handlers.into_iter().chain(mlflow_loops) {
             handler.await.context("a worker handler panicked")?;
         }
         tracing::info!("worker stopped");

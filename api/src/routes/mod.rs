@@ -7,6 +7,7 @@ mod health;
 mod model_deployments;
 mod models;
 mod predict;
+mod webhooks;
 
 use axum::Router;
 use axum::http::Uri;
@@ -24,6 +25,7 @@ pub fn router() -> Router<AppState> {
         .merge(deployments::router())
         .merge(costs::router())
         .merge(admin::router())
+        .merge(webhooks::router())
         .fallback(not_found)
 }
 

@@ -290,6 +290,28 @@ pub struct MlflowSettings {
     pub webhook_secret: Option<Secret>,
     /// `MLFLOW_RECONCILE_INTERVAL_SECONDS`.
     pub reconcile_interval: Duration,
+    /// `MLFLOW_AUTO_DEPLOY`: which new model versions deploy themselves.
+    pub auto_deploy: AutoDeploy,
+}
+
+/// Which newly created MLflow model versions are deployed (`MLFLOW_AUTO_DEPLOY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoDeploy {
+    /// Only versions whose version or registered model carries `hokusai.deploy=true`.
+    Tagged,
+    /// Every new version.
+    All,
+}
+
+impl FromStr for AutoDeploy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tagged" => Ok(Self::Tagged),
+            "all" => Ok(Self::All),
+            other => Err(format!("`{other}` is not one of tagged, all")),
+        }
+    }
 }
 
 /// Logs and metrics.

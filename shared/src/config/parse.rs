@@ -41,6 +41,7 @@ pub fn defaults(environment: Environment) -> Sources {
     d("TRUST_FORWARDED_FOR", "false");
     d("AUTH_USAGE_REPORTING", "false");
     d("MLFLOW_RECONCILE_INTERVAL_SECONDS", "300");
+    d("MLFLOW_AUTO_DEPLOY", "tagged");
     d("CLOUDWATCH_NAMESPACE", "Hokusai/API");
     d("METRICS_CLOUDWATCH_ENABLED", "false");
     d("LOG_FORMAT", if dev { "pretty" } else { "json" });
@@ -228,6 +229,7 @@ pub fn settings(environment: Environment, s: &Sources) -> Result<Settings, Confi
             tracking_password: r.opt_secret("MLFLOW_TRACKING_PASSWORD"),
             webhook_secret: r.opt_secret("MLFLOW_WEBHOOK_SECRET"),
             reconcile_interval: r.seconds("MLFLOW_RECONCILE_INTERVAL_SECONDS", 1)?,
+            auto_deploy: r.choice("MLFLOW_AUTO_DEPLOY")?,
         },
         telemetry: TelemetrySettings {
             log_format: r.choice("LOG_FORMAT")?,

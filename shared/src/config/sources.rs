@@ -89,6 +89,7 @@ pub const VARIABLES: &[Variable] = &[
     secret("MLFLOW_TRACKING_PASSWORD"),
     secret("MLFLOW_WEBHOOK_SECRET"),
     plain("MLFLOW_RECONCILE_INTERVAL_SECONDS"),
+    plain("MLFLOW_AUTO_DEPLOY"),
     plain("CLOUDWATCH_NAMESPACE"),
     plain("METRICS_CLOUDWATCH_ENABLED"),
     plain("LOG_FORMAT"),

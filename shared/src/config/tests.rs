@@ -208,3 +208,18 @@ fn debug_output_redacts_secrets() {
         "{debug}"
     );
 }
+
+#[test]
+fn mlflow_auto_deploy_defaults_to_tagged_and_accepts_all() {
+    let (options, _dir) = isolated(&[]);
+    let (defaults, _) = Settings::load_from(&env(&[]), &options).expect("defaults");
+    let (all, _) =
+        Settings::load_from(&env(&[("MLFLOW_AUTO_DEPLOY", "all")]), &options).expect("all");
+
+    assert_eq!(defaults.mlflow.auto_deploy, AutoDeploy::Tagged);
+    assert_eq!(all.mlflow.auto_deploy, AutoDeploy::All);
+    assert_eq!(
+        error_of(&[("MLFLOW_AUTO_DEPLOY", "some")]),
+        "MLFLOW_AUTO_DEPLOY: `some` is not one of tagged, all"
+    );
+}

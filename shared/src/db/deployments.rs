@@ -3,8 +3,8 @@
 
 use chrono::Utc;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionSession, TransactionTrait,
 };
 use serde_json::Value;
 use uuid::Uuid;
@@ -56,9 +56,10 @@ pub struct NewDeployment {
 
 /// Creates a `pending` deployment, its `created` event and `command` (on `route`: the outbox,
 /// or the embedded queue itself), in one transaction: all three exist afterwards, or none
-/// does.
-pub async fn create(
-    db: &DatabaseConnection,
+/// does. `db` may itself be a transaction (the MLflow intake claims the model version in
+/// the same one); the writes then commit with it.
+pub async fn create<C: TransactionTrait>(
+    db: &C,
     route: outbox::Route,
     new: NewDeployment,
     command: &Envelope,

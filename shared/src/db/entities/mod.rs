@@ -4,6 +4,9 @@
 pub mod deployed_models;
 pub mod deployment_events;
 pub mod mlflow_deliveries;
+pub mod mlflow_events;
+pub mod mlflow_sync_cursors;
+pub mod mlflow_version_claims;
 pub mod outbox;
 pub mod processed_messages;
 pub mod queue_messages;
