@@ -14,4 +14,5 @@ pub mod fake_auth;
 pub mod mlflow;
 pub mod process;
 pub mod queue;
+pub mod upstream;
 pub mod world;

@@ -1,0 +1,375 @@
+//! The write routes: deploy (validation, 202 + Location, Idempotency-Key), undeploy,
+//! rollback (reactivate a running version, or redeploy a stopped one), status, costs and
+//! the admin dead-letter routes.
+
+use serde_json::{Value, json};
+use tests::app::{ADMIN_KEY, READ_KEY, TestApp, assert_error};
+use tests::db::Engine;
+
+fn hf_body(version: &str) -> Value {
+    json!({"model_version": version, "repository": "distilbert/distilbert-base-uncased-finetuned-sst-2-english",
+           "task": "text-classification", "instance": {"size": "x4"}, "scaling": {"min_replica": 1, "max_replica": 2}})
+}
+
+#[tokio::test]
+async fn deploy_answers_202_with_location_and_the_pending_deployment() {
+    let app = TestApp::start(Engine::Sqlite, &[]).await;
+
+    let response = app
+        .post(
+            "/api/v1/models/fraud-detector/deployments",
+            ADMIN_KEY,
+            &hf_body("1"),
+        )
+        .await;
+
+    assert_eq!(response.status(), 202);
+    let location = response.headers()["location"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let body: Value = response.json().await.expect("json");
+    let d = &body["deployment"];
+    assert_eq!(
+        location,
+        format!("/api/v1/deployments/{}", d["id"].as_str().expect("id"))
+    );
+    assert_eq!(
+        (d["status"].as_str(), d["instance_size"].as_str()),
+        (Some("pending"), Some("x4"))
+    );
+    assert_eq!(
+        d["hourly_cost_usd"],
+        json!(0.268),
+        "x4 intel-spr is 0.134/h × 2 replicas at most"
+    );
+    let fetched = app.get(&location, READ_KEY).await;
+    assert_eq!(fetched.status(), 200);
+}
+
+#[tokio::test]
+async fn deploy_requests_are_validated_before_anything_is_queued() {
+    let app = TestApp::start(Engine::Sqlite, &[]).await;
+    let no_repo = json!({"task": "text-classification"});
+    let bad_size = json!({"repository": "a/b", "instance": {"size": "x64"}});
+    let bad_task = json!({"repository": "a/b", "task": "teleportation"});
+    let bad_provider = json!({"repository": "a/b", "provider": "sagemaker"});
+    let typo = json!({"repository": "a/b", "instnace": {}});
+
+    for (body, needle) in [
+        (no_repo, "repository"),
+        (bad_size, "x64"),
+        (bad_task, "teleportation"),
+        (bad_provider, "sagemaker"),
+        (typo, "instnace"),
+    ] {
+        let response = app
+            .post(
+                "/api/v1/models/fraud-detector/deployments",
+                ADMIN_KEY,
+                &body,
+            )
+            .await;
+        let error = assert_error(response, 422, "VALIDATION_ERROR").await;
+        assert!(
+            error["detail"].as_str().expect("detail").contains(needle),
+            "{body} ⇒ {error}"
+        );
+    }
+    let forbidden = app
+        .post(
+            "/api/v1/models/fraud-detector/deployments",
+            READ_KEY,
+            &hf_body("1"),
+        )
+        .await;
+    assert_error(forbidden, 403, "FORBIDDEN").await;
+    let listed: Value = app
+        .get("/api/v1/models", READ_KEY)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["total"], 0, "nothing was written");
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_same_deployment() {
+    let app = TestApp::start(Engine::Postgres, &[]).await;
+    let url = format!("{}/api/v1/models/fraud-detector/deployments", app.url);
+    let send = |key: &'static str| {
+        app.client
+            .post(&url)
+            .bearer_auth(ADMIN_KEY)
+            .header("idempotency-key", key)
+            .json(&hf_body("1"))
+            .send()
+    };
+
+    let first = send("req-1").await.expect("req");
+    let again = send("req-1").await.expect("req");
+    let other = send("req-2").await.expect("req");
+
+    assert_eq!(
+        (
+            first.status().as_u16(),
+            again.status().as_u16(),
+            other.status().as_u16()
+        ),
+        (202, 200, 202)
+    );
+    let id = |v: Value| v["deployment"]["id"].as_str().expect("id").to_owned();
+    let (a, b, c) = (
+        id(first.json().await.expect("json")),
+        id(again.json().await.expect("json")),
+        id(other.json().await.expect("json")),
+    );
+    assert_eq!(a, b);
+    assert_ne!(a, c);
+    app.db.drop_database().await;
+}
+
+#[tokio::test]
+async fn undeploy_stops_serving_and_the_endpoint_goes_away() {
+    let app = TestApp::start(Engine::Sqlite, &[]).await;
+    let worker = app.worker();
+    let id = app
+        .deploy_and_serve(&worker, "fraud-detector", hf_body("1"))
+        .await;
+
+    let response = app
+        .client
+        .delete(format!(
+            "{}/api/v1/models/fraud-detector/deployment",
+            app.url
+        ))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .expect("req");
+    assert_eq!(response.status(), 202);
+    let predict = app
+        .post(
+            "/api/v1/models/fraud-detector/predict",
+            ADMIN_KEY,
+            &json!({"inputs": "x"}),
+        )
+        .await;
+    let stopped = app
+        .work_until(&worker, &id, |d| {
+            d.status == shared::domain::DeploymentStatus::Stopped
+        })
+        .await;
+    let again = app
+        .client
+        .delete(format!(
+            "{}/api/v1/models/fraud-detector/deployment",
+            app.url
+        ))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .expect("req");
+    let status: Value = app
+        .get("/api/v1/models/fraud-detector/status", READ_KEY)
+        .await
+        .json()
+        .await
+        .expect("json");
+
+    assert!(!stopped.is_active);
+    assert!(app.emulator.endpoints().is_empty());
+    assert!(
+        predict.status() == 200 || predict.status() == 404,
+        "served from cache or gone"
+    );
+    assert_error(again, 404, "MODEL_NOT_DEPLOYED").await;
+    assert_eq!(
+        (
+            status["status"].as_str(),
+            status["database_status"].as_str()
+        ),
+        (Some("stopped"), Some("stopped"))
+    );
+}
+
+#[tokio::test]
+async fn rollback_reactivates_a_running_previous_version() {
+    let app = TestApp::start(Engine::Sqlite, &[]).await;
+    let worker = app.worker();
+    let v1 = app
+        .deploy_and_serve(&worker, "fraud-detector", hf_body("1"))
+        .await;
+    let v2 = app
+        .deploy_and_serve(&worker, "fraud-detector", hf_body("2"))
+        .await;
+
+    let response = app
+        .post(
+            "/api/v1/models/fraud-detector/rollback",
+            ADMIN_KEY,
+            &json!({}),
+        )
+        .await;
+
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(
+        (body["action"].as_str(), body["deployment"]["id"].as_str()),
+        (Some("reactivated"), Some(v1.as_str()))
+    );
+    let status: Value = app
+        .get("/api/v1/models/fraud-detector/status", READ_KEY)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        (status["status"].as_str(), status["deployment_id"].as_str()),
+        (Some("serving"), Some(v1.as_str()))
+    );
+    let replaced: Value = app
+        .get(&format!("/api/v1/deployments/{v2}"), READ_KEY)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(replaced["is_active"], false);
+}
+
+#[tokio::test]
+async fn rollback_redeploys_a_version_that_no_longer_runs() {
+    let app = TestApp::start(Engine::Sqlite, &[("RETIRE_AFTER_SECONDS", "0")]).await;
+    let worker = app.worker();
+    let v1 = app
+        .deploy_and_serve(&worker, "fraud-detector", hf_body("1"))
+        .await;
+    app.deploy_and_serve(&worker, "fraud-detector", hf_body("2"))
+        .await;
+    app.work_until(&worker, &v1, |d| {
+        d.status == shared::domain::DeploymentStatus::Stopped
+    })
+    .await;
+
+    let response = app
+        .post(
+            "/api/v1/models/fraud-detector/rollback",
+            ADMIN_KEY,
+            &json!({}),
+        )
+        .await;
+
+    assert_eq!(response.status(), 202);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["action"], "redeploying");
+    let new_id = body["deployment"]["id"].as_str().expect("id").to_owned();
+    let serving = app.work_until(&worker, &new_id, |d| d.is_active).await;
+    assert_eq!(serving.model_version.as_deref(), Some("1"));
+    let none = TestApp::start(Engine::Sqlite, &[]).await;
+    assert_error(
+        none.post(
+            "/api/v1/models/fraud-detector/rollback",
+            ADMIN_KEY,
+            &json!({}),
+        )
+        .await,
+        404,
+        "NOT_FOUND",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn costs_show_hourly_burn_and_accrued_cost_per_model() {
+    let app = TestApp::start(Engine::Sqlite, &[]).await;
+    let worker = app.worker();
+    app.deploy_and_serve(&worker, "fraud-detector", hf_body("1"))
+        .await;
+
+    let costs: Value = app
+        .get("/api/v1/costs", READ_KEY)
+        .await
+        .json()
+        .await
+        .expect("json");
+
+    assert_eq!(costs["currency"], "USD");
+    assert_eq!(costs["current_hourly_usd"], json!(0.268));
+    let model = &costs["models"][0];
+    assert_eq!(model["model_id"], "fraud-detector");
+    assert!(model["accrued_cost_usd"].as_f64().is_some_and(|c| c >= 0.0));
+    assert_eq!(model["deployments"].as_array().expect("array").len(), 1);
+}
+
+#[tokio::test]
+async fn admins_list_replay_and_purge_dead_letters() {
+    let app = TestApp::start(Engine::Sqlite, &[]).await;
+    let worker = app.worker();
+    let queue = worker.queue();
+    queue
+        .publish_bytes(b"not an envelope".to_vec(), None)
+        .await
+        .expect("publish");
+    queue
+        .publish_bytes(b"also garbage".to_vec(), None)
+        .await
+        .expect("publish");
+    for _ in 0..4 {
+        worker.consumer().try_process_one().await.expect("queue");
+    }
+
+    let listed: Value = app
+        .get("/api/v1/admin/dlq", ADMIN_KEY)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let forbidden = app.get("/api/v1/admin/dlq", READ_KEY).await;
+    let ids: Vec<String> = listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|d| d["id"].as_str().expect("id").to_owned())
+        .collect();
+    let replayed = app
+        .post(
+            "/api/v1/admin/dlq/replay",
+            ADMIN_KEY,
+            &json!({"ids": [ids[0]]}),
+        )
+        .await;
+    let purge = |id: String| {
+        app.client
+            .delete(format!("{}/api/v1/admin/dlq/{id}", app.url))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+    };
+    let purged = purge(ids[1].clone()).await.expect("req");
+    let unknown = purge("no-such-id".into()).await.expect("req");
+
+    assert_eq!(ids.len(), 2, "{listed}");
+    for field in [
+        "id",
+        "queue",
+        "kind",
+        "deployment_id",
+        "attempts",
+        "last_error",
+        "dead_lettered_at",
+    ] {
+        assert!(
+            listed[0].get(field).is_some(),
+            "dead letter lacks {field}: {listed}"
+        );
+    }
+    assert!(
+        listed[0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("undecodable")),
+        "{listed}"
+    );
+    assert_error(forbidden, 403, "FORBIDDEN").await;
+    assert_eq!(replayed.status(), 200);
+    assert_eq!(purged.status(), 204);
+    assert_error(unknown, 404, "NOT_FOUND").await;
+}
