@@ -1,8 +1,8 @@
 //! End to end against a real `mlflow==3.17.2` server (`HOKUSAI_TEST_MLFLOW_URI`; the test
 //! fails when it is unset): the webhook is created with the CLI, model versions are
 //! registered the way a data scientist would, and — without calling our deploy API — the
-//! versions become live endpoints on the HF emulator, predictions work through the
-//! provider, and MLflow shows the deployment status and URL as version tags. A version
+//! versions become live endpoints on the HF emulator, predictions work through
+//! `POST /api/v1/models/{name}/predict`, and MLflow shows the deployment status and URL as version tags. A version
 //! whose metadata cannot be deployed shows the rejection reason; a delivery dropped on
 //! purpose (webhook pointing to a closed port) is picked up by reconciliation.
 //!
@@ -17,7 +17,6 @@ use shared::db::deployments::{self, Deployment, Filter};
 use shared::db::mlflow as repo;
 use shared::domain::{DeploymentStatus, ModelId};
 use shared::mlflow::MlflowClient;
-use shared::provider::{EndpointHandle, PredictRequest};
 use shared::queue::{self, Queue, QueueOptions};
 use tests::app::TestApp;
 use tests::db::Engine;
@@ -168,23 +167,23 @@ async fn tagged_version_becomes_a_live_endpoint(setup: &Setup) {
         "the webhook, not reconciliation, created it: {events:?}"
     );
     let url = deployed.endpoint_url.clone().expect("url");
-    let provider = setup.app.providers.get("huggingface").expect("provider");
-    let handle = EndpointHandle {
-        provider_model_id: deployed.provider_model_id.clone().expect("endpoint name"),
-        endpoint_url: Some(url.clone()),
-    };
-    let request = PredictRequest {
-        inputs: json!("I love this product"),
-        parameters: None,
-        task: Some("text-classification".into()),
-    };
-    let prediction = provider.predict(&handle, request).await.expect("predict");
+    let predict_path = format!("/api/v1/models/{}/predict", setup.model);
+    let body = json!({"inputs": "I love this product"});
+    let response = setup
+        .app
+        .post(&predict_path, tests::app::ADMIN_KEY, &body)
+        .await;
+    assert_eq!(response.status(), 200, "predictions work through /predict");
+    let prediction: Value = response.json().await.expect("json");
+    assert_eq!(
+        prediction["metadata"]["deployment_id"],
+        deployed.id.to_string()
+    );
     assert!(
-        prediction
-            .predictions
+        prediction["predictions"]
             .as_array()
             .is_some_and(|p| !p.is_empty()),
-        "{prediction:?}"
+        "{prediction}"
     );
     let tags = setup.wait_tags(&version, "deployed").await;
     assert_eq!(tags["hokusai.endpoint_url"], url.as_str());
