@@ -51,6 +51,33 @@ impl World {
         Self::with_queue(db, settings, emulator, queue, Route::Direct).await
     }
 
+    /// A world on a fresh RabbitMQ queue (commands go through the outbox and the relay,
+    /// which [`World::run_until`] drives too). Call [`World::cleanup`] at the end.
+    pub async fn on_rabbitmq(emulator: EmulatorConfig, overrides: &[(&str, &str)]) -> World {
+        let db = TestDb::migrated(Engine::Sqlite).await;
+        let overrides = [overrides, &[("QUEUE_BACKEND", "rabbitmq")]].concat();
+        let settings = fast_settings(&db.url, &overrides);
+        let name = format!(
+            "hk-saga-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let options = QueueOptions::new(name, settings.queue.max_attempts);
+        let queue = queue::rabbitmq::RabbitMqQueue::connect(
+            &Secret::new(crate::queue::amqp_url()),
+            options,
+        )
+        .await
+        .expect("RabbitMQ must be reachable (HOKUSAI_TEST_AMQP_URL)");
+        Self::with_queue(db, settings, emulator, Arc::new(queue), Route::Relay).await
+    }
+
+    /// Deletes what the world declared on a broker.
+    pub async fn cleanup(self) {
+        if self.route == Route::Relay {
+            crate::queue::delete_rabbitmq_queues(self.worker.queue().name()).await;
+        }
+    }
+
     /// A world over an explicit queue and route.
     pub async fn with_queue(
         db: TestDb,
@@ -145,6 +172,7 @@ impl World {
                 "not reached within {limit:?}; now {:?}: {row:?}",
                 row.status
             );
+            self.relay().await;
             match self.worker.consumer().try_process_one().await {
                 Ok(Outcome::Processed | Outcome::Empty) => {}
                 Err(error) => panic!("queue failed: {error}"),
@@ -171,6 +199,9 @@ impl World {
                 start.elapsed() < limit,
                 "queue not drained within {limit:?}"
             );
+            if self.relay().await > 0 {
+                idle_since = Instant::now();
+            }
             match self
                 .worker
                 .consumer()
@@ -181,6 +212,14 @@ impl World {
                 Outcome::Processed => idle_since = Instant::now(),
                 Outcome::Empty => {}
             }
+        }
+    }
+
+    /// Publishes committed outbox rows (broker worlds); returns how many.
+    async fn relay(&self) -> usize {
+        match self.worker.relay() {
+            Some(relay) => relay.try_relay_batch().await.expect("outbox relay"),
+            None => 0,
         }
     }
 

@@ -291,3 +291,63 @@ async fn a_redelivered_message_is_applied_once_through_the_inbox() {
         DeploymentStatus::Stopped
     );
 }
+
+/// The same saga over RabbitMQ: commands travel through the outbox, the relay and the
+/// broker (delays through its TTL queues).
+mod rabbitmq {
+    use super::*;
+
+    #[tokio::test]
+    async fn happy_path_and_a_second_version_with_retirement() {
+        let world =
+            World::on_rabbitmq(EmulatorConfig::default(), &[("RETIRE_AFTER_SECONDS", "1")]).await;
+        let v1 = world.request("fraud-detector", "1").await;
+        world.run_until_status(v1.id, Deployed, LIMIT).await;
+
+        let v2 = world.request("fraud-detector", "2").await;
+        let v2 = world.run_until_status(v2.id, Deployed, LIMIT).await;
+        let v1 = world.run_until_status(v1.id, Stopped, LIMIT).await;
+
+        assert!(v2.is_active && !v1.is_active);
+        assert_eq!(
+            world.endpoint_names(),
+            vec![v2.provider_model_id.clone().expect("name")]
+        );
+        let events = world.events(v1.id).await;
+        assert_eq!(
+            transitions(&events),
+            vec!["pending", "deploying", "deployed", "undeploying", "stopped"]
+        );
+        world.cleanup().await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_endpoint_is_compensated() {
+        let chaos = ChaosConfig {
+            fail_next_deploys: 1,
+            ..ChaosConfig::default()
+        };
+        let world = World::on_rabbitmq(
+            EmulatorConfig {
+                chaos,
+                ..EmulatorConfig::default()
+            },
+            &[],
+        )
+        .await;
+        let requested = world.request("fraud-detector", "1").await;
+
+        let failed = world.run_until_status(requested.id, Failed, LIMIT).await;
+
+        assert!(!failed.is_active);
+        assert!(world.endpoint_names().is_empty());
+        let events = world.events(requested.id).await;
+        assert_eq!(
+            transitions(&events),
+            vec!["pending", "deploying", "rolling_back", "failed"],
+            "{:?}",
+            story(&events)
+        );
+        world.cleanup().await;
+    }
+}

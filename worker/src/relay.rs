@@ -29,6 +29,8 @@ const LOCK_KEY: i64 = 0x686b_7265_6c61_7900;
 pub struct Relay {
     db: DatabaseConnection,
     queue: Arc<dyn Queue>,
+    /// The `outbox.queue` value of the rows to relay.
+    source: String,
     batch: u64,
     idle: Duration,
 }
@@ -38,10 +40,18 @@ impl Relay {
     pub fn new(db: DatabaseConnection, queue: Arc<dyn Queue>) -> Self {
         Self {
             db,
+            source: queue.name().to_owned(),
             queue,
             batch: 100,
             idle: Duration::from_millis(200),
         }
+    }
+
+    /// Relays the rows producers wrote for the logical queue `name` (e.g.
+    /// `hokusai.deployments`) to this relay's queue, whatever the queue's physical name.
+    pub fn relaying(mut self, name: &str) -> Self {
+        self.source = name.to_owned();
+        self
     }
 
     /// Publishes at most one batch of pending rows, oldest first. Returns how many were
@@ -72,7 +82,7 @@ impl Relay {
     async fn relay<C: ConnectionTrait>(&self, conn: &C) -> anyhow::Result<usize> {
         let rows = Entity::find()
             .filter(Column::PublishedAt.is_null())
-            .filter(Column::Queue.eq(self.queue.name()))
+            .filter(Column::Queue.eq(self.source.as_str()))
             .order_by_asc(Column::CreatedAt)
             .order_by_asc(Column::Id)
             .limit(self.batch)

@@ -81,7 +81,8 @@ impl Worker {
                 instance_size: hf.default_instance_size.clone(),
             },
         };
-        let relay = (ctx.route == Route::Relay).then(|| Relay::new(ctx.db.clone(), queue.clone()));
+        let relay = (ctx.route == Route::Relay)
+            .then(|| Relay::new(ctx.db.clone(), queue.clone()).relaying(queue::DEPLOYMENTS_QUEUE));
         let mlflow = MlflowContext::from_settings(&settings, ctx.db.clone(), ctx.providers.clone())
             .unwrap_or_else(|error| {
                 tracing::error!(%error, "MLflow integration disabled: cannot build its client");
