@@ -6,7 +6,11 @@
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use tests::app::TestApp;
+use shared::db::deployments::{self, NewDeployment};
+use shared::db::outbox::Route;
+use shared::domain::{DeploymentId, ModelId};
+use shared::queue::{Envelope, MessageKind};
+use tests::app::{READ_KEY, TestApp};
 use tests::db::Engine;
 use tests::openapi::{api_reference, operations};
 
@@ -148,6 +152,45 @@ async fn protected_operations_declare_auth_errors_and_the_error_schema() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn the_deployment_schema_has_the_served_fields() {
+    let app = TestApp::start(Engine::Sqlite, &[]).await;
+    let new = NewDeployment {
+        id: DeploymentId::new(),
+        model_id: ModelId::parse("fraud-detector").expect("id"),
+        model_version: Some("1".into()),
+        provider: "huggingface".into(),
+        instance_type: "intel-spr".into(),
+        instance_size: Some("x2".into()),
+        vendor: None,
+        region: None,
+        task: None,
+        framework: None,
+        repository: Some("org/model".into()),
+        revision: None,
+        metadata: None,
+        hourly_cost_usd: None,
+        idempotency_key: None,
+    };
+    let command = Envelope::new(MessageKind::Deploy, new.id, serde_json::json!({}));
+    let row = deployments::create(&app.db.conn, Route::Direct, new, &command)
+        .await
+        .expect("seed");
+
+    let served: Value = app
+        .get(&format!("/api/v1/deployments/{}", row.id), READ_KEY)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let doc = document(&app).await;
+
+    let served: BTreeSet<&String> = served.as_object().expect("object").keys().collect();
+    let schema = &doc["components"]["schemas"]["Deployment"]["properties"];
+    let documented: BTreeSet<&String> = schema.as_object().expect("properties").keys().collect();
+    assert_eq!(documented, served);
 }
 
 #[tokio::test]
