@@ -14,7 +14,8 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// The header carrying the request id (taken from the request or generated).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -131,6 +132,22 @@ impl From<shared::db::DbError> for ApiError {
     }
 }
 
+/// The JSON body of every error response (DESIGN.md §9); also its OpenAPI schema.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorResponse {
+    /// A sentence for humans.
+    #[schema(example = "model `fraud-detector` has no active deployment")]
+    pub detail: String,
+    /// The stable code: `UNAUTHORIZED` 401, `FORBIDDEN` 403, `NOT_FOUND` 404,
+    /// `MODEL_NOT_DEPLOYED` 404, `VALIDATION_ERROR` 422, `BAD_REQUEST` 400,
+    /// `PAYLOAD_TOO_LARGE` 413, `RATE_LIMITED` 429, `MODEL_NOT_READY` 503, `AUTH_UNAVAILABLE`
+    /// 503, `UPSTREAM_ERROR` 502, `UPSTREAM_TIMEOUT` 504, `INTERNAL` 500.
+    #[schema(example = "MODEL_NOT_DEPLOYED")]
+    pub error: String,
+    /// The request's `X-Request-Id`.
+    pub request_id: String,
+}
+
 /// What [`render_errors`] needs to write the body.
 #[derive(Debug, Clone)]
 struct ErrorBody {
@@ -173,7 +190,11 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
     };
     let (mut parts, _) = response.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
-    let json = Json(json!({"detail": body.detail, "error": body.code, "request_id": request_id}));
+    let json = Json(ErrorResponse {
+        detail: body.detail.clone(),
+        error: body.code.to_owned(),
+        request_id,
+    });
     let mut rendered = json.into_response();
     *rendered.status_mut() = parts.status;
     for (name, value) in parts.headers.iter() {

@@ -32,6 +32,7 @@ pub const DEFAULT_PROVIDER: &str = "huggingface";
 
 /// Hardware overrides; each missing field comes from the configured default.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct InstanceRequest {
     /// Cloud vendor.

@@ -12,6 +12,7 @@ pub mod app;
 pub mod db;
 pub mod fake_auth;
 pub mod mlflow;
+pub mod openapi;
 pub mod process;
 pub mod queue;
 pub mod upstream;

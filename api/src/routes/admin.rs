@@ -11,8 +11,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::queue::{QueueError, Selection};
 
+use shared::queue::DeadLetter;
+use utoipa::ToSchema;
+
 use crate::auth::{Authenticated, Scope};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorResponse};
 use crate::extract::{Json as JsonBody, Path, Query};
 use crate::state::AppState;
 
@@ -33,6 +36,31 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
+/// `POST /api/v1/admin/dlq/replay` answer (documentation only; written with `json!`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct Replayed {
+    /// The ids put back on the queue.
+    replayed: Vec<String>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/dlq",
+    tag = "admin",
+    operation_id = "list_dead_letters",
+    summary = "List dead letters",
+    params(("limit" = Option<usize>, Query, description = "At most this many (default 100)")),
+    security(("bearer" = ["admin"]), ("api_key" = ["admin"])),
+    responses(
+        (status = 200, description = "The dead letters (as `hokusai-serve dlq list --json`)", body = Vec<DeadLetter>),
+        (status = 422, description = "VALIDATION_ERROR: `limit` is not a number", body = ErrorResponse),
+        (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
+        (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
+        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`)", body = ErrorResponse),
+        (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
+    ),
+)]
 async fn list(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
@@ -50,15 +78,37 @@ async fn list(
 }
 
 /// `{"ids": [...]}` or `{"all": true}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReplayBody {
+pub(super) struct ReplayBody {
+    /// The dead letters to replay (non-empty unless `all`).
     #[serde(default)]
     ids: Vec<String>,
+    /// Replay every dead letter.
     #[serde(default)]
     all: bool,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/dlq/replay",
+    tag = "admin",
+    operation_id = "replay_dead_letters",
+    summary = "Put dead letters back on the queue, attempts reset",
+    request_body(content = ReplayBody),
+    security(("bearer" = ["admin"]), ("api_key" = ["admin"])),
+    responses(
+        (status = 200, description = "Replayed", body = Replayed),
+        (status = 404, description = "NOT_FOUND: one of `ids` is not a dead letter", body = ErrorResponse),
+        (status = 400, description = "BAD_REQUEST: the body is not readable JSON", body = ErrorResponse),
+        (status = 413, description = "PAYLOAD_TOO_LARGE: the body exceeds `MAX_BODY_BYTES`", body = ErrorResponse),
+        (status = 422, description = "VALIDATION_ERROR: the body does not have the documented shape (give either `ids` or `all: true`)", body = ErrorResponse),
+        (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
+        (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
+        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`)", body = ErrorResponse),
+        (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
+    ),
+)]
 async fn replay(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
@@ -90,6 +140,23 @@ async fn replay(
     Ok(Json(json!({"replayed": replayed})))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/admin/dlq/{id}",
+    tag = "admin",
+    operation_id = "delete_dead_letter",
+    summary = "Drop one dead letter",
+    params(("id" = String, Path, description = "Dead letter id, as listed")),
+    security(("bearer" = ["admin"]), ("api_key" = ["admin"])),
+    responses(
+        (status = 204, description = "Dropped"),
+        (status = 404, description = "NOT_FOUND: no dead letter with this id", body = ErrorResponse),
+        (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
+        (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
+        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`)", body = ErrorResponse),
+        (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
+    ),
+)]
 async fn purge(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,

@@ -13,8 +13,10 @@ use serde_json::{Value, json};
 use shared::db::deployments::{self, Deployment, Filter};
 use shared::provider::ProviderState;
 
+use utoipa::ToSchema;
+
 use crate::auth::{Authenticated, Scope};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorResponse};
 use crate::state::AppState;
 
 /// The cost route.
@@ -40,6 +42,76 @@ pub fn accrued_until(d: &Deployment, now: DateTime<Utc>) -> f64 {
     }
 }
 
+/// Cost of one deployment (documentation only; the handler writes it with `json!`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct DeploymentCost {
+    /// The deployment.
+    deployment_id: uuid::Uuid,
+    /// Its MLflow version.
+    model_version: Option<String>,
+    /// Its provider.
+    provider: String,
+    /// Its status.
+    status: String,
+    /// The provider's own state.
+    provider_status: Option<String>,
+    /// Serving predictions.
+    is_active: bool,
+    /// Price per hour of its replicas.
+    hourly_cost_usd: Option<f64>,
+    /// What it burns now (0 unless billable).
+    current_hourly_usd: f64,
+    /// Accrued so far.
+    accrued_cost_usd: f64,
+}
+
+/// Cost of one model (documentation only).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct ModelCost {
+    /// The model.
+    model_id: String,
+    /// What its deployments burn now.
+    current_hourly_usd: f64,
+    /// Accrued so far.
+    accrued_cost_usd: f64,
+    /// Each deployment.
+    deployments: Vec<DeploymentCost>,
+}
+
+/// `GET /api/v1/costs` answer (documentation only).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct CostReport {
+    /// Always `USD`.
+    currency: String,
+    /// When computed (RFC 3339).
+    #[schema(format = DateTime)]
+    as_of: String,
+    /// Total hourly burn.
+    current_hourly_usd: f64,
+    /// Total accrued.
+    accrued_cost_usd: f64,
+    /// Per model.
+    models: Vec<ModelCost>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/costs",
+    tag = "costs",
+    operation_id = "costs",
+    summary = "Accrued and hourly cost per model and deployment",
+    security(("bearer" = ["read"]), ("api_key" = ["read"])),
+    responses(
+        (status = 200, description = "The costs", body = CostReport),
+        (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
+        (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
+        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`)", body = ErrorResponse),
+        (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
+    ),
+)]
 async fn costs(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,

@@ -8,8 +8,10 @@ use serde_json::{Value, json};
 use shared::db::deployments::{self, Deployment};
 use shared::domain::DeploymentId;
 
+use utoipa::ToSchema;
+
 use crate::auth::{Authenticated, Scope};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorResponse};
 use crate::extract::Path;
 use crate::state::AppState;
 
@@ -29,6 +31,55 @@ pub async fn load(state: &AppState, raw_id: &str) -> Result<Deployment, ApiError
         .ok_or_else(not_found)
 }
 
+/// One entry of a deployment's event log (documentation only; written with `json!`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct DeploymentEvent {
+    /// Event id.
+    id: uuid::Uuid,
+    /// What happened (`transition`, `provider_error`, …).
+    kind: String,
+    /// Status before, for transitions.
+    from_status: Option<String>,
+    /// Status after, for transitions.
+    to_status: Option<String>,
+    /// A sentence.
+    message: Option<String>,
+    /// Structured details.
+    #[schema(value_type = Option<Object>)]
+    details: Option<Value>,
+    /// When (RFC 3339).
+    #[schema(format = DateTime)]
+    created_at: String,
+}
+
+/// `GET /api/v1/deployments/{id}/events` answer (documentation only).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct EventLog {
+    /// The deployment.
+    deployment_id: uuid::Uuid,
+    /// Its events, oldest first.
+    events: Vec<DeploymentEvent>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/deployments/{id}",
+    tag = "deployments",
+    operation_id = "get_deployment",
+    summary = "One deployment",
+    params(("id" = String, Path, description = "Deployment id (UUID)")),
+    security(("bearer" = ["read"]), ("api_key" = ["read"])),
+    responses(
+        (status = 200, description = "The deployment", body = Deployment),
+        (status = 404, description = "NOT_FOUND: no deployment with this id", body = ErrorResponse),
+        (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
+        (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
+        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`)", body = ErrorResponse),
+        (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
+    ),
+)]
 async fn show(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
@@ -38,6 +89,23 @@ async fn show(
     Ok(Json(load(&state, &id).await?))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/deployments/{id}/events",
+    tag = "deployments",
+    operation_id = "list_deployment_events",
+    summary = "A deployment's event log, oldest first",
+    params(("id" = String, Path, description = "Deployment id (UUID)")),
+    security(("bearer" = ["read"]), ("api_key" = ["read"])),
+    responses(
+        (status = 200, description = "The events", body = EventLog),
+        (status = 404, description = "NOT_FOUND: no deployment with this id", body = ErrorResponse),
+        (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
+        (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
+        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`)", body = ErrorResponse),
+        (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
+    ),
+)]
 async fn events(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,

@@ -6,6 +6,7 @@ mod deployments;
 mod health;
 mod model_deployments;
 mod models;
+mod openapi;
 mod predict;
 mod webhooks;
 
@@ -26,6 +27,7 @@ pub fn router() -> Router<AppState> {
         .merge(costs::router())
         .merge(admin::router())
         .merge(webhooks::router())
+        .merge(openapi::router())
         .fallback(not_found)
 }
 

@@ -19,8 +19,10 @@ use shared::queue::{Envelope, MessageKind};
 use shared::request::{self, DeployRequest, InstanceRequest};
 
 use super::models::model_id;
+use utoipa::ToSchema;
+
 use crate::auth::{Authenticated, Scope};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorResponse};
 use crate::extract::{Path, optional_json};
 use crate::state::AppState;
 
@@ -34,7 +36,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The deploy body of DESIGN.md §9; every field optional.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeployBody {
     /// MLflow version.
@@ -58,8 +60,60 @@ pub struct DeployBody {
     pub endpoint_url: Option<String>,
 }
 
+/// The answer of deploy, rollback and undeploy (documentation only; written with `json!`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct DeploymentAccepted {
+    /// The deployment concerned.
+    deployment: Deployment,
+    /// Rollback only: `reactivated` or `redeploying`.
+    action: Option<String>,
+}
+
+/// `GET /api/v1/models/{model_id}/status` answer (documentation only).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct ModelStatus {
+    /// The model.
+    model_id: String,
+    /// `serving` when a deployment is active, else the latest deployment's status.
+    status: String,
+    /// The latest deployment's status.
+    database_status: String,
+    /// The provider's own state.
+    provider_status: Option<String>,
+    /// The deployment described.
+    deployment_id: uuid::Uuid,
+    /// Where predictions go.
+    endpoint_url: Option<String>,
+    /// Last failure reason.
+    error_message: Option<String>,
+}
+
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/models/{model_id}/deployments",
+    tag = "model actions",
+    operation_id = "deploy_model",
+    summary = "Deploy a model version (the worker does the provider work)",
+    params(("model_id" = String, Path, description = "MLflow registered-model name"), ("Idempotency-Key" = Option<String>, Header, description = "1-255 characters; a repeated key answers the first deployment with 200")),
+    request_body(content = Option<DeployBody>, description = "Every field optional; missing ones come from MLflow metadata and config defaults"),
+    security(("bearer" = ["model:write"]), ("api_key" = ["model:write"])),
+    responses(
+        (status = 200, description = "Idempotent replay: the deployment created by the first request with this key", body = DeploymentAccepted, headers(("Location" = String, description = "`/api/v1/deployments/{id}`"))),
+        (status = 202, description = "Accepted: the deployment is pending", body = DeploymentAccepted, headers(("Location" = String, description = "`/api/v1/deployments/{id}`"))),
+        (status = 404, description = "NOT_FOUND: the model id cannot exist", body = ErrorResponse),
+        (status = 400, description = "BAD_REQUEST: the body is not readable JSON", body = ErrorResponse),
+        (status = 413, description = "PAYLOAD_TOO_LARGE: the body exceeds `MAX_BODY_BYTES`", body = ErrorResponse),
+        (status = 422, description = "VALIDATION_ERROR: the body does not have the documented shape (the message names the field)", body = ErrorResponse),
+        (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
+        (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
+        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`)", body = ErrorResponse),
+        (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
+    ),
+)]
 async fn deploy(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
@@ -172,6 +226,24 @@ fn accepted(status: StatusCode, deployment: Deployment, action: Option<&str>) ->
     response
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/models/{model_id}/rollback",
+    tag = "model actions",
+    operation_id = "rollback_model",
+    summary = "Reactivate the previous deployed version (or redeploy it)",
+    params(("model_id" = String, Path, description = "MLflow registered-model name")),
+    security(("bearer" = ["model:write"]), ("api_key" = ["model:write"])),
+    responses(
+        (status = 200, description = "Reactivated (`action: reactivated`)", body = DeploymentAccepted, headers(("Location" = String, description = "`/api/v1/deployments/{id}`"))),
+        (status = 202, description = "Redeploying (`action: redeploying`)", body = DeploymentAccepted, headers(("Location" = String, description = "`/api/v1/deployments/{id}`"))),
+        (status = 404, description = "NOT_FOUND: no previous version to roll back to", body = ErrorResponse),
+        (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
+        (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
+        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`)", body = ErrorResponse),
+        (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
+    ),
+)]
 async fn rollback(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
@@ -193,6 +265,23 @@ async fn rollback(
     }
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/models/{model_id}/deployment",
+    tag = "model actions",
+    operation_id = "undeploy_model",
+    summary = "Undeploy the active deployment",
+    params(("model_id" = String, Path, description = "MLflow registered-model name")),
+    security(("bearer" = ["model:write"]), ("api_key" = ["model:write"])),
+    responses(
+        (status = 202, description = "Accepted: the deployment is undeploying", body = DeploymentAccepted, headers(("Location" = String, description = "`/api/v1/deployments/{id}`"))),
+        (status = 404, description = "NOT_FOUND: the model id cannot exist; MODEL_NOT_DEPLOYED: the model has no active deployment", body = ErrorResponse),
+        (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
+        (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
+        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`)", body = ErrorResponse),
+        (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
+    ),
+)]
 async fn undeploy(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
@@ -207,6 +296,23 @@ async fn undeploy(
     Ok(accepted(StatusCode::ACCEPTED, row, None))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{model_id}/status",
+    tag = "model actions",
+    operation_id = "model_status",
+    summary = "Active deployment, database and provider status",
+    params(("model_id" = String, Path, description = "MLflow registered-model name")),
+    security(("bearer" = ["read"]), ("api_key" = ["read"])),
+    responses(
+        (status = 200, description = "The status", body = ModelStatus),
+        (status = 404, description = "NOT_FOUND: the model has no deployments", body = ErrorResponse),
+        (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
+        (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
+        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`)", body = ErrorResponse),
+        (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
+    ),
+)]
 async fn status(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,

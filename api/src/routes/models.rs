@@ -12,8 +12,10 @@ use serde_json::{Value, json};
 use shared::db::deployments::{self, Deployment, Filter};
 use shared::domain::{DeploymentStatus, ModelId};
 
+use utoipa::ToSchema;
+
 use crate::auth::{Authenticated, Scope};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorResponse};
 use crate::extract::{Path, Query};
 use crate::state::AppState;
 
@@ -35,6 +37,45 @@ struct ListQuery {
     provider: Option<String>,
 }
 
+/// `GET /api/v1/models` answer (documentation only; the handler writes it with `json!`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct ModelList {
+    /// The active, else the newest, deployment of each model.
+    models: Vec<Deployment>,
+    /// How many models.
+    total: usize,
+}
+
+/// `GET /api/v1/models/{model_id}` answer (documentation only).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct ModelDetail {
+    /// The model.
+    model_id: String,
+    /// Its active deployment, if any.
+    active: Option<Deployment>,
+    /// Every deployment, newest first.
+    deployments: Vec<Deployment>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/api/v1/models",
+    tag = "models",
+    operation_id = "list_models",
+    summary = "Deployed models: the active or latest deployment per model",
+    params(("status" = Option<String>, Query, description = "Only deployments in this status"), ("provider" = Option<String>, Query, description = "Only this provider")),
+    security(("bearer" = ["read"]), ("api_key" = ["read"])),
+    responses(
+        (status = 200, description = "The models", body = ModelList),
+        (status = 422, description = "VALIDATION_ERROR: `status` is not a deployment status", body = ErrorResponse),
+        (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
+        (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
+        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`)", body = ErrorResponse),
+        (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
+    ),
+)]
 async fn list(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
@@ -71,6 +112,23 @@ fn representative_per_model(rows: Vec<Deployment>) -> Vec<Deployment> {
     by_model.into_values().collect()
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/models/{model_id}",
+    tag = "models",
+    operation_id = "get_model",
+    summary = "One model: its active deployment and history",
+    params(("model_id" = String, Path, description = "MLflow registered-model name")),
+    security(("bearer" = ["read"]), ("api_key" = ["read"])),
+    responses(
+        (status = 200, description = "The model", body = ModelDetail),
+        (status = 404, description = "NOT_FOUND: the model has no deployments", body = ErrorResponse),
+        (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
+        (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
+        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`)", body = ErrorResponse),
+        (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
+    ),
+)]
 async fn show(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,

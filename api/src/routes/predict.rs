@@ -16,8 +16,10 @@ use serde_json::{Map, Value, json};
 use shared::domain::ModelId;
 use shared::provider::{PredictRequest, ProviderError};
 
+use utoipa::ToSchema;
+
 use crate::auth::Authenticated;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorResponse};
 use crate::extract::{self, Path};
 use crate::state::AppState;
 
@@ -27,20 +29,89 @@ pub fn router() -> Router<AppState> {
 }
 
 /// The request body of DESIGN.md §9.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PredictBody {
     /// The model inputs: any JSON but null.
+    #[schema(value_type = Object)]
     pub inputs: Value,
     /// Task parameters.
+    #[schema(value_type = Option<Object>)]
     pub parameters: Option<Map<String, Value>>,
     /// Serving options of Hokusai's old API (`wait_for_model`, `use_cache`): must be an
     /// object; not forwarded, as dedicated endpoints take none (a scaled-to-zero endpoint is
     /// woken by `X-Scale-Up-Timeout` instead).
     #[serde(rename = "options")]
+    #[schema(value_type = Option<Object>)]
     pub _options: Option<Map<String, Value>>,
 }
 
+/// Metadata of a prediction (documentation only; the handler writes it with `json!`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct PredictMetadata {
+    /// Always `1.0`.
+    api_version: String,
+    /// The deployment that answered.
+    deployment_id: uuid::Uuid,
+    /// Its MLflow version.
+    model_version: Option<String>,
+    /// Its provider.
+    provider: String,
+    /// Time spent in the service.
+    response_time_ms: u64,
+    /// The caller.
+    user_id: Option<String>,
+    /// The caller's key.
+    api_key_id: String,
+}
+
+/// The predict answer, Hokusai's existing shape (documentation only).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct PredictResponse {
+    /// The model.
+    model_id: String,
+    /// The provider's predictions, always an array.
+    #[schema(value_type = Vec<Object>)]
+    predictions: Value,
+    /// Who answered and how fast.
+    metadata: PredictMetadata,
+    /// When (RFC 3339, milliseconds).
+    #[schema(format = DateTime)]
+    timestamp: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/models/{model_id}/predict",
+    tag = "predict",
+    operation_id = "predict",
+    summary = "Forward a prediction to the active deployment",
+    description = "Scope `predict` or `predict:{model_id}`.",
+    params(("model_id" = String, Path, description = "MLflow registered-model name")),
+    request_body(content = PredictBody),
+    security(
+        ("bearer" = ["predict"]),
+        ("api_key" = ["predict"]),
+        ("bearer" = ["predict:{model_id}"]),
+        ("api_key" = ["predict:{model_id}"]),
+    ),
+    responses(
+        (status = 200, description = "The predictions", body = PredictResponse),
+        (status = 400, description = "BAD_REQUEST: unreadable JSON, or the model rejected the request", body = ErrorResponse),
+        (status = 404, description = "MODEL_NOT_DEPLOYED: the model has no active deployment", body = ErrorResponse),
+        (status = 413, description = "PAYLOAD_TOO_LARGE: the body exceeds `MAX_BODY_BYTES`", body = ErrorResponse),
+        (status = 422, description = "VALIDATION_ERROR: the body does not have the documented shape (`inputs` required, not null)", body = ErrorResponse),
+        (status = 429, description = "RATE_LIMITED: the model endpoint is throttling (`Retry-After`)", body = ErrorResponse),
+        (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
+        (status = 403, description = "FORBIDDEN: the key has neither `predict` nor `predict:{model_id}`", body = ErrorResponse),
+        (status = 503, description = "MODEL_NOT_READY: the endpoint is waking up or provisioning (`Retry-After`); AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`)", body = ErrorResponse),
+        (status = 502, description = "UPSTREAM_ERROR: the model endpoint failed", body = ErrorResponse),
+        (status = 504, description = "UPSTREAM_TIMEOUT: the model endpoint did not answer in time", body = ErrorResponse),
+        (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
+    ),
+)]
 async fn predict(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,

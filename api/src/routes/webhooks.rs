@@ -19,7 +19,9 @@ use shared::db::mlflow::{self as repo, NewEvent, Recorded};
 use shared::mlflow::metrics;
 use shared::mlflow::webhook::{self, Decision, DeliveryHeaders, Event};
 
-use crate::error::ApiError;
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ErrorResponse};
 use crate::state::AppState;
 
 /// The webhook routes.
@@ -27,6 +29,43 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/webhooks/mlflow", post(receive))
 }
 
+/// The listener's answer (documentation only; written with `json!`).
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(super) struct WebhookAnswer {
+    /// `accepted`, `ignored` or `duplicate`.
+    status: String,
+    /// The MLflow event name.
+    event: String,
+    /// The delivery id.
+    delivery_id: String,
+    /// Why it was not handled.
+    reason: Option<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/webhooks/mlflow",
+    tag = "webhooks",
+    operation_id = "mlflow_webhook",
+    summary = "MLflow webhook listener (HMAC-signed)",
+    description = "No API key: MLflow signs each delivery with HMAC-SHA256 of the shared secret `MLFLOW_WEBHOOK_SECRET` (v1 signature header over the delivery id, timestamp and body; contracts/mlflow.md). A bad signature or a stale timestamp answers 401.",
+    params(
+        ("X-MLflow-Delivery-Id" = String, Header, description = "Delivery id; a repeat answers 200 `duplicate`"),
+        ("X-MLflow-Timestamp" = String, Header, description = "Unix seconds; must be fresh"),
+        ("X-MLflow-Signature" = String, Header, description = "`v1,<base64 HMAC-SHA256>`"),
+    ),
+    request_body(content = Object, description = "An MLflow webhook payload (contracts/mlflow.md)"),
+    responses(
+        (status = 200, description = "Duplicate delivery or ignored event", body = WebhookAnswer),
+        (status = 202, description = "Accepted: the worker will handle the event", body = WebhookAnswer),
+        (status = 400, description = "BAD_REQUEST: the payload is malformed", body = ErrorResponse),
+        (status = 401, description = "UNAUTHORIZED: bad or missing signature, or a stale timestamp", body = ErrorResponse),
+        (status = 404, description = "NOT_FOUND: the listener is disabled (`MLFLOW_WEBHOOK_SECRET` unset)", body = ErrorResponse),
+        (status = 413, description = "PAYLOAD_TOO_LARGE: the body exceeds `MAX_BODY_BYTES`", body = ErrorResponse),
+        (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
+    ),
+)]
 async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,

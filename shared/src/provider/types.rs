@@ -25,6 +25,7 @@ pub struct InstanceSpec {
 
 /// Replica bounds of an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScalingSpec {
     /// Fewest replicas; 0 allows scale to zero.
     pub min_replica: u32,

@@ -107,6 +107,7 @@ pub struct Depth {
 
 /// A dead-lettered message as operators see it (`dlq list --json`, DESIGN.md §9).
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeadLetter {
     /// Transport id, stable while the message is dead (what `show`/`replay`/`purge` take).
     pub id: String,

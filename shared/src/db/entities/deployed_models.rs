@@ -7,6 +7,7 @@ use crate::domain::DeploymentStatus;
 
 /// A deployment. Serializes as the `Deployment` JSON of DESIGN.md §9.
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Deployment))]
 #[sea_orm(table_name = "deployed_models")]
 pub struct Model {
     /// Deployment id.
@@ -47,6 +48,7 @@ pub struct Model {
     pub error_message: Option<String>,
     /// Free-form metadata (MLflow tags, scaling, spec overrides).
     #[sea_orm(column_type = "JsonBinary", nullable)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
     pub metadata: Option<Json>,
     /// Serving predictions (at most one per model).
     pub is_active: bool,
@@ -61,12 +63,16 @@ pub struct Model {
     #[serde(skip)]
     pub lock_version: i32,
     /// Created.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub created_at: DateTimeUtc,
     /// Last changed.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub updated_at: DateTimeUtc,
     /// Became `deployed`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub deployed_at: Option<DateTimeUtc>,
     /// Became `stopped`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub stopped_at: Option<DateTimeUtc>,
 }
 

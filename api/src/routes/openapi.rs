@@ -1,0 +1,129 @@
+//! The API's own description: `GET /openapi.json` (an OpenAPI 3.1 document generated from
+//! the handlers' `#[utoipa::path]` annotations and the types' `ToSchema` derives) and
+//! `GET /docs` (a self-contained page that renders it; no CDN, so it works offline).
+//! Neither needs a key.
+//!
+//! Every route of this module tree is listed in [`ApiDoc`]; the test
+//! `tests/tests/openapi.rs` compares the document's operations with the routes, so a route
+//! added without its annotation fails.
+
+use axum::response::Html;
+use axum::routing::get;
+use axum::{Json, Router};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{OpenApi as Document, Server};
+use utoipa::{Modify, OpenApi};
+
+use super::{admin, costs, deployments, health, model_deployments, models, predict, webhooks};
+use crate::error::ErrorResponse;
+use crate::state::AppState;
+
+/// `/openapi.json` and `/docs`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/openapi.json", get(openapi_json))
+        .route("/docs", get(docs))
+}
+
+/// The document's root: every operation, the error schema and the security schemes.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "hokusai-serve",
+        description = "Turns models registered in MLflow into live, authenticated prediction \
+            endpoints. Authenticate with `Authorization: Bearer <key>`, `Authorization: ApiKey \
+            <key>` or `X-API-Key: <key>`; each operation's security lists the scope it needs. \
+            Every error answers `{\"detail\", \"error\", \"request_id\"}` (schema `ErrorResponse`) \
+            and every response carries `X-Request-Id`.",
+    ),
+    paths(
+        health::health,
+        health::ready,
+        openapi_json,
+        docs,
+        models::list,
+        models::show,
+        model_deployments::deploy,
+        model_deployments::rollback,
+        model_deployments::undeploy,
+        model_deployments::status,
+        predict::predict,
+        deployments::show,
+        deployments::events,
+        costs::costs,
+        admin::list,
+        admin::replay,
+        admin::purge,
+        webhooks::receive,
+    ),
+    components(schemas(ErrorResponse)),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "ops", description = "Health, readiness and this documentation; no key"),
+        (name = "models", description = "Deployed models (scope `read`)"),
+        (name = "model actions", description = "Deploy, roll back, undeploy (scope `model:write`); status (`read`)"),
+        (name = "predict", description = "Predictions (scope `predict` or `predict:{model_id}`)"),
+        (name = "deployments", description = "One deployment and its event log (scope `read`)"),
+        (name = "costs", description = "Cost accounting (scope `read`)"),
+        (name = "admin", description = "Dead letters (scope `admin`)"),
+        (name = "webhooks", description = "MLflow listener (HMAC signature, no key)"),
+    ),
+)]
+pub struct ApiDoc;
+
+/// Declares the two ways to present a key; operations name the scope they need in theirs.
+struct SecuritySchemes;
+
+impl Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut Document) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "`Authorization: Bearer <key>` (or `Authorization: ApiKey <key>`)",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-API-Key",
+                "`X-API-Key: <key>`",
+            ))),
+        );
+        openapi.servers = Some(vec![Server::new("/")]);
+    }
+}
+
+/// The document, built from the annotations.
+pub fn document() -> Document {
+    ApiDoc::openapi()
+}
+
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "ops",
+    operation_id = "openapi_json",
+    summary = "This OpenAPI 3.1 document",
+    responses((status = 200, description = "The document", content_type = "application/json", body = Object)),
+)]
+async fn openapi_json() -> Json<Document> {
+    Json(document())
+}
+
+#[utoipa::path(
+    get,
+    path = "/docs",
+    tag = "ops",
+    operation_id = "docs",
+    summary = "A human page rendering /openapi.json",
+    responses((status = 200, description = "The page", content_type = "text/html", body = String)),
+)]
+async fn docs() -> Html<&'static str> {
+    Html(include_str!("docs.html"))
+}
