@@ -37,6 +37,27 @@ pub fn fast_settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings
     settings
 }
 
+/// A new deployment of `model` version `version` on a small HF CPU instance.
+pub fn new_deployment(model: &str, version: &str) -> NewDeployment {
+    NewDeployment {
+        id: DeploymentId::new(),
+        model_id: ModelId::parse(model).expect("model id"),
+        model_version: Some(version.into()),
+        provider: "huggingface".into(),
+        instance_type: "intel-spr".into(),
+        instance_size: Some("x2".into()),
+        vendor: Some("aws".into()),
+        region: Some("us-east-1".into()),
+        task: Some("text-classification".into()),
+        framework: Some("pytorch".into()),
+        repository: Some("distilbert/distilbert-base-uncased-finetuned-sst-2-english".into()),
+        revision: None,
+        metadata: None,
+        hourly_cost_usd: Some(0.067),
+        idempotency_key: None,
+    }
+}
+
 impl World {
     /// A world on the embedded DB queue of `engine`.
     pub async fn on_db_queue(
@@ -105,23 +126,7 @@ impl World {
 
     /// Requests a deployment of `model` version `version` (row + event + deploy command).
     pub async fn request(&self, model: &str, version: &str) -> Deployment {
-        let new = NewDeployment {
-            id: DeploymentId::new(),
-            model_id: ModelId::parse(model).expect("model id"),
-            model_version: Some(version.into()),
-            provider: "huggingface".into(),
-            instance_type: "intel-spr".into(),
-            instance_size: Some("x2".into()),
-            vendor: Some("aws".into()),
-            region: Some("us-east-1".into()),
-            task: Some("text-classification".into()),
-            framework: Some("pytorch".into()),
-            repository: Some("distilbert/distilbert-base-uncased-finetuned-sst-2-english".into()),
-            revision: None,
-            metadata: None,
-            hourly_cost_usd: Some(0.067),
-            idempotency_key: None,
-        };
+        let new = new_deployment(model, version);
         let command = Envelope::new(MessageKind::Deploy, new.id, serde_json::json!({}));
         deployments::create(&self.db.conn, self.route, new, &command)
             .await

@@ -206,6 +206,9 @@ pub struct QueueSettings {
     pub sqs_dlq_url: Option<String>,
     /// `QUEUE_MAX_ATTEMPTS`: dead-letter threshold.
     pub max_attempts: u32,
+    /// `QUEUE_LEASE_SECONDS`: how long a taken message stays invisible to other consumers
+    /// (db lease, SQS visibility timeout) before a crashed consumer's message returns.
+    pub lease: Duration,
 }
 
 /// Worker behaviour.

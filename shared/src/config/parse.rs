@@ -51,6 +51,7 @@ pub fn defaults(environment: Environment) -> Sources {
     d("PREDICT_TIMEOUT_SECONDS", "25");
     d("SCALE_UP_TIMEOUT_SECONDS", "60");
     d("QUEUE_MAX_ATTEMPTS", "8");
+    d("QUEUE_LEASE_SECONDS", "30");
     d("WORKER_CONCURRENCY", "4");
     d("DEPLOY_TIMEOUT_SECONDS", "1800");
     d("RETIRE_AFTER_SECONDS", "600");
@@ -191,6 +192,7 @@ pub fn settings(environment: Environment, s: &Sources) -> Result<Settings, Confi
             sqs_queue_url: r.opt_url("SQS_QUEUE_URL", &["http", "https"])?,
             sqs_dlq_url: r.opt_url("SQS_DLQ_URL", &["http", "https"])?,
             max_attempts: r.positive("QUEUE_MAX_ATTEMPTS")?,
+            lease: r.seconds("QUEUE_LEASE_SECONDS", 1)?,
         },
         worker: WorkerSettings {
             concurrency: r.positive("WORKER_CONCURRENCY")?,

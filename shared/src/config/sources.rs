@@ -99,6 +99,7 @@ pub const VARIABLES: &[Variable] = &[
     plain("PREDICT_TIMEOUT_SECONDS"),
     plain("SCALE_UP_TIMEOUT_SECONDS"),
     plain("QUEUE_MAX_ATTEMPTS"),
+    plain("QUEUE_LEASE_SECONDS"),
     plain("WORKER_CONCURRENCY"),
     plain("DEPLOY_TIMEOUT_SECONDS"),
     plain("RETIRE_AFTER_SECONDS"),

@@ -143,6 +143,20 @@ fn sqs_backend_needs_both_queue_urls() {
 }
 
 #[test]
+fn queue_lease_defaults_to_30_seconds_and_must_be_positive() {
+    let (options, _dir) = isolated(&[]);
+    let (settings, _) = Settings::load_from(&env(&[]), &options).expect("defaults are valid");
+    assert_eq!(settings.queue.lease, Duration::from_secs(30));
+    let (settings, _) =
+        Settings::load_from(&env(&[("QUEUE_LEASE_SECONDS", "3")]), &options).expect("valid");
+    assert_eq!(settings.queue.lease, Duration::from_secs(3));
+    assert_eq!(
+        error_of(&[("QUEUE_LEASE_SECONDS", "0")]),
+        "QUEUE_LEASE_SECONDS: must be at least 1"
+    );
+}
+
+#[test]
 fn layers_apply_in_order_file_then_dotenv_then_environment() {
     let (options, _dir) = isolated(&[
         (

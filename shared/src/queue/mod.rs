@@ -74,6 +74,7 @@ pub struct QueueOptions {
     pub max_attempts: u32,
     /// How long a delivery stays invisible to other consumers before it is considered
     /// abandoned (db lease, SQS visibility timeout); extended while the step runs.
+    /// `QUEUE_LEASE_SECONDS` through [`QueueOptions::from_settings`].
     pub lease: Duration,
     /// RabbitMQ prefetch: deliveries a consumer holds at once.
     pub prefetch: u16,
@@ -92,7 +93,10 @@ impl QueueOptions {
 
     /// The deployments queue as configured.
     pub fn from_settings(settings: &QueueSettings) -> Self {
-        Self::new(DEPLOYMENTS_QUEUE, settings.max_attempts)
+        Self {
+            lease: settings.lease,
+            ..Self::new(DEPLOYMENTS_QUEUE, settings.max_attempts)
+        }
     }
 }
 

@@ -6,9 +6,7 @@
 //! `R` times on fresh queues; the median is printed. The SQS row needs
 //! `HOKUSAI_TEST_SQS_ENDPOINT` (a moto server); without it the row says so.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures_util::StreamExt;
 use lapin::options::{
@@ -18,12 +16,9 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use shared::domain::DeploymentId;
-use shared::queue::{Envelope, MessageKind, Queue};
+use shared::queue::{Envelope, MessageKind};
+use tests::bench::{CONSUMERS, PUBLISHERS, median, queue_throughput};
 use tests::queue::{Backend, TestQueue, amqp_url};
-
-/// Publisher tasks (messages in flight) and consumer tasks per run.
-const PUBLISHERS: usize = 32;
-const CONSUMERS: usize = 4;
 
 struct Args {
     messages: usize,
@@ -51,47 +46,6 @@ fn args() -> Args {
         }
     }
     parsed
-}
-
-/// Publishes `n` envelopes from `PUBLISHERS` tasks while `CONSUMERS` tasks receive and ack;
-/// returns messages per second until the last one was consumed.
-async fn through_backend(queue: Arc<dyn Queue>, n: usize) -> f64 {
-    let consumed = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for p in 0..PUBLISHERS {
-        let queue = queue.clone();
-        let count = n / PUBLISHERS + usize::from(p < n % PUBLISHERS);
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..count {
-                let e = Envelope::new(
-                    MessageKind::CheckStatus,
-                    DeploymentId::new(),
-                    serde_json::Value::Null,
-                );
-                queue.publish(&e, None).await.expect("publish");
-            }
-        }));
-    }
-    for _ in 0..CONSUMERS {
-        let (queue, consumed) = (queue.clone(), consumed.clone());
-        tasks.push(tokio::spawn(async move {
-            while consumed.load(Ordering::SeqCst) < n {
-                if let Some(d) = queue
-                    .receive(Duration::from_millis(200))
-                    .await
-                    .expect("receive")
-                {
-                    d.ack().await.expect("ack");
-                    consumed.fetch_add(1, Ordering::SeqCst);
-                }
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.expect("bench task");
-    }
-    n as f64 / started.elapsed().as_secs_f64()
 }
 
 /// The same workload with lapin alone on a quorum queue.
@@ -172,16 +126,11 @@ async fn through_raw_lapin(n: usize) -> f64 {
     rate
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 async fn bench(backend: Backend, n: usize, runs: usize) -> f64 {
     let mut rates = Vec::new();
     for _ in 0..runs {
         let t = TestQueue::new(backend, 8).await;
-        rates.push(through_backend(t.queue.clone(), n).await);
+        rates.push(queue_throughput(t.queue.clone(), n).await);
         t.cleanup().await;
     }
     median(rates)

@@ -1,0 +1,183 @@
+//! Deployment pipeline benchmark (not a test): deployments per second from `pending` to
+//! `deployed` through the whole saga (deploy, check_status, the status transaction and, on
+//! RabbitMQ, the outbox relay), next to the same backend's raw queue throughput measured in
+//! the same run ([`tests::bench::queue_throughput`], the `scripts/bench queue` workload).
+//!
+//! `scripts/bench pipeline [--deployments N] [--messages N] [--runs R]`. The HF emulator
+//! provisions instantly (pending and initializing times 0) and status polls start after
+//! 10 ms, so the numbers measure our code, the database and the queue. One worker with
+//! `WORKER_CONCURRENCY=4` handlers runs in-process. The deployments (rows and deploy
+//! commands, or outbox rows on RabbitMQ) are written before the clock starts.
+//!
+//! The RabbitMQ pipeline uses the production queue name `hokusai.deployments` (the saga's
+//! follow-up commands name it), on its own fresh PostgreSQL database; its queues are
+//! deleted afterwards, so nothing else may use that queue on the broker meanwhile.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use emulator::EmulatorConfig;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use shared::config::Secret;
+use shared::db::entities::deployed_models::{self, Column};
+use shared::db::outbox::Route;
+use shared::domain::DeploymentStatus;
+use shared::queue::db::DbQueue;
+use shared::queue::rabbitmq::RabbitMqQueue;
+use shared::queue::{DEPLOYMENTS_QUEUE, Queue, QueueOptions};
+use tests::bench::{median, queue_throughput};
+use tests::db::{Engine, TestDb};
+use tests::queue::{Backend, TestQueue, amqp_url, delete_rabbitmq_queues};
+use tests::world::{World, fast_settings};
+
+/// A pipeline run that has not finished after this long fails.
+const LIMIT: Duration = Duration::from_secs(600);
+
+struct Args {
+    deployments: usize,
+    messages: usize,
+    runs: usize,
+}
+
+fn args() -> Args {
+    let mut parsed = Args {
+        deployments: 1_000,
+        messages: 5_000,
+        runs: 3,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    for pair in argv.chunks(2) {
+        let value = pair.get(1).and_then(|v| v.parse().ok());
+        match (pair[0].as_str(), value) {
+            ("--deployments", Some(n)) => parsed.deployments = n,
+            ("--messages", Some(n)) => parsed.messages = n,
+            ("--runs", Some(n)) if n > 0 => parsed.runs = n,
+            _ => {
+                eprintln!("usage: bench-pipeline [--deployments N] [--messages N] [--runs R]");
+                std::process::exit(2);
+            }
+        }
+    }
+    parsed
+}
+
+/// A world with an instantly provisioning emulator over `backend`'s deployments queue.
+async fn world(backend: Backend) -> World {
+    let (engine, queue_backend) = match backend {
+        Backend::DbSqlite => (Engine::Sqlite, "db"),
+        Backend::DbPostgres => (Engine::Postgres, "db"),
+        Backend::RabbitMq => (Engine::Postgres, "rabbitmq"),
+        Backend::Sqs => unreachable!("the pipeline benchmark does not run on SQS"),
+    };
+    let db = TestDb::migrated(engine).await;
+    let overrides = [
+        ("QUEUE_BACKEND", queue_backend),
+        ("WORKER_CONCURRENCY", "4"),
+    ];
+    let mut settings = fast_settings(&db.url, &overrides);
+    settings.worker.status_poll_initial = Duration::from_millis(10);
+    settings.worker.status_poll_max = Duration::from_millis(100);
+    let options = QueueOptions::from_settings(&settings.queue);
+    let queue: Arc<dyn Queue> = match backend {
+        Backend::RabbitMq => Arc::new(
+            RabbitMqQueue::connect(&Secret::new(amqp_url()), options)
+                .await
+                .expect("RabbitMQ must be reachable (HOKUSAI_TEST_AMQP_URL)"),
+        ),
+        _ => Arc::new(DbQueue::new(db.conn.clone(), options)),
+    };
+    let route = Route::for_backend(settings.queue.backend);
+    let emulator = EmulatorConfig {
+        pending_time: Duration::ZERO,
+        initializing_time: Duration::ZERO,
+        ..EmulatorConfig::default()
+    };
+    World::with_queue(db, settings, emulator, queue, route).await
+}
+
+/// Requests `n` deployments, then runs a worker until all are `deployed`; returns
+/// deployments per second from the worker's start.
+async fn pipeline(backend: Backend, n: usize) -> f64 {
+    let world = world(backend).await;
+    for i in 0..n {
+        world.request(&format!("bench-model-{i:05}"), "1").await;
+    }
+    let World { db, worker, .. } = world;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let started = Instant::now();
+    let running = tokio::spawn(worker.run_until_stopped(async {
+        stopped.await.ok();
+    }));
+    loop {
+        let deployed = deployed_models::Entity::find()
+            .filter(Column::Status.eq(DeploymentStatus::Deployed))
+            .count(&db.conn)
+            .await
+            .expect("count deployments") as usize;
+        if deployed == n {
+            break;
+        }
+        assert!(
+            started.elapsed() < LIMIT,
+            "only {deployed}/{n} deployed after {LIMIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let _ = stop.send(());
+    running
+        .await
+        .expect("worker task")
+        .expect("worker stops cleanly");
+    if backend == Backend::RabbitMq {
+        delete_rabbitmq_queues(DEPLOYMENTS_QUEUE).await;
+    }
+    db.drop_database().await;
+    rate
+}
+
+/// The raw queue throughput of `backend` (fresh queue, `n` messages).
+async fn raw_queue(backend: Backend, n: usize) -> f64 {
+    let t = TestQueue::new(backend, 8).await;
+    let rate = queue_throughput(t.queue.clone(), n).await;
+    t.cleanup().await;
+    rate
+}
+
+#[tokio::main]
+async fn main() {
+    let args = args();
+    let mut rows = Vec::new();
+    for (label, backend) in [
+        ("db (SQLite)", Backend::DbSqlite),
+        ("db (PostgreSQL)", Backend::DbPostgres),
+        ("rabbitmq", Backend::RabbitMq),
+    ] {
+        let (mut deploys, mut messages) = (Vec::new(), Vec::new());
+        for run in 1..=args.runs {
+            messages.push(raw_queue(backend, args.messages).await);
+            deploys.push(pipeline(backend, args.deployments).await);
+            eprintln!(
+                "{label} run {run}: {:.1} deployments/s, {:.0} queue msg/s",
+                deploys[run - 1],
+                messages[run - 1]
+            );
+        }
+        rows.push((label, median(deploys), median(messages)));
+    }
+    println!(
+        "deployment pipeline, {} deployments to `deployed` (zero provisioning time), \
+         median of {} runs; queue: {} messages published + consumed",
+        args.deployments, args.runs, args.messages
+    );
+    println!(
+        "{:<18} {:>14} {:>14} {:>10}",
+        "backend", "deployments/s", "queue msg/s", "ratio"
+    );
+    for (label, deploys, messages) in rows {
+        println!(
+            "{label:<18} {deploys:>14.1} {messages:>14.0} {:>10.4}",
+            deploys / messages
+        );
+    }
+}
