@@ -1,0 +1,343 @@
+//! Predict-path benchmark (not a test): what the gateway adds in front of a model endpoint.
+//!
+//! `scripts/bench predict [--seconds S] [--saturation-seconds S] [--rate N]
+//! [--connections C] [--runs R]`. An upstream stub (axum on loopback, `GET /health` and a
+//! fixed `POST /` answer) is served directly and through the gateway as production builds it
+//! (`api::Application` via [`TestApp`]: fresh SQLite, static keys, the provider registry)
+//! with the stub deployed by a worker through the `http` provider and the routing cache warm.
+//! Each run measures, direct then gateway:
+//!
+//! - a fixed rate (open loop): request `i` is due at `start + i / rate` and its latency counts
+//!   from that due time, so a slow server cannot hide its queueing (no coordinated omission);
+//! - saturation (closed loop): `C` connections each send their next request when the last
+//!   one answered.
+//!
+//! Servers run on one runtime, the load generator on another; both share the machine's cores,
+//! as a gateway and its clients would not, so the absolute figures are conservative. Figures
+//! are medians over the runs; added latency and the throughput ratio are taken between
+//! medians.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tests::app::{ADMIN_KEY, TestApp};
+use tests::db::Engine;
+
+/// The fixed answer of the upstream stub.
+const STUB_ANSWER: &str = r#"[{"label":"POSITIVE","score":0.99}]"#;
+
+struct Args {
+    seconds: u64,
+    saturation_seconds: u64,
+    rate: u64,
+    connections: usize,
+    runs: usize,
+}
+
+fn args() -> Args {
+    let mut parsed = Args {
+        seconds: 10,
+        saturation_seconds: 5,
+        rate: 1_000,
+        connections: 64,
+        runs: 3,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    for pair in argv.chunks(2) {
+        let value = pair
+            .get(1)
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|v| *v > 0);
+        match (pair[0].as_str(), value) {
+            ("--seconds", Some(n)) => parsed.seconds = n,
+            ("--saturation-seconds", Some(n)) => parsed.saturation_seconds = n,
+            ("--rate", Some(n)) => parsed.rate = n,
+            ("--connections", Some(n)) => parsed.connections = n as usize,
+            ("--runs", Some(n)) => parsed.runs = n as usize,
+            _ => {
+                eprintln!(
+                    "usage: bench-predict [--seconds S] [--saturation-seconds S] [--rate N] \
+                     [--connections C] [--runs R]"
+                );
+                std::process::exit(2);
+            }
+        }
+    }
+    parsed
+}
+
+/// One request the load generator repeats.
+#[derive(Clone)]
+struct Target {
+    client: reqwest::Client,
+    url: String,
+    key: Option<&'static str>,
+    body: Arc<Value>,
+}
+
+impl Target {
+    /// Sends once; true when the answer was 200 and fully read.
+    async fn send(&self) -> bool {
+        let mut request = self.client.post(&self.url).json(&*self.body);
+        if let Some(key) = self.key {
+            request = request.bearer_auth(key);
+        }
+        match request.send().await {
+            Ok(response) => response.status() == 200 && response.bytes().await.is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+/// What one measurement saw.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: usize,
+}
+
+fn summarize(mut latencies: Vec<Duration>, errors: usize, elapsed: Duration) -> Sample {
+    latencies.sort_unstable();
+    let at = |q: f64| {
+        let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len());
+        latencies[i - 1].as_secs_f64() * 1_000.0
+    };
+    Sample {
+        rps: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50_ms: at(0.50),
+        p99_ms: at(0.99),
+        errors,
+    }
+}
+
+/// Open loop at `rate` requests/s for `seconds`; latency from each request's due time.
+async fn fixed_rate(target: &Target, rate: u64, seconds: u64) -> Sample {
+    let total = rate * seconds;
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = Instant::now() + Duration::from_millis(5);
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = start + interval.mul_f64(i as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let target = target.clone();
+        tasks.push(tokio::spawn(async move {
+            let ok = target.send().await;
+            (ok, due.elapsed())
+        }));
+    }
+    let (mut latencies, mut errors) = (Vec::with_capacity(tasks.len()), 0);
+    for task in tasks {
+        let (ok, latency) = tokio::time::timeout(Duration::from_secs(30), task)
+            .await
+            .expect("every request answers within 30 s")
+            .expect("request task");
+        if ok {
+            latencies.push(latency);
+        } else {
+            errors += 1;
+        }
+    }
+    summarize(
+        latencies,
+        errors,
+        start.elapsed().min(Duration::from_secs(seconds)),
+    )
+}
+
+/// Closed loop: `connections` senders for `seconds`; latency from each send.
+async fn saturation(target: &Target, connections: usize, seconds: u64) -> Sample {
+    let start = Instant::now();
+    let end = start + Duration::from_secs(seconds);
+    let senders: Vec<_> = (0..connections)
+        .map(|_| {
+            let target = target.clone();
+            tokio::spawn(async move {
+                let (mut latencies, mut errors) = (Vec::new(), 0);
+                while Instant::now() < end {
+                    let sent = Instant::now();
+                    if target.send().await {
+                        latencies.push(sent.elapsed());
+                    } else {
+                        errors += 1;
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let (mut latencies, mut errors) = (Vec::new(), 0);
+    for sender in senders {
+        let (l, e) = sender.await.expect("sender task");
+        latencies.extend(l);
+        errors += e;
+    }
+    summarize(latencies, errors, start.elapsed())
+}
+
+/// The upstream stub on loopback; returns its URL.
+async fn start_stub() -> String {
+    let app = Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/",
+            post(|| async { ([("content-type", "application/json")], STUB_ANSWER) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the stub");
+    let url = format!("http://{}", listener.local_addr().expect("stub address"));
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("stub serves") });
+    url
+}
+
+/// The gateway with the stub deployed as model `bench` through the `http` provider.
+async fn start_gateway(stub: &str) -> TestApp {
+    let app = TestApp::start(Engine::Sqlite, &[]).await;
+    let worker = app.worker();
+    let body = json!({"provider": "http", "endpoint_url": stub, "model_version": "1"});
+    app.deploy_and_serve(&worker, "bench", body).await;
+    app
+}
+
+fn targets(stub: &str, gateway: &TestApp, connections: usize) -> (Target, Target) {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(connections * 2)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let direct = Target {
+        client: client.clone(),
+        url: format!("{stub}/"),
+        key: None,
+        body: Arc::new(json!({"inputs": "I love this movie"})),
+    };
+    let through = Target {
+        client,
+        url: format!("{}/api/v1/models/bench/predict", gateway.url),
+        key: Some(ADMIN_KEY),
+        body: Arc::new(json!({"inputs": "I love this movie"})),
+    };
+    (direct, through)
+}
+
+/// Samples of one scenario, direct and through the gateway.
+#[derive(Default)]
+struct Series {
+    direct: Vec<Sample>,
+    gateway: Vec<Sample>,
+}
+
+async fn measure(args: &Args, direct: &Target, gateway: &Target) -> (Series, Series) {
+    let (mut rate, mut sat) = (Series::default(), Series::default());
+    for run in 1..=args.runs {
+        eprintln!("run {run}/{}", args.runs);
+        rate.direct
+            .push(fixed_rate(direct, args.rate, args.seconds).await);
+        rate.gateway
+            .push(fixed_rate(gateway, args.rate, args.seconds).await);
+        let seconds = args.saturation_seconds;
+        sat.direct
+            .push(saturation(direct, args.connections, seconds).await);
+        sat.gateway
+            .push(saturation(gateway, args.connections, seconds).await);
+    }
+    (rate, sat)
+}
+
+fn median(samples: &[Sample], field: fn(&Sample) -> f64) -> f64 {
+    let mut values: Vec<f64> = samples.iter().map(field).collect();
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Medians of (requests/s, p50, p99, errors summed).
+fn medians(samples: &[Sample]) -> (f64, f64, f64, usize) {
+    let errors = samples.iter().map(|s| s.errors).sum();
+    let (rps, p50, p99) = (
+        median(samples, |s| s.rps),
+        median(samples, |s| s.p50_ms),
+        median(samples, |s| s.p99_ms),
+    );
+    (rps, p50, p99, errors)
+}
+
+fn report(args: &Args, rate: &Series, sat: &Series) {
+    println!(
+        "predict path, medians of {} runs ({} s at {} req/s open loop; {} s saturation with {} connections)",
+        args.runs, args.seconds, args.rate, args.saturation_seconds, args.connections
+    );
+    println!(
+        "| scenario | path | requests/s | p50 ms | p99 ms | errors |\n|---|---|---:|---:|---:|---:|"
+    );
+    let rows = [
+        (format!("{} req/s", args.rate), "direct", &rate.direct),
+        (format!("{} req/s", args.rate), "gateway", &rate.gateway),
+        ("saturation".to_owned(), "direct", &sat.direct),
+        ("saturation".to_owned(), "gateway", &sat.gateway),
+    ];
+    for (scenario, path, samples) in rows {
+        let (rps, p50, p99, errors) = medians(samples);
+        println!("| {scenario} | {path} | {rps:.0} | {p50:.3} | {p99:.3} | {errors} |");
+    }
+    let (_, d50, d99, _) = medians(&rate.direct);
+    let (_, g50, g99, _) = medians(&rate.gateway);
+    let (added50, added99) = (g50 - d50, g99 - d99);
+    let ratio = medians(&sat.gateway).0 / medians(&sat.direct).0;
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    println!();
+    println!(
+        "added p50 at {} req/s: {added50:.3} ms (target <= 0.5 ms: {})",
+        args.rate,
+        verdict(added50 <= 0.5)
+    );
+    println!(
+        "added p99 at {} req/s: {added99:.3} ms (target <= 2 ms: {})",
+        args.rate,
+        verdict(added99 <= 2.0)
+    );
+    println!(
+        "gateway/direct throughput at saturation: {:.0}% (target >= 50%: {})",
+        ratio * 100.0,
+        verdict(ratio >= 0.5)
+    );
+}
+
+fn main() {
+    let args = args();
+    let servers = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("servers")
+        .build()
+        .expect("server runtime");
+    let (stub, gateway) = servers.block_on(async {
+        let stub = start_stub().await;
+        let gateway = start_gateway(&stub).await;
+        (stub, gateway)
+    });
+    let load = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("load")
+        .build()
+        .expect("load runtime");
+    load.block_on(async {
+        let (direct, through) = targets(&stub, &gateway, args.connections);
+        for target in [&direct, &through] {
+            for _ in 0..200 {
+                assert!(
+                    target.send().await,
+                    "warm-up request to {} failed",
+                    target.url
+                );
+            }
+        }
+        let (rate, sat) = measure(&args, &direct, &through).await;
+        report(&args, &rate, &sat);
+    });
+    drop(gateway);
+    servers.shutdown_timeout(Duration::from_secs(1));
+}
