@@ -4,6 +4,7 @@
 //!
 //! Layout:
 //! - [`config`]: typed, layered [`Settings`](config::Settings) (DESIGN.md §4).
+//! - [`cost`]: billable time × price.
 //! - [`domain`]: newtypes and the deployment status machine (DESIGN.md §5).
 //! - [`db`]: connection, sea-orm entities and repositories.
 //! - [`queue`]: the command queue of DESIGN.md §6 and its backends.
@@ -13,6 +14,7 @@
 //! - [`telemetry`]: logging set-up.
 
 pub mod config;
+pub mod cost;
 pub mod db;
 pub mod domain;
 pub mod mlflow;

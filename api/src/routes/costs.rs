@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use serde_json::{Value, json};
-use shared::db::deployments::{self, Deployment, Filter};
-use shared::provider::ProviderState;
+use shared::cost::{accrued_until, is_billable};
+use shared::db::deployments::{self, Filter};
 
 use utoipa::ToSchema;
 
@@ -22,24 +22,6 @@ use crate::state::AppState;
 /// The cost route.
 pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/costs", get(costs))
-}
-
-fn billable(d: &Deployment) -> bool {
-    d.provider_status
-        .as_deref()
-        .map(ProviderState::parse)
-        .is_some_and(|s| s.is_billable())
-}
-
-/// Accrued cost including the billable time since the row last changed.
-pub fn accrued_until(d: &Deployment, now: DateTime<Utc>) -> f64 {
-    match (d.hourly_cost_usd, billable(d)) {
-        (Some(hourly), true) => {
-            let hours = (now - d.updated_at).num_milliseconds().max(0) as f64 / 3_600_000.0;
-            d.accrued_cost_usd + hourly * hours
-        }
-        _ => d.accrued_cost_usd,
-    }
 }
 
 /// Cost of one deployment (documentation only; the handler writes it with `json!`).
@@ -128,7 +110,7 @@ async fn costs(
     .await?;
     let mut models: BTreeMap<String, (f64, f64, Vec<Value>)> = BTreeMap::new();
     for d in &rows {
-        let hourly = if billable(d) {
+        let hourly = if is_billable(d) {
             d.hourly_cost_usd.unwrap_or(0.0)
         } else {
             0.0
