@@ -99,7 +99,9 @@ async fn survives_connections_being_closed_under_load() {
     .await;
 
     let (sent, seen) = outcome.expect("all messages consumed within 3 minutes");
-    assert!(closed >= 5, "only {closed} connections were force-closed");
+    // The publisher's and the consumer's connections must both have been cut at least once
+    // while traffic flowed (how many more depends on how fast the 1,000 messages go).
+    assert!(closed >= 2, "only {closed} connections were force-closed");
     assert_eq!(sent.len(), MESSAGES);
     assert!(
         sent.is_subset(&seen),
