@@ -41,10 +41,10 @@ impl Application {
         let db = shared::db::connect(settings.database_url.expose())
             .await
             .context("connecting to the database")?;
-        let providers =
-            ProviderRegistry::from_settings(&settings).map_err(|e| anyhow::anyhow!("{e}"))?;
-        providers.refresh_all().await;
-        Self::build_with_db(settings, db, Arc::new(providers)).await
+        let providers = ProviderRegistry::start(&settings)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Self::build_with_db(settings, db, providers).await
     }
 
     /// Like [`Application::build`] with an existing pool (`dev` shares one with the worker).

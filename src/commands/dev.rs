@@ -83,10 +83,10 @@ async fn providers(
         let registry = ProviderRegistry::build(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
         Ok((Arc::new(registry), Some(emulator)))
     } else {
-        let registry =
-            ProviderRegistry::from_settings(settings).map_err(|e| anyhow::anyhow!("{e}"))?;
-        registry.refresh_all().await;
-        Ok((Arc::new(registry), None))
+        let registry = ProviderRegistry::start(settings)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok((registry, None))
     }
 }
 

@@ -37,10 +37,10 @@ impl Worker {
         let db = shared::db::connect(settings.database_url.expose())
             .await
             .context("connecting to the database")?;
-        let providers =
-            ProviderRegistry::from_settings(&settings).map_err(|e| anyhow::anyhow!("{e}"))?;
-        providers.refresh_all().await;
-        Self::build_with(settings, db, Arc::new(providers)).await
+        let providers = ProviderRegistry::start(&settings)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Self::build_with(settings, db, providers).await
     }
 
     /// Like [`Worker::build`] with an existing pool and providers (`dev` and tests).

@@ -55,6 +55,15 @@ impl ProviderRegistry {
 
     /// Runs every provider's start-up [`Provider::refresh`]; failures are logged, not fatal
     /// (the HF catalogue falls back to its built-in prices). Returns how many succeeded.
+    /// The production start-up of every role: providers from settings, shared, with their
+    /// start-up work (catalogue refresh) done.
+    pub async fn start(settings: &Settings) -> Result<Arc<Self>, ProviderConfigError> {
+        let registry = Self::from_settings(settings)?;
+        registry.refresh_all().await;
+        Ok(Arc::new(registry))
+    }
+
+    /// Runs every provider's start-up work; returns how many succeeded.
     pub async fn refresh_all(&self) -> usize {
         let mut refreshed = 0;
         for name in self.names() {
