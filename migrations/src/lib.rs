@@ -19,6 +19,7 @@ mod m20261127_200000_add_idempotency_key;
 mod m20261128_090000_create_mlflow_events;
 mod m20261128_090001_create_mlflow_version_claims;
 mod m20261128_090002_create_mlflow_sync_cursors;
+mod m20261129_100000_add_cost_tracking;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_090000_create_mlflow_events::Migration),
             Box::new(m20261128_090001_create_mlflow_version_claims::Migration),
             Box::new(m20261128_090002_create_mlflow_sync_cursors::Migration),
+            Box::new(m20261129_100000_add_cost_tracking::Migration),
         ]
     }
 }

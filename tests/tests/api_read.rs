@@ -151,6 +151,7 @@ async fn model_detail_and_deployment_json_have_the_documented_fields() {
         "updated_at",
         "deployed_at",
         "stopped_at",
+        "last_prediction_at",
     ] {
         assert!(
             one.get(field).is_some(),

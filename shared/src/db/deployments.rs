@@ -111,6 +111,9 @@ async fn insert<C: ConnectionTrait>(conn: &C, new: NewDeployment) -> Result<Depl
         updated_at: Set(now),
         deployed_at: Set(None),
         stopped_at: Set(None),
+        last_prediction_at: Set(None),
+        cost_month: Set(Some(crate::cost::month_key(now))),
+        month_start_accrued_usd: Set(0.0),
     }
     .insert(conn)
     .await
@@ -207,4 +210,29 @@ pub async fn events<C: ConnectionTrait>(
         .order_by_asc(deployment_events::Column::Id)
         .all(conn)
         .await?)
+}
+
+/// Records when deployments last answered a prediction (`last_prediction_at` only moves
+/// forward). Touches neither `updated_at` nor `lock_version`: it is no state change and must
+/// not make a concurrent transition stale.
+pub async fn record_predictions<C: ConnectionTrait>(
+    conn: &C,
+    notes: &[(Uuid, chrono::DateTime<Utc>)],
+) -> Result<(), DbError> {
+    for (id, at) in notes {
+        deployed_models::Entity::update_many()
+            .col_expr(
+                deployed_models::Column::LastPredictionAt,
+                sea_orm::sea_query::Expr::value(*at),
+            )
+            .filter(deployed_models::Column::Id.eq(*id))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(deployed_models::Column::LastPredictionAt.is_null())
+                    .add(deployed_models::Column::LastPredictionAt.lt(*at)),
+            )
+            .exec(conn)
+            .await?;
+    }
+    Ok(())
 }

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::DbError;
 use super::deployments::{Deployment, get, record_event};
 use super::entities::deployed_models;
+use crate::cost;
 use crate::domain::{DeploymentId, DeploymentStatus};
 
 /// Columns a transition may change besides the status. `None` leaves a column alone.
@@ -25,8 +26,6 @@ pub struct Changes {
     pub error_message: Option<Option<String>>,
     /// Active flag.
     pub is_active: Option<bool>,
-    /// Accrued cost.
-    pub accrued_cost_usd: Option<f64>,
 }
 
 /// A status change and its event.
@@ -121,7 +120,9 @@ pub async fn set_active<C: ConnectionTrait>(
     Ok(updated)
 }
 
-/// The guarded update: `to` and `changes`, if `lock_version` is still the one read.
+/// The guarded update: `to` and `changes`, if `lock_version` is still the one read. Every
+/// write folds the billable time since the previous one into `accrued_cost_usd` (priced in
+/// the provider state that held until now) and keeps the month-to-date bookkeeping.
 async fn apply<C: ConnectionTrait>(
     conn: &C,
     current: &Deployment,
@@ -152,9 +153,20 @@ async fn apply<C: ConnectionTrait>(
     if let Some(v) = c.is_active {
         update = update.col_expr(deployed_models::Column::IsActive, Expr::value(v));
     }
-    if let Some(v) = c.accrued_cost_usd {
-        update = update.col_expr(deployed_models::Column::AccruedCostUsd, Expr::value(v));
-    }
+    let accrued = cost::accrued_until(current, now);
+    update = update
+        .col_expr(
+            deployed_models::Column::AccruedCostUsd,
+            Expr::value(accrued),
+        )
+        .col_expr(
+            deployed_models::Column::MonthStartAccruedUsd,
+            Expr::value(cost::accrued_at_month_start(current, now)),
+        )
+        .col_expr(
+            deployed_models::Column::CostMonth,
+            Expr::value(cost::month_key(now)),
+        );
     if to == DeploymentStatus::Deployed && current.deployed_at.is_none() {
         update = update.col_expr(deployed_models::Column::DeployedAt, Expr::value(now));
     }

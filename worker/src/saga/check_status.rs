@@ -18,7 +18,7 @@ use shared::domain::{DeploymentStatus, ModelId};
 use shared::provider::{EndpointStatus, ProviderError};
 use shared::queue::{Envelope, MessageKind};
 
-use super::spec::{accrued_until, handle_of, spec_of};
+use super::spec::{handle_of, spec_of};
 use super::{Plan, Step, StepInput};
 
 /// Decides a `check_status` command.
@@ -98,7 +98,6 @@ fn roll_back(input: StepInput<'_>, reason: &str) -> Step {
 }
 
 async fn activate(input: StepInput<'_>, status: EndpointStatus) -> Step {
-    let now = Utc::now();
     let model = ModelId::parse(&input.deployment.model_id);
     let previous = match model {
         Ok(model) => deployments::find_active(&input.ctx.db, &model)
@@ -118,7 +117,6 @@ async fn activate(input: StepInput<'_>, status: EndpointStatus) -> Step {
             endpoint_url: status.url,
             error_message: Some(None),
             is_active: Some(true),
-            accrued_cost_usd: Some(accrued_until(&input.deployment, now)),
             ..Changes::default()
         },
     };
@@ -164,7 +162,6 @@ fn keep_polling(input: StepInput<'_>, status: EndpointStatus) -> Step {
     };
     let changes = Changes {
         provider_status: Some(status.state.as_str().to_owned()),
-        accrued_cost_usd: Some(accrued_until(&input.deployment, now)),
         ..Changes::default()
     };
     let details = json!({"provider_state": status.state.as_str(), "message": status.message});
@@ -188,7 +185,6 @@ async fn compensate(input: StepInput<'_>) -> Step {
     };
     match result {
         Ok(()) | Err(ProviderError::NotFound { .. }) => {
-            let now = Utc::now();
             let reason = input
                 .deployment
                 .error_message
@@ -200,7 +196,6 @@ async fn compensate(input: StepInput<'_>) -> Step {
                 None,
             );
             t.changes.provider_status = Some("deleted".into());
-            t.changes.accrued_cost_usd = Some(accrued_until(&input.deployment, now));
             Step::Commit(Plan::transition(input.deployment, t))
         }
         Err(error) if error.is_retryable() && !input.retries_exhausted() => input.retry(&error),
@@ -222,7 +217,6 @@ async fn observe_deployed(input: StepInput<'_>) -> Step {
     else {
         return Step::Ignore("no endpoint handle to observe".into());
     };
-    let now = Utc::now();
     let lost = match input.provider.get_status(&handle).await {
         Ok(status) if status.state.is_failed() => {
             Some(format!("provider reports {}", status.state.as_str()))
@@ -230,7 +224,6 @@ async fn observe_deployed(input: StepInput<'_>) -> Step {
         Ok(status) => {
             let changes = Changes {
                 provider_status: Some(status.state.as_str().to_owned()),
-                accrued_cost_usd: Some(accrued_until(&input.deployment, now)),
                 ..Changes::default()
             };
             return Step::Commit(Plan::observe(input.deployment, changes, None));
@@ -247,7 +240,6 @@ async fn observe_deployed(input: StepInput<'_>) -> Step {
         Some(&reason),
     );
     t.changes.is_active = Some(false);
-    t.changes.accrued_cost_usd = Some(accrued_until(&input.deployment, now));
     Step::Commit(Plan::transition(input.deployment, t))
 }
 

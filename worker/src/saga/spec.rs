@@ -1,10 +1,9 @@
 //! From a `deployed_models` row to what providers take: the [`DeploymentSpec`], the
-//! [`EndpointHandle`], and the cost accrued since the last observation.
+//! [`EndpointHandle`].
 
 use shared::db::deployments::Deployment;
 use shared::provider::{DeploymentSpec, EndpointHandle, Provider};
 
-pub use shared::cost::accrued_until;
 pub use shared::request::spec_of;
 
 /// How to reach the deployment's endpoint: the recorded name, else the name the provider

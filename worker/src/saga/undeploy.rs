@@ -3,14 +3,13 @@
 //! `pending | deploying | deployed → undeploying` (active flag cleared: predictions stop at
 //! once), then the provider delete and `undeploying → stopped`.
 
-use chrono::Utc;
 use serde_json::json;
 use shared::db::deployments::{Changes, Transition};
 use shared::domain::DeploymentStatus;
 use shared::provider::ProviderError;
 use shared::queue::MessageKind;
 
-use super::spec::{accrued_until, handle_of, spec_of};
+use super::spec::{handle_of, spec_of};
 use super::{Plan, Step, StepInput};
 
 /// Decides an `undeploy` command.
@@ -54,7 +53,6 @@ async fn delete(input: StepInput<'_>) -> Step {
                 details: handle.map(|h| json!({"provider_model_id": h.provider_model_id})),
                 changes: Changes {
                     provider_status: Some("deleted".into()),
-                    accrued_cost_usd: Some(accrued_until(&input.deployment, Utc::now())),
                     ..Changes::default()
                 },
             };

@@ -74,6 +74,15 @@ pub struct Model {
     /// Became `stopped`.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub stopped_at: Option<DateTimeUtc>,
+    /// Last answered a prediction (recorded by the API within a minute).
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub last_prediction_at: Option<DateTimeUtc>,
+    /// The month (`YYYY-MM`, UTC) `accrued_cost_usd` was last written in.
+    #[serde(skip)]
+    pub cost_month: Option<String>,
+    /// What had accrued when `cost_month` began.
+    #[serde(skip)]
+    pub month_start_accrued_usd: f64,
 }
 
 /// Relations.
