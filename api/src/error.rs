@@ -150,8 +150,8 @@ pub struct ErrorResponse {
 
 /// What [`render_errors`] needs to write the body.
 #[derive(Debug, Clone)]
-struct ErrorBody {
-    code: &'static str,
+pub(crate) struct ErrorBody {
+    pub(crate) code: &'static str,
     detail: String,
 }
 
@@ -197,6 +197,7 @@ pub async fn render_errors(request: Request, next: Next) -> Response {
     });
     let mut rendered = json.into_response();
     *rendered.status_mut() = parts.status;
+    rendered.extensions_mut().insert(body);
     for (name, value) in parts.headers.iter() {
         rendered
             .headers_mut()

@@ -7,15 +7,19 @@
 //! Layout:
 //! - [`startup`]: [`Application`], the router and its middleware.
 //! - [`state`]: [`AppState`], shared by every handler.
+//! - [`activity`]: when deployments last answered a prediction (idle endpoints).
 //! - [`auth`]: API keys, principals and scopes; the authenticator backends.
 //! - [`error`]: the one error type and its JSON body.
 //! - [`extract`]: extractors whose rejections answer our error body.
+//! - [`observe`]: request metrics, the request log line, the per-request context.
 //! - `routes/`: one module per resource, each with its own `router()`.
 //! - [`routing`]: the predict path's cache of active deployments.
 
+pub mod activity;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod observe;
 mod routes;
 pub mod routing;
 pub mod startup;

@@ -15,14 +15,15 @@ use shared::provider::ProviderRegistry;
 use shared::queue::{self, QueueOptions};
 use tokio::net::TcpListener;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 
+use crate::activity::{self, PredictionClock};
 use crate::auth::Authenticator;
 use crate::auth::counters::AuthCounters;
 use crate::auth::hokusai::{self, HokusaiAuthenticator};
 use crate::auth::static_keys::{self, StaticKeys};
 use crate::auth::usage::{self, UsageReporter};
 use crate::error::{REQUEST_ID_HEADER, render_errors};
+use crate::observe::{ObserveConfig, observe};
 use crate::routes;
 use crate::routing::RoutingCache;
 use crate::state::AppState;
@@ -32,6 +33,8 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     dev_api_key: Option<Secret>,
+    db: DatabaseConnection,
+    activity: Arc<PredictionClock>,
 }
 
 impl Application {
@@ -85,6 +88,7 @@ impl Application {
         authenticator: Arc<dyn Authenticator>,
         usage: Option<Arc<UsageReporter>>,
     ) -> anyhow::Result<Self> {
+        shared::telemetry::metrics::install();
         let address = format!("{}:{}", settings.api.host, settings.api.port);
         let listener = TcpListener::bind(&address)
             .await
@@ -95,23 +99,25 @@ impl Application {
             .await
             .context("connecting to the queue")?;
         let routing = Arc::new(RoutingCache::new(settings.api.routing_ttl, 100_000));
+        let activity = Arc::new(PredictionClock::default());
+        tokio::spawn(record_activity(db.clone(), Arc::downgrade(&activity)));
         let state = AppState {
-            db,
+            db: db.clone(),
             settings: Arc::new(settings),
             authenticator,
             providers,
             route,
             queue,
             routing,
+            activity: activity.clone(),
         };
-        let mut router = app(state);
-        if let Some(reporter) = usage {
-            router = router.layer(axum::middleware::from_fn_with_state(reporter, usage::track));
-        }
+        let router = app(state, usage);
         Ok(Self {
             listener,
             router,
             dev_api_key: None,
+            db,
+            activity,
         })
     }
 
@@ -140,7 +146,21 @@ impl Application {
         )
         .with_graceful_shutdown(shutdown)
         .await
-        .context("serving the API")
+        .context("serving the API")?;
+        self.activity.flush(&self.db).await;
+        shared::telemetry::cloudwatch::flush();
+        Ok(())
+    }
+}
+
+/// Writes prediction times every [`activity::FLUSH_EVERY`] while the application lives.
+async fn record_activity(db: DatabaseConnection, clock: std::sync::Weak<PredictionClock>) {
+    let mut tick = tokio::time::interval(activity::FLUSH_EVERY);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(clock) = clock.upgrade() else { return };
+        clock.flush(&db).await;
     }
 }
 
@@ -194,15 +214,30 @@ impl AuthWiring {
 }
 
 /// The router with its middleware, outermost last: request ids (taken from the request or
-/// generated, echoed on every response), tracing, error bodies, the body limit.
-pub fn app(state: AppState) -> Router {
+/// generated, echoed on every response), observation (metrics, the request log line and
+/// span), usage reporting when enabled, error bodies, the body limit.
+pub fn app(state: AppState, usage: Option<Arc<UsageReporter>>) -> Router {
     let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let body_limit = state.settings.api.max_body_bytes;
-    routes::router()
+    let telemetry = &state.settings.telemetry;
+    let observe_config = Arc::new(ObserveConfig {
+        log_payloads: telemetry.log_payloads,
+        max_payload_bytes: telemetry.log_payload_max_bytes,
+        redact_fields: telemetry.log_redact_fields.clone().into(),
+        max_body_bytes: body_limit,
+    });
+    let mut router = routes::router()
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn(render_errors))
+        .layer(axum::middleware::from_fn(render_errors));
+    if let Some(reporter) = usage {
+        router = router.layer(axum::middleware::from_fn_with_state(reporter, usage::track));
+    }
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            observe_config,
+            observe,
+        ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }

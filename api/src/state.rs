@@ -9,6 +9,7 @@ use shared::provider::ProviderRegistry;
 
 use shared::queue::Queue;
 
+use crate::activity::PredictionClock;
 use crate::auth::Authenticator;
 use crate::routing::RoutingCache;
 
@@ -29,4 +30,6 @@ pub struct AppState {
     pub queue: Arc<dyn Queue>,
     /// Model → active deployment, for the predict path.
     pub routing: Arc<RoutingCache>,
+    /// When each deployment last answered a prediction.
+    pub activity: Arc<PredictionClock>,
 }

@@ -15,10 +15,25 @@ pub async fn api() -> Result<(), Failure> {
     Ok(())
 }
 
-/// Runs a worker until SIGTERM or Ctrl-C.
+/// Runs a worker until SIGTERM or Ctrl-C, with `/metrics` on `WORKER_METRICS_PORT`.
 pub async fn worker() -> Result<(), Failure> {
     let settings = load_serving_settings()?;
+    let metrics = worker::metrics_server::MetricsServer::bind(
+        &settings.api.host,
+        settings.worker.metrics_port,
+    )
+    .await?;
+    tracing::info!(address = %metrics.local_addr(), "worker metrics listening");
     let worker = worker::Worker::build(settings).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let metrics_task = tokio::spawn(metrics.run_until_stopped(async move {
+        let mut stop_rx = stop_rx;
+        let _ = stop_rx.wait_for(|s| *s).await;
+    }));
     worker.run_until_stopped(shutdown_signal()).await?;
+    let _ = stop_tx.send(true);
+    metrics_task
+        .await
+        .map_err(|e| anyhow::anyhow!("worker metrics task: {e}"))??;
     Ok(())
 }

@@ -10,9 +10,14 @@
 //! - [`relay`]: the outbox relay, publishing committed commands to a broker queue.
 //! - [`dlq`]: dead-letter operations behind `hokusai-serve dlq`.
 //! - [`mlflow`]: MLflow intake, status sync and reconciliation (only with `MLFLOW_TRACKING_URI`).
+//! - [`gauges`]: the gauges read from the database and the queue (deployments, outbox,
+//!   depth, cost, idle), refreshed periodically.
+//! - [`metrics_server`]: `/metrics` and `/health` on `WORKER_METRICS_PORT`.
 
 pub mod consumer;
 pub mod dlq;
+pub mod gauges;
+pub mod metrics_server;
 pub mod mlflow;
 pub mod relay;
 pub mod saga;

@@ -108,6 +108,7 @@ impl Relay {
             .filter(|d| !d.is_zero());
         let body = serde_json::to_vec(&row.payload)?;
         self.queue.publish_bytes(body, delay).await?;
+        shared::queue::count(self.queue.name(), shared::queue::Event::Published);
         tracing::debug!(message_id = %row.id, queue = %row.queue, "relayed");
         Ok(())
     }

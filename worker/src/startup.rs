@@ -14,6 +14,7 @@ use shared::queue::{self, Queue, QueueOptions};
 use tokio::sync::watch;
 
 use crate::consumer::{Consumer, Outcome};
+use crate::gauges::Gauges;
 use crate::mlflow::MlflowContext;
 use crate::relay::Relay;
 use crate::saga::Context;
@@ -28,6 +29,8 @@ pub struct Worker {
     relay: Option<Relay>,
     /// The MLflow loops' context, when `MLFLOW_TRACKING_URI` is set.
     mlflow: Option<MlflowContext>,
+    /// The gauges refreshed while the worker runs.
+    gauges: Arc<Gauges>,
 }
 
 impl Worker {
@@ -49,6 +52,7 @@ impl Worker {
         db: DatabaseConnection,
         providers: Arc<ProviderRegistry>,
     ) -> anyhow::Result<Self> {
+        shared::telemetry::metrics::install();
         let probe = "SELECT 1 FROM deployed_models WHERE 1 = 0";
         if let Err(error) = db.execute_unprepared(probe).await {
             bail!("the database schema is missing ({error}); run `hokusai-serve migrate up`");
@@ -88,6 +92,11 @@ impl Worker {
                 tracing::error!(%error, "MLflow integration disabled: cannot build its client");
                 None
             });
+        let gauges = Arc::new(Gauges::new(
+            ctx.db.clone(),
+            queue.clone(),
+            settings.telemetry.idle_after,
+        ));
         let consumer = Consumer::new(queue.clone(), Arc::new(ctx));
         Self {
             consumer,
@@ -95,6 +104,7 @@ impl Worker {
             concurrency: settings.worker.concurrency,
             relay,
             mlflow,
+            gauges,
         }
     }
 
@@ -106,6 +116,11 @@ impl Worker {
     /// The queue it consumes.
     pub fn queue(&self) -> Arc<dyn Queue> {
         self.queue.clone()
+    }
+
+    /// The gauges (refreshed every [`crate::gauges::EVERY`] while running).
+    pub fn gauges(&self) -> &Gauges {
+        &self.gauges
     }
 
     /// The outbox relay, when the queue is a broker.
@@ -140,6 +155,11 @@ impl Worker {
                 }
             }));
         }
+        let gauges = self.gauges.clone();
+        handlers.push(tokio::spawn({
+            let stop = stop_rx.clone();
+            async move { gauges.run(stop).await }
+        }));
         let mlflow_loops = match self.mlflow {
             Some(mlflow) => mlflow.spawn(stop_rx.clone()),
             None => Vec::new(),

@@ -27,6 +27,7 @@ use serde::Serialize;
 use shared::domain::ModelId;
 
 use crate::error::ApiError;
+use crate::observe::RequestContext;
 use crate::state::AppState;
 
 /// Who is calling, as the authenticator established it.
@@ -188,8 +189,8 @@ impl FromRequestParts<AppState> for Authenticated {
         let client_ip = client_ip(parts, state.settings.auth.trust_forwarded_for);
         match state.authenticator.authenticate(key, client_ip).await {
             Ok(principal) => {
-                if let Some(slot) = parts.extensions.get::<usage::UsageSlot>() {
-                    slot.fill(&principal);
+                if let Some(context) = parts.extensions.get::<RequestContext>() {
+                    context.set_principal(&principal);
                 }
                 parts.extensions.insert(principal.clone());
                 Ok(Self(principal))

@@ -1,18 +1,17 @@
 //! Usage reporting to the auth service (`AUTH_USAGE_REPORTING=true`,
 //! contracts/hokusai-auth.md "Usage reporting").
 //!
-//! [`track`] is a middleware around every route. It puts an empty [`UsageSlot`] into the
-//! request's extensions; the [`super::Authenticated`] extractor fills it with the
-//! [`Principal`] once a key is accepted (the request itself is consumed by the handler, so
-//! the slot is how the principal comes back out). After the response is built, a record
+//! [`track`] is a middleware around every route, inside the observation middleware: the
+//! [`super::Authenticated`] extractor records the [`super::Principal`] in the request's
+//! [`RequestContext`] once a key is accepted (the request itself is consumed by the handler,
+//! so the context is how the principal comes back out). After the response is built, a record
 //! `{endpoint, response_time_ms, status_code, service_id, model_id}` is offered to a bounded
 //! queue with `try_send`: the request never waits, and a full queue drops the record and
 //! counts it. A background task drains the queue in batches and posts each record to
 //! `POST {auth}/api/v1/usage/{key_id}` with a few calls in flight; a failed post is counted
 //! and forgotten, never retried. Requests without an accepted key are not reported.
 
-use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, RawPathParams, Request, State};
 use axum::middleware::Next;
@@ -21,7 +20,8 @@ use futures_util::StreamExt;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use super::Principal;
+use crate::observe::RequestContext;
+
 use super::counters::{AuthCounters, UsageOutcome};
 
 /// Records waiting to be sent, at most.
@@ -30,17 +30,6 @@ pub const QUEUE_CAPACITY: usize = 10_000;
 const BATCH_SIZE: usize = 100;
 /// Posts in flight at once.
 const CONCURRENT_POSTS: usize = 8;
-
-/// Filled by the extractor with the accepted principal of the request.
-#[derive(Debug, Clone, Default)]
-pub struct UsageSlot(Arc<OnceLock<Principal>>);
-
-impl UsageSlot {
-    /// Records who the request was authenticated as (the first call wins).
-    pub fn fill(&self, principal: &Principal) {
-        let _ = self.0.set(principal.clone());
-    }
-}
 
 /// One authenticated request, as the auth service's usage route takes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -113,8 +102,10 @@ pub async fn track(
     request: Request,
     next: Next,
 ) -> Response {
-    let started = Instant::now();
     let (mut parts, body) = request.into_parts();
+    let Some(context) = parts.extensions.get::<RequestContext>().cloned() else {
+        return next.run(Request::from_parts(parts, body)).await;
+    };
     let model_id = RawPathParams::from_request_parts(&mut parts, &())
         .await
         .ok()
@@ -125,14 +116,13 @@ pub async fn track(
                 .map(|(_, value)| value.to_owned())
         });
     let endpoint = parts.uri.path().to_owned();
-    let slot = UsageSlot::default();
-    parts.extensions.insert(slot.clone());
     let response = next.run(Request::from_parts(parts, body)).await;
-    if let Some(principal) = slot.0.get() {
+    if let Some(principal) = context.principal() {
         reporter.report(UsageRecord {
             key_id: principal.key_id.clone(),
             endpoint,
-            response_time_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            response_time_ms: u64::try_from(context.started().elapsed().as_millis())
+                .unwrap_or(u64::MAX),
             status_code: response.status().as_u16(),
             service_id: reporter.service_id.clone(),
             model_id,

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use shared::cost::{accrued_until, is_billable};
+use shared::cost::{accrued_until, current_hourly, is_idle, month_key, month_to_date};
 use shared::db::deployments::{self, Filter};
 
 use utoipa::ToSchema;
@@ -46,6 +46,13 @@ pub(super) struct DeploymentCost {
     current_hourly_usd: f64,
     /// Accrued so far.
     accrued_cost_usd: f64,
+    /// Accrued since the first of this month (UTC).
+    month_to_date_cost_usd: f64,
+    /// Last answered a prediction.
+    #[schema(format = DateTime)]
+    last_prediction_at: Option<String>,
+    /// Deployed and billing, but no prediction for `COST_IDLE_HOURS`.
+    idle: bool,
 }
 
 /// Cost of one model (documentation only).
@@ -58,6 +65,13 @@ pub(super) struct ModelCost {
     current_hourly_usd: f64,
     /// Accrued so far.
     accrued_cost_usd: f64,
+    /// Accrued since the first of this month (UTC).
+    month_to_date_cost_usd: f64,
+    /// Its deployments' last prediction.
+    #[schema(format = DateTime)]
+    last_prediction_at: Option<String>,
+    /// One of its deployments is idle.
+    idle: bool,
     /// Each deployment.
     deployments: Vec<DeploymentCost>,
 }
@@ -75,6 +89,14 @@ pub(super) struct CostReport {
     current_hourly_usd: f64,
     /// Total accrued.
     accrued_cost_usd: f64,
+    /// This month (`YYYY-MM`, UTC).
+    month: String,
+    /// Total accrued since the first of this month.
+    month_to_date_cost_usd: f64,
+    /// Hourly burn of idle deployments (billing, no prediction for `COST_IDLE_HOURS`).
+    idle_hourly_usd: f64,
+    /// `COST_IDLE_HOURS`.
+    idle_after_hours: u64,
     /// Per model.
     models: Vec<ModelCost>,
 }
@@ -100,6 +122,7 @@ async fn costs(
 ) -> Result<Json<Value>, ApiError> {
     principal.require(Scope::Read)?;
     let now = Utc::now();
+    let idle_after = state.settings.telemetry.idle_after;
     let rows = deployments::list(
         &state.db,
         &Filter {
@@ -108,38 +131,71 @@ async fn costs(
         },
     )
     .await?;
-    let mut models: BTreeMap<String, (f64, f64, Vec<Value>)> = BTreeMap::new();
+    let mut models: BTreeMap<String, ModelTotals> = BTreeMap::new();
     for d in &rows {
-        let hourly = if is_billable(d) {
-            d.hourly_cost_usd.unwrap_or(0.0)
-        } else {
-            0.0
-        };
+        let hourly = current_hourly(d);
         let accrued = accrued_until(d, now);
+        let month = month_to_date(d, now);
+        let last_prediction = d.last_prediction_at.max(state.activity.last(d.id));
+        let idle = is_idle(d, last_prediction, now, idle_after);
         let entry = models.entry(d.model_id.clone()).or_default();
-        entry.0 += hourly;
-        entry.1 += accrued;
-        entry.2.push(json!({
+        entry.hourly += hourly;
+        entry.accrued += accrued;
+        entry.month += month;
+        entry.idle |= idle;
+        if idle {
+            entry.idle_hourly += hourly;
+        }
+        entry.last_prediction = entry.last_prediction.max(last_prediction);
+        entry.deployments.push(json!({
             "deployment_id": d.id, "model_version": d.model_version, "provider": d.provider,
             "status": d.status, "provider_status": d.provider_status, "is_active": d.is_active,
-            "hourly_cost_usd": d.hourly_cost_usd, "current_hourly_usd": round(hourly), "accrued_cost_usd": round(accrued),
+            "hourly_cost_usd": d.hourly_cost_usd, "current_hourly_usd": round(hourly),
+            "accrued_cost_usd": round(accrued), "month_to_date_cost_usd": round(month),
+            "last_prediction_at": last_prediction, "idle": idle,
         }));
     }
-    let hourly_burn: f64 = models.values().map(|m| m.0).sum();
-    let total: f64 = models.values().map(|m| m.1).sum();
+    let sum = |f: fn(&ModelTotals) -> f64| round(models.values().map(f).sum());
+    let (hourly_burn, total, month, idle_hourly) = (
+        sum(|m| m.hourly),
+        sum(|m| m.accrued),
+        sum(|m| m.month),
+        sum(|m| m.idle_hourly),
+    );
     let models: Vec<Value> = models
         .into_iter()
-        .map(|(model_id, (hourly, accrued, deployments))| {
-            json!({"model_id": model_id, "current_hourly_usd": round(hourly), "accrued_cost_usd": round(accrued), "deployments": deployments})
+        .map(|(model_id, m)| {
+            json!({
+                "model_id": model_id, "current_hourly_usd": round(m.hourly),
+                "accrued_cost_usd": round(m.accrued), "month_to_date_cost_usd": round(m.month),
+                "last_prediction_at": m.last_prediction, "idle": m.idle,
+                "deployments": m.deployments,
+            })
         })
         .collect();
     Ok(Json(json!({
         "currency": "USD",
         "as_of": now,
-        "current_hourly_usd": round(hourly_burn),
-        "accrued_cost_usd": round(total),
+        "month": month_key(now),
+        "current_hourly_usd": hourly_burn,
+        "accrued_cost_usd": total,
+        "month_to_date_cost_usd": month,
+        "idle_hourly_usd": idle_hourly,
+        "idle_after_hours": idle_after.as_secs() / 3600,
         "models": models,
     })))
+}
+
+/// One model's figures while the report is summed up.
+#[derive(Default)]
+struct ModelTotals {
+    hourly: f64,
+    accrued: f64,
+    month: f64,
+    idle: bool,
+    idle_hourly: f64,
+    last_prediction: Option<DateTime<Utc>>,
+    deployments: Vec<Value>,
 }
 
 fn round(usd: f64) -> f64 {

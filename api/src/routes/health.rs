@@ -1,8 +1,10 @@
-//! Liveness (`GET /health`: the process answers) and readiness (`GET /ready`: the database
-//! answers too). Neither needs a key; load balancers and ECS call them.
+//! Liveness (`GET /health`: the process answers), readiness (`GET /ready`: the database
+//! answers too) and the Prometheus metrics (`GET /metrics`). None needs a key; load
+//! balancers, ECS and Prometheus call them.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -10,11 +12,30 @@ use utoipa::ToSchema;
 
 use crate::state::AppState;
 
-/// `/health` and `/ready`.
+/// `/health`, `/ready` and `/metrics`.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+}
+
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "ops",
+    operation_id = "metrics",
+    summary = "Prometheus metrics (text exposition format)",
+    responses((status = 200, description = "Every `hokusai_*` series of this process", body = String, content_type = "text/plain")),
+)]
+pub(super) async fn metrics() -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        shared::telemetry::metrics::render(),
+    )
 }
 
 /// `GET /health` answer (documentation only; the handler writes it with `json!`).

@@ -39,6 +39,7 @@ pub fn router() -> Router<AppState> {
     paths(
         health::health,
         health::ready,
+        health::metrics,
         openapi_json,
         docs,
         models::list,
@@ -59,7 +60,7 @@ pub fn router() -> Router<AppState> {
     components(schemas(ErrorResponse)),
     modifiers(&SecuritySchemes),
     tags(
-        (name = "ops", description = "Health, readiness and this documentation; no key"),
+        (name = "ops", description = "Health, readiness, metrics and this documentation; no key"),
         (name = "models", description = "Deployed models (scope `read`)"),
         (name = "model actions", description = "Deploy, roll back, undeploy (scope `model:write`); status (`read`)"),
         (name = "predict", description = "Predictions (scope `predict` or `predict:{model_id}`)"),

@@ -5,8 +5,9 @@
 //! is 503 MODEL_NOT_READY with Retry-After, throttling 429, an upstream 4xx 400 with the
 //! upstream message, an upstream 5xx 502, no answer in time 504.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -15,12 +16,16 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use shared::domain::ModelId;
 use shared::provider::{PredictRequest, ProviderError};
+use shared::telemetry::cloudwatch::{self, Metric};
+use shared::telemetry::metrics::names;
 
 use utoipa::ToSchema;
 
 use crate::auth::Authenticated;
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::{self, Path};
+use crate::observe::RequestContext;
+use crate::routing::ActiveRoute;
 use crate::state::AppState;
 
 /// The predict route.
@@ -114,22 +119,24 @@ pub(super) struct PredictResponse {
 )]
 async fn predict(
     State(state): State<AppState>,
+    context: Option<Extension<RequestContext>>,
     Authenticated(principal): Authenticated,
     Path(raw): Path<String>,
     extract::Json(body): extract::Json<PredictBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let started = Instant::now();
+    let started = context.as_ref().map_or_else(Instant::now, |c| c.started());
     let not_deployed = || ApiError::ModelNotDeployed(raw.clone());
     let model = ModelId::parse(&raw).map_err(|_| not_deployed())?;
     principal.require_predict(&model)?;
     if body.inputs.is_null() {
         return Err(ApiError::Validation("inputs: must not be null".into()));
     }
-    let route = state
-        .routing
-        .resolve(&state.db, &model)
-        .await?
-        .ok_or_else(not_deployed)?;
+    let Some(route) = state.routing.resolve(&state.db, &model).await? else {
+        // The label is not the raw model id: unknown names must not grow the series.
+        metrics::counter!(names::PREDICT_REQUESTS, "model_id" => NO_MODEL, "outcome" => "not_deployed")
+            .increment(1);
+        return Err(not_deployed());
+    };
     let provider = state
         .providers
         .get(&route.provider)
@@ -139,11 +146,28 @@ async fn predict(
         parameters: body.parameters.map(Value::Object),
         task: route.task.clone(),
     };
-    let limit = state.settings.api.predict_timeout + std::time::Duration::from_secs(1);
-    let answer = tokio::time::timeout(limit, provider.predict(&route.handle, request))
-        .await
-        .map_err(|_| ApiError::UpstreamTimeout(state.settings.api.predict_timeout.as_secs()))?
-        .map_err(|e| upstream_error(e, state.settings.api.predict_timeout.as_secs()))?;
+    let timeout = state.settings.api.predict_timeout;
+    let limit = timeout + Duration::from_secs(1);
+    let upstream_started = Instant::now();
+    let answer = tokio::time::timeout(limit, provider.predict(&route.handle, request)).await;
+    let upstream = upstream_started.elapsed();
+    let answer = match answer {
+        Err(_) => Err(ApiError::UpstreamTimeout(timeout.as_secs())),
+        Ok(answer) => answer.map_err(|e| upstream_error(e, timeout.as_secs())),
+    };
+    if let Some(Extension(context)) = &context {
+        context.set_model(model.as_str());
+        context.set_upstream(upstream);
+    }
+    record(
+        &model,
+        &route,
+        answer.as_ref().err(),
+        upstream,
+        started.elapsed(),
+    );
+    let answer = answer?;
+    state.activity.note(route.deployment_id);
     let predictions = match answer.predictions {
         Value::Array(items) => Value::Array(items),
         other => Value::Array(vec![other]),
@@ -162,6 +186,46 @@ async fn predict(
         },
         "timestamp": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
     })))
+}
+
+/// The `model_id` label of predictions for models without a deployment.
+const NO_MODEL: &str = "(none)";
+
+/// Counts and times a forwarded prediction (Prometheus, and CloudWatch when enabled).
+fn record(
+    model: &ModelId,
+    route: &ActiveRoute,
+    error: Option<&ApiError>,
+    upstream: Duration,
+    total: Duration,
+) {
+    let outcome = match error {
+        None => "ok",
+        Some(ApiError::BadRequest(_)) => "bad_request",
+        Some(ApiError::ModelNotReady { .. }) => "not_ready",
+        Some(ApiError::RateLimited { .. }) => "rate_limited",
+        Some(ApiError::Upstream(_)) => "upstream_error",
+        Some(ApiError::UpstreamTimeout(_)) => "timeout",
+        Some(_) => "error",
+    };
+    let model_id = model.as_str().to_owned();
+    metrics::counter!(names::PREDICT_REQUESTS, "model_id" => model_id.clone(), "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!(names::PREDICT_UPSTREAM, "model_id" => model_id)
+        .record(upstream.as_secs_f64());
+    let dimensions = [
+        ("ModelId", model.as_str()),
+        ("Provider", route.provider.as_str()),
+    ];
+    cloudwatch::record(Metric::PredictionRequests, &dimensions, 1.0);
+    cloudwatch::record(
+        Metric::PredictionLatency,
+        &dimensions,
+        total.as_secs_f64() * 1000.0,
+    );
+    if error.is_some() {
+        cloudwatch::record(Metric::PredictionErrors, &dimensions, 1.0);
+    }
 }
 
 /// What a provider failure means to the client.
@@ -187,7 +251,7 @@ fn upstream_error(error: ProviderError, timeout_secs: u64) -> ApiError {
         ProviderError::Timeout { .. } => ApiError::UpstreamTimeout(timeout_secs),
         ProviderError::NotFound { message } => ApiError::ModelNotReady {
             detail: format!("the model endpoint is gone: {message}"),
-            retry_after: std::time::Duration::from_secs(30),
+            retry_after: Duration::from_secs(30),
         },
         other => ApiError::Upstream(format!("the model endpoint failed: {}", other.message())),
     }

@@ -216,6 +216,8 @@ pub struct QueueSettings {
 pub struct WorkerSettings {
     /// `WORKER_CONCURRENCY`: handlers per worker process.
     pub concurrency: usize,
+    /// `WORKER_METRICS_PORT`: where the worker serves `/metrics` (0 picks a free port).
+    pub metrics_port: u16,
     /// `DEPLOY_TIMEOUT_SECONDS`: give up provisioning and roll back.
     pub deploy_timeout: Duration,
     /// `RETIRE_AFTER_SECONDS`: how long a replaced version keeps running for instant rollback.
@@ -328,8 +330,18 @@ pub struct TelemetrySettings {
     pub log_payloads: bool,
     /// `CLOUDWATCH_NAMESPACE`.
     pub cloudwatch_namespace: String,
-    /// `METRICS_CLOUDWATCH_ENABLED`.
+    /// `METRICS_CLOUDWATCH_ENABLED`: write the CloudWatch metrics (Embedded Metric Format
+    /// lines on stdout).
     pub cloudwatch_enabled: bool,
+    /// `CLOUDWATCH_FLUSH_SECONDS`: how long CloudWatch figures are aggregated per line.
+    pub cloudwatch_flush: Duration,
+    /// `LOG_PAYLOAD_MAX_BYTES`: payloads are truncated to this many bytes when logged.
+    pub log_payload_max_bytes: usize,
+    /// `LOG_REDACT_FIELDS`: JSON object keys whose values are replaced by `[redacted]` in
+    /// logged payloads (lower case, matched case-insensitively).
+    pub log_redact_fields: Vec<String>,
+    /// `COST_IDLE_HOURS`: a billing deployment without a prediction for this long is idle.
+    pub idle_after: Duration,
 }
 
 mod parse;

@@ -44,15 +44,23 @@ pub fn defaults(environment: Environment) -> Sources {
     d("MLFLOW_AUTO_DEPLOY", "tagged");
     d("CLOUDWATCH_NAMESPACE", "Hokusai/API");
     d("METRICS_CLOUDWATCH_ENABLED", "false");
+    d("CLOUDWATCH_FLUSH_SECONDS", "60");
     d("LOG_FORMAT", if dev { "pretty" } else { "json" });
     d("RUST_LOG", "info,sqlx=warn,sea_orm=warn");
     d("LOG_PAYLOADS", "false");
+    d("LOG_PAYLOAD_MAX_BYTES", "2048");
+    d(
+        "LOG_REDACT_FIELDS",
+        "password,token,secret,api_key,apikey,authorization",
+    );
+    d("COST_IDLE_HOURS", "24");
     d("MAX_BODY_BYTES", "10485760");
     d("PREDICT_TIMEOUT_SECONDS", "25");
     d("SCALE_UP_TIMEOUT_SECONDS", "60");
     d("QUEUE_MAX_ATTEMPTS", "8");
     d("QUEUE_LEASE_SECONDS", "30");
     d("WORKER_CONCURRENCY", "4");
+    d("WORKER_METRICS_PORT", "9091");
     d("DEPLOY_TIMEOUT_SECONDS", "1800");
     d("RETIRE_AFTER_SECONDS", "600");
     s
@@ -196,6 +204,7 @@ pub fn settings(environment: Environment, s: &Sources) -> Result<Settings, Confi
         },
         worker: WorkerSettings {
             concurrency: r.positive("WORKER_CONCURRENCY")?,
+            metrics_port: r.parsed("WORKER_METRICS_PORT", "a port number (0-65535)")?,
             deploy_timeout: r.seconds("DEPLOY_TIMEOUT_SECONDS", 1)?,
             retire_after: r.seconds("RETIRE_AFTER_SECONDS", 0)?,
             status_poll_initial: Duration::from_secs(2),
@@ -239,6 +248,15 @@ pub fn settings(environment: Environment, s: &Sources) -> Result<Settings, Confi
             log_payloads: r.bool("LOG_PAYLOADS")?,
             cloudwatch_namespace: r.string("CLOUDWATCH_NAMESPACE")?,
             cloudwatch_enabled: r.bool("METRICS_CLOUDWATCH_ENABLED")?,
+            cloudwatch_flush: r.seconds("CLOUDWATCH_FLUSH_SECONDS", 1)?,
+            log_payload_max_bytes: r.positive("LOG_PAYLOAD_MAX_BYTES")?,
+            log_redact_fields: r
+                .string("LOG_REDACT_FIELDS")?
+                .split(',')
+                .map(|f| f.trim().to_ascii_lowercase())
+                .filter(|f| !f.is_empty())
+                .collect(),
+            idle_after: Duration::from_secs(r.positive::<u64>("COST_IDLE_HOURS")? * 3600),
         },
     })
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use super::entities::outbox;
 use crate::config::QueueBackend;
-use crate::queue::{Envelope, db as db_queue};
+use crate::queue::{Envelope, Event, count, db as db_queue};
 
 /// Where committed commands are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +47,9 @@ pub async fn enqueue<C: ConnectionTrait>(
     match route {
         Route::Direct => {
             db_queue::insert(conn, queue, &envelope.to_bytes(), delay).await?;
+            // The insert is the enqueue (counted even if the caller's transaction then
+            // rolls back, which the step then retries).
+            count(queue, Event::Published);
         }
         Route::Relay => insert_outbox(conn, queue, envelope, delay).await?,
     }

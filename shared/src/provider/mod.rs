@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod huggingface;
+pub mod instrumented;
 pub mod registry;
 pub mod types;
 

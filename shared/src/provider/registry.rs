@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::config::{ProviderConfigError, ProvidersConfig};
 use super::http::HttpProvider;
 use super::huggingface::HuggingFaceProvider;
+use super::instrumented::Instrumented;
 use super::{Provider, ProviderError};
 use crate::config::Settings;
 
@@ -39,9 +40,16 @@ impl ProviderRegistry {
         Self::build(&ProvidersConfig::from_settings(settings)?)
     }
 
-    /// From already-built providers (tests, or a caller wiring its own).
+    /// From already-built providers (tests, or a caller wiring its own), each wrapped in
+    /// [`Instrumented`] so every call is measured.
     pub fn from_providers(providers: impl IntoIterator<Item = Arc<dyn Provider>>) -> Self {
-        let providers = providers.into_iter().map(|p| (p.name(), p)).collect();
+        let providers = providers
+            .into_iter()
+            .map(|p| {
+                let measured: Arc<dyn Provider> = Arc::new(Instrumented(p));
+                (measured.name(), measured)
+            })
+            .collect();
         Self { providers }
     }
 

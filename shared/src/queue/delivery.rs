@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{Envelope, QueueError};
+use super::{Envelope, Event, QueueError, count};
 
 /// How a backend settles one delivery. Each method consumes the handle: a delivery is
 /// settled once.
@@ -58,7 +58,8 @@ impl std::fmt::Debug for RawDelivery {
 impl RawDelivery {
     /// The decoded delivery, or `None` after dead-lettering a payload that is no envelope or
     /// a message delivered more than `max_attempts` times without being settled.
-    pub async fn screen(self) -> Result<Option<Delivery>, QueueError> {
+    /// `queue` names the queue it came from, for the metrics.
+    pub async fn screen(self, queue: &str) -> Result<Option<Delivery>, QueueError> {
         let envelope = match Envelope::decode(&self.body) {
             Ok(envelope) => envelope,
             Err(err) => {
@@ -67,6 +68,7 @@ impl RawDelivery {
                 self.settle
                     .dead_letter(self.body, &reason, self.deliveries)
                     .await?;
+                count(queue, Event::DeadLettered);
                 return Ok(None);
             }
         };
@@ -80,9 +82,11 @@ impl RawDelivery {
             self.settle
                 .dead_letter(self.body, &reason, attempts)
                 .await?;
+            count(queue, Event::DeadLettered);
             return Ok(None);
         }
         Ok(Some(Delivery {
+            queue: queue.to_owned(),
             envelope,
             body: self.body,
             deliveries: self.deliveries,
@@ -105,6 +109,7 @@ pub enum Settled {
 /// transaction committed, [`retry_later`](Self::retry_later) on a transient failure, or
 /// [`dead_letter`](Self::dead_letter) on a permanent one.
 pub struct Delivery {
+    queue: String,
     envelope: Envelope,
     body: Vec<u8>,
     deliveries: u32,
@@ -134,7 +139,9 @@ impl Delivery {
 
     /// Done: removes the message.
     pub async fn ack(self) -> Result<(), QueueError> {
-        self.settle.ack().await
+        self.settle.ack().await?;
+        count(&self.queue, Event::Consumed);
+        Ok(())
     }
 
     /// Transient failure: republishes the command with `attempt + 1` after `delay`, or
@@ -147,16 +154,20 @@ impl Delivery {
             self.settle
                 .dead_letter(self.body, &reason, attempts)
                 .await?;
+            count(&self.queue, Event::DeadLettered);
             return Ok(Settled::DeadLettered);
         }
         self.settle.retry(next.to_bytes(), delay, error).await?;
+        count(&self.queue, Event::Retried);
         Ok(Settled::Retried)
     }
 
     /// Permanent failure: moves the message to the dead letters, keeping `reason`.
     pub async fn dead_letter(self, reason: &str) -> Result<(), QueueError> {
         let attempts = (self.envelope.attempt + 1).max(self.deliveries);
-        self.settle.dead_letter(self.body, reason, attempts).await
+        self.settle.dead_letter(self.body, reason, attempts).await?;
+        count(&self.queue, Event::DeadLettered);
+        Ok(())
     }
 }
 

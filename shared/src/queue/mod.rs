@@ -210,7 +210,9 @@ pub trait Queue: DeadLetters {
         envelope: &Envelope,
         delay: Option<Duration>,
     ) -> Result<(), QueueError> {
-        self.publish_bytes(envelope.to_bytes(), delay).await
+        self.publish_bytes(envelope.to_bytes(), delay).await?;
+        count(self.name(), Event::Published);
+        Ok(())
     }
 
     /// The next command, waiting up to `wait`. Undecodable payloads and messages delivered
@@ -222,7 +224,7 @@ pub trait Queue: DeadLetters {
             let Some(raw) = self.fetch(remaining).await? else {
                 return Ok(None);
             };
-            if let Some(delivery) = raw.screen().await? {
+            if let Some(delivery) = raw.screen(self.name()).await? {
                 return Ok(Some(delivery));
             }
             if tokio::time::Instant::now() >= deadline {
@@ -250,6 +252,44 @@ pub async fn connect(
             rabbitmq::RabbitMqQueue::connect(&settings.amqp_url, options).await?,
         )),
         QueueBackend::Sqs => Ok(Arc::new(sqs::SqsQueue::connect(settings, options).await?)),
+    }
+}
+
+/// What happened to a message, for `hokusai_queue_messages_total{queue,event}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// Handed to the queue (a committed command, a relayed outbox row, a follow-up).
+    Published,
+    /// Handled and removed.
+    Consumed,
+    /// Republished for a later attempt.
+    Retried,
+    /// Moved to the dead letters.
+    DeadLettered,
+}
+
+impl Event {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Published => "published",
+            Self::Consumed => "consumed",
+            Self::Retried => "retried",
+            Self::DeadLettered => "dead_lettered",
+        }
+    }
+}
+
+/// Counts a message event (and, for dead letters, the CloudWatch `DeadLetteredMessages`).
+pub fn count(queue: &str, event: Event) {
+    metrics::counter!(crate::telemetry::metrics::names::QUEUE_MESSAGES,
+        "queue" => queue.to_owned(), "event" => event.as_str())
+    .increment(1);
+    if event == Event::DeadLettered {
+        crate::telemetry::cloudwatch::record(
+            crate::telemetry::cloudwatch::Metric::DeadLetteredMessages,
+            &[("Queue", queue)],
+            1.0,
+        );
     }
 }
 

@@ -1,13 +1,20 @@
-//! Logging set-up: one subscriber for the process, pretty in development and JSON lines
-//! elsewhere (CloudWatch Logs), filtered by `RUST_LOG`.
+//! Telemetry of every role: logging set-up (one subscriber for the process, pretty in
+//! development and JSON lines elsewhere, filtered by `RUST_LOG`), the Prometheus
+//! [`metrics`] registry and the [`cloudwatch`] metrics.
+
+pub mod cloudwatch;
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, TelemetrySettings};
 
-/// Installs the global subscriber. Call once, at start-up; later calls are ignored (tests
-/// may start several applications in one process).
+/// Installs the global subscriber, the Prometheus recorder and (when enabled) the
+/// CloudWatch sink. Call once, at start-up; later calls are ignored (tests may start
+/// several applications in one process).
 pub fn init(settings: &TelemetrySettings) {
+    metrics::install();
+    cloudwatch::install(settings);
     let filter =
         EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()

@@ -4,11 +4,15 @@
 
 use std::time::Duration;
 
+use chrono::Utc;
 use sea_orm::TransactionTrait;
 use serde_json::Value;
 use shared::db::deployments::{self, Changes, Deployment, Transition};
 use shared::db::{DbError, inbox, outbox};
+use shared::domain::DeploymentStatus;
 use shared::queue::{DEPLOYMENTS_QUEUE, Envelope};
+use shared::telemetry::cloudwatch::{self, Metric};
+use shared::telemetry::metrics::names;
 use uuid::Uuid;
 
 use super::Context;
@@ -96,6 +100,10 @@ impl Plan {
         {
             return Ok(Applied::Duplicate);
         }
+        let outcome = match &self.change {
+            Change::Transition(t) => Some((t.to, self.deployment.clone())),
+            _ => None,
+        };
         match self.write(&txn, ctx).await {
             Ok(()) => {}
             Err(error @ (DbError::StaleTransition { .. } | DbError::IllegalTransition { .. })) => {
@@ -105,6 +113,9 @@ impl Plan {
             Err(error) => return Err(error),
         }
         txn.commit().await?;
+        if let Some((to, deployment)) = outcome {
+            record_outcome(to, &deployment);
+        }
         Ok(Applied::Committed)
     }
 
@@ -127,5 +138,31 @@ impl Plan {
             outbox::enqueue(txn, ctx.route, DEPLOYMENTS_QUEUE, envelope, *delay).await?;
         }
         Ok(())
+    }
+}
+
+/// Metrics of a committed transition that ends a deployment's way to serving:
+/// `hokusai_deployment_duration_seconds{outcome}` from the request, and the CloudWatch
+/// `DeploymentFailures`.
+fn record_outcome(to: DeploymentStatus, deployment: &Deployment) {
+    let outcome = match to {
+        DeploymentStatus::Deployed => "deployed",
+        DeploymentStatus::Failed | DeploymentStatus::RollbackFailed => "failed",
+        _ => return,
+    };
+    let took = (Utc::now() - deployment.created_at)
+        .to_std()
+        .unwrap_or_default();
+    metrics::histogram!(names::DEPLOYMENT_DURATION, "outcome" => outcome)
+        .record(took.as_secs_f64());
+    if outcome == "failed" {
+        cloudwatch::record(
+            Metric::DeploymentFailures,
+            &[
+                ("ModelId", deployment.model_id.as_str()),
+                ("Provider", deployment.provider.as_str()),
+            ],
+            1.0,
+        );
     }
 }

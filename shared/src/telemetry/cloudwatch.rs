@@ -1,0 +1,307 @@
+//! CloudWatch metrics (DESIGN.md §11, namespace `CLOUDWATCH_NAMESPACE`, default
+//! `Hokusai/API`) written as the Embedded Metric Format: JSON lines on stdout that the
+//! CloudWatch Logs agent of ECS (`awslogs` driver) turns into metrics.
+//!
+//! Why EMF rather than `PutMetricData`: no API call, credentials or network on any path;
+//! nothing is lost or slowed when CloudWatch throttles; the figures arrive with the logs the
+//! task already ships; and the cost is one log line per model and minute instead of one API
+//! call per batch. Figures are aggregated in memory for `CLOUDWATCH_FLUSH_SECONDS` and
+//! written as one line per dimension set: counts summed, latencies as value arrays (at most
+//! 100 values per line, as EMF allows).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::{Map, Value, json};
+
+use crate::config::TelemetrySettings;
+
+/// The metrics of DESIGN.md §11.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Metric {
+    /// Predictions answered (Count).
+    PredictionRequests,
+    /// Prediction latency as the client saw it (Milliseconds).
+    PredictionLatency,
+    /// Predictions answered with an error (Count).
+    PredictionErrors,
+    /// Deployments that ended `failed` or `rollback_failed` (Count).
+    DeploymentFailures,
+    /// Cost accrued since the previous figure (None, USD): sums over any period.
+    ProviderCostUsd,
+    /// Messages moved to the dead-letter queue (Count).
+    DeadLetteredMessages,
+}
+
+impl Metric {
+    fn name(self) -> &'static str {
+        match self {
+            Self::PredictionRequests => "PredictionRequests",
+            Self::PredictionLatency => "PredictionLatency",
+            Self::PredictionErrors => "PredictionErrors",
+            Self::DeploymentFailures => "DeploymentFailures",
+            Self::ProviderCostUsd => "ProviderCostUSD",
+            Self::DeadLetteredMessages => "DeadLetteredMessages",
+        }
+    }
+
+    fn unit(self) -> &'static str {
+        match self {
+            Self::PredictionLatency => "Milliseconds",
+            Self::ProviderCostUsd => "None",
+            _ => "Count",
+        }
+    }
+
+    /// Whether values are kept one by one (a distribution) rather than summed.
+    fn is_distribution(self) -> bool {
+        self == Self::PredictionLatency
+    }
+}
+
+/// EMF allows at most 100 values per metric and line.
+const MAX_VALUES: usize = 100;
+
+/// Dimension names and values, sorted by name (`ModelId`, `Provider`, or `Queue`).
+type Dimensions = Vec<(&'static str, String)>;
+
+/// Figures aggregated since the last flush, and where lines go.
+pub struct Emf {
+    namespace: String,
+    pending: Mutex<BTreeMap<Dimensions, BTreeMap<Metric, Vec<f64>>>>,
+    out: Mutex<Box<dyn Write + Send>>,
+}
+
+impl Emf {
+    /// A sink writing to `out`.
+    pub fn new(namespace: impl Into<String>, out: Box<dyn Write + Send>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            pending: Mutex::new(BTreeMap::new()),
+            out: Mutex::new(out),
+        }
+    }
+
+    /// Adds a figure.
+    pub fn record(&self, metric: Metric, dimensions: &[(&'static str, &str)], value: f64) {
+        let mut key: Dimensions = dimensions
+            .iter()
+            .map(|(k, v)| (*k, (*v).to_owned()))
+            .collect();
+        key.sort();
+        let mut pending = self.pending.lock().expect("emf lock");
+        let values = pending.entry(key).or_default().entry(metric).or_default();
+        if metric.is_distribution() || values.is_empty() {
+            values.push(value);
+        } else {
+            values[0] += value;
+        }
+    }
+
+    /// Writes one line per dimension set (more when a distribution exceeds 100 values) and
+    /// forgets the figures. Returns the number of lines written.
+    pub fn flush(&self) -> usize {
+        let pending = std::mem::take(&mut *self.pending.lock().expect("emf lock"));
+        let lines: Vec<String> = pending
+            .into_iter()
+            .flat_map(|(dimensions, metrics)| self.lines(&dimensions, metrics))
+            .collect();
+        let mut out = self.out.lock().expect("emf writer lock");
+        for line in &lines {
+            // A lost metrics line must not take the process down; stdout is the log stream.
+            let _ = writeln!(out, "{line}");
+        }
+        let _ = out.flush();
+        lines.len()
+    }
+
+    fn lines(&self, dimensions: &Dimensions, metrics: BTreeMap<Metric, Vec<f64>>) -> Vec<String> {
+        let chunks = metrics
+            .values()
+            .map(|v| v.len().div_ceil(MAX_VALUES))
+            .max()
+            .unwrap_or(0);
+        (0..chunks)
+            .map(|chunk| {
+                let mut line = Map::new();
+                let mut declared = Vec::new();
+                for (metric, values) in &metrics {
+                    let part: Vec<f64> = values
+                        .iter()
+                        .skip(chunk * MAX_VALUES)
+                        .take(MAX_VALUES)
+                        .copied()
+                        .collect();
+                    let value = match part.as_slice() {
+                        [] => continue,
+                        [one] if !metric.is_distribution() => json!(one),
+                        many => json!(many),
+                    };
+                    declared.push(json!({"Name": metric.name(), "Unit": metric.unit()}));
+                    line.insert(metric.name().into(), value);
+                }
+                for (name, value) in dimensions {
+                    line.insert((*name).into(), json!(value));
+                }
+                let names: Vec<&str> = dimensions.iter().map(|(n, _)| *n).collect();
+                line.insert(
+                    "_aws".into(),
+                    json!({
+                        "Timestamp": Utc::now().timestamp_millis(),
+                        "CloudWatchMetrics": [{
+                            "Namespace": self.namespace,
+                            "Dimensions": [names],
+                            "Metrics": declared,
+                        }],
+                    }),
+                );
+                Value::Object(line).to_string()
+            })
+            .collect()
+    }
+}
+
+static SINK: OnceLock<Arc<Emf>> = OnceLock::new();
+
+/// Starts writing CloudWatch metrics to stdout when `METRICS_CLOUDWATCH_ENABLED=true`, with
+/// a thread flushing every `CLOUDWATCH_FLUSH_SECONDS`. Once per process.
+pub fn install(settings: &TelemetrySettings) {
+    if !settings.cloudwatch_enabled {
+        return;
+    }
+    let every = settings.cloudwatch_flush;
+    let namespace = settings.cloudwatch_namespace.clone();
+    let mut installed = false;
+    let sink = SINK.get_or_init(|| {
+        installed = true;
+        Arc::new(Emf::new(namespace, Box::new(std::io::stdout())))
+    });
+    if installed {
+        let sink = sink.clone();
+        std::thread::Builder::new()
+            .name("cloudwatch-emf".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(every.max(Duration::from_millis(100)));
+                    sink.flush();
+                }
+            })
+            .expect("spawning the CloudWatch flush thread");
+    }
+}
+
+/// Records a figure when CloudWatch metrics are enabled (a no-op otherwise).
+pub fn record(metric: Metric, dimensions: &[(&'static str, &str)], value: f64) {
+    if let Some(sink) = SINK.get() {
+        sink.record(metric, dimensions, value);
+    }
+}
+
+/// Writes what is pending now (at shutdown).
+pub fn flush() {
+    if let Some(sink) = SINK.get() {
+        sink.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn lines(buffer: &Buffer) -> Vec<Value> {
+        String::from_utf8(buffer.0.lock().unwrap().clone())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+            .collect()
+    }
+
+    /// Checks a line against the EMF specification: every declared metric and dimension is
+    /// a top-level member, values are numbers or arrays of at most 100 numbers.
+    fn assert_valid_emf(line: &Value) {
+        let aws = &line["_aws"];
+        assert!(aws["Timestamp"].is_i64(), "{line}");
+        let directive = &aws["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "Hokusai/API");
+        for set in directive["Dimensions"].as_array().unwrap() {
+            for name in set.as_array().unwrap() {
+                assert!(line[name.as_str().unwrap()].is_string(), "{line}");
+            }
+        }
+        for metric in directive["Metrics"].as_array().unwrap() {
+            let value = &line[metric["Name"].as_str().unwrap()];
+            match value {
+                Value::Number(_) => {}
+                Value::Array(values) => {
+                    assert!(values.len() <= 100 && values.iter().all(Value::is_number))
+                }
+                other => panic!("{other} is not a metric value"),
+            }
+        }
+    }
+
+    #[test]
+    fn aggregates_per_dimension_set_and_writes_valid_emf() {
+        let buffer = Buffer::default();
+        let emf = Emf::new("Hokusai/API", Box::new(buffer.clone()));
+        let a = [("ModelId", "model-a"), ("Provider", "huggingface")];
+        let b = [("ModelId", "model-b"), ("Provider", "huggingface")];
+        for ms in [10.0, 20.0, 30.0] {
+            emf.record(Metric::PredictionRequests, &a, 1.0);
+            emf.record(Metric::PredictionLatency, &a, ms);
+        }
+        emf.record(Metric::PredictionErrors, &a, 1.0);
+        emf.record(Metric::PredictionRequests, &b, 1.0);
+        assert_eq!(emf.flush(), 2);
+        let lines = lines(&buffer);
+        lines.iter().for_each(assert_valid_emf);
+        let first = &lines[0];
+        assert_eq!(first["ModelId"], "model-a");
+        assert_eq!(first["PredictionRequests"], 3.0);
+        assert_eq!(first["PredictionErrors"], 1.0);
+        assert_eq!(first["PredictionLatency"], json!([10.0, 20.0, 30.0]));
+        assert_eq!(
+            first["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["ModelId", "Provider"]])
+        );
+        assert_eq!(lines[1]["ModelId"], "model-b");
+        assert_eq!(emf.flush(), 0, "flushed figures are forgotten");
+    }
+
+    #[test]
+    fn splits_distributions_above_100_values() {
+        let buffer = Buffer::default();
+        let emf = Emf::new("Hokusai/API", Box::new(buffer.clone()));
+        let a = [("ModelId", "m"), ("Provider", "huggingface")];
+        for i in 0..250 {
+            emf.record(Metric::PredictionRequests, &a, 1.0);
+            emf.record(Metric::PredictionLatency, &a, f64::from(i));
+        }
+        assert_eq!(emf.flush(), 3);
+        let lines = lines(&buffer);
+        lines.iter().for_each(assert_valid_emf);
+        let counts: usize = lines
+            .iter()
+            .map(|l| l["PredictionLatency"].as_array().unwrap().len())
+            .sum();
+        assert_eq!(counts, 250);
+        assert_eq!(lines[0]["PredictionRequests"], 250.0, "counts only once");
+        assert!(lines[1].get("PredictionRequests").is_none());
+    }
+}

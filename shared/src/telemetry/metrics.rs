@@ -1,0 +1,149 @@
+//! The process's Prometheus registry (DESIGN.md §11): installed once as the global `metrics`
+//! recorder, rendered by `GET /metrics` on the API and on the worker's metrics port.
+//!
+//! Every series is named here, with its help text and, for histograms, its buckets, so the
+//! exposition is the same whichever role records first. Label values are bounded: model ids
+//! come from the database (never from the path of a request for an unknown model), routes
+//! are templates, outcomes are fixed words.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Request-scale latencies: 0.5 ms to 30 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// How long a deployment takes to become serving (or to fail): 5 s to 1 h.
+const DEPLOYMENT_BUCKETS: &[f64] = &[
+    5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 3600.0,
+];
+
+/// The names of DESIGN.md §11.
+pub mod names {
+    /// Requests answered, by method, route template and status.
+    pub const HTTP_REQUESTS: &str = "hokusai_http_requests_total";
+    /// Request latency by method and route template.
+    pub const HTTP_DURATION: &str = "hokusai_http_request_duration_seconds";
+    /// Predictions by model and outcome.
+    pub const PREDICT_REQUESTS: &str = "hokusai_predict_requests_total";
+    /// Time waiting for the model endpoint.
+    pub const PREDICT_UPSTREAM: &str = "hokusai_predict_upstream_duration_seconds";
+    /// Time spent in the gateway itself (request received to response, minus upstream).
+    pub const PREDICT_OVERHEAD: &str = "hokusai_predict_overhead_seconds";
+    /// Key validations by outcome.
+    pub const AUTH_VALIDATIONS: &str = "hokusai_auth_validations_total";
+    /// Key cache lookups by result.
+    pub const AUTH_CACHE: &str = "hokusai_auth_cache_total";
+    /// Provider calls by provider, operation and outcome.
+    pub const PROVIDER_REQUESTS: &str = "hokusai_provider_requests_total";
+    /// Provider call latency by provider and operation.
+    pub const PROVIDER_DURATION: &str = "hokusai_provider_request_duration_seconds";
+    /// Queue messages by queue and event.
+    pub const QUEUE_MESSAGES: &str = "hokusai_queue_messages_total";
+    /// Messages waiting, by queue (`<name>.dlq` for dead letters).
+    pub const QUEUE_DEPTH: &str = "hokusai_queue_depth";
+    /// Outbox rows not yet relayed.
+    pub const OUTBOX_PENDING: &str = "hokusai_outbox_pending";
+    /// Deployments by status.
+    pub const DEPLOYMENTS: &str = "hokusai_deployments";
+    /// Request to serving (or failed), by outcome.
+    pub const DEPLOYMENT_DURATION: &str = "hokusai_deployment_duration_seconds";
+    /// Accrued cost by model and provider.
+    pub const DEPLOYMENT_COST: &str = "hokusai_deployment_cost_usd_total";
+    /// Current hourly burn by model.
+    pub const DEPLOYMENT_HOURLY_COST: &str = "hokusai_deployment_hourly_cost_usd";
+    /// 1 when the model's deployment bills but has answered no prediction for `COST_IDLE_HOURS`.
+    pub const DEPLOYMENT_IDLE: &str = "hokusai_deployment_idle";
+    /// MLflow webhook deliveries by event and outcome.
+    pub const MLFLOW_WEBHOOKS: &str = "hokusai_mlflow_webhooks_total";
+}
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder (once per process; later calls return the same handle)
+/// and starts its upkeep thread.
+pub fn install() -> &'static PrometheusHandle {
+    HANDLE.get_or_init(|| {
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full(names::DEPLOYMENT_DURATION.into()),
+                DEPLOYMENT_BUCKETS,
+            )
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            })
+            .expect("bucket lists are non-empty")
+            .install_recorder()
+            .expect("no other metrics recorder is installed in this process");
+        describe();
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            })
+            .expect("spawning the metrics upkeep thread");
+        handle
+    })
+}
+
+/// The Prometheus text exposition of every series recorded so far.
+pub fn render() -> String {
+    install().render()
+}
+
+fn describe() {
+    use names::*;
+    describe_counter!(HTTP_REQUESTS, "HTTP requests answered");
+    describe_histogram!(HTTP_DURATION, Unit::Seconds, "HTTP request latency");
+    describe_counter!(PREDICT_REQUESTS, "Predictions by model and outcome");
+    describe_histogram!(
+        PREDICT_UPSTREAM,
+        Unit::Seconds,
+        "Time waiting for the model endpoint"
+    );
+    describe_histogram!(
+        PREDICT_OVERHEAD,
+        Unit::Seconds,
+        "Gateway time of a prediction, upstream excluded"
+    );
+    describe_counter!(AUTH_VALIDATIONS, "API key validations by outcome");
+    describe_counter!(AUTH_CACHE, "API key cache lookups by result");
+    describe_counter!(PROVIDER_REQUESTS, "Provider API calls by outcome");
+    describe_histogram!(
+        PROVIDER_DURATION,
+        Unit::Seconds,
+        "Provider API call latency"
+    );
+    describe_counter!(QUEUE_MESSAGES, "Queue messages by event");
+    describe_gauge!(
+        QUEUE_DEPTH,
+        "Messages waiting in a queue (.dlq: dead letters)"
+    );
+    describe_gauge!(OUTBOX_PENDING, "Outbox rows not yet relayed to the queue");
+    describe_gauge!(DEPLOYMENTS, "Deployments by status");
+    describe_histogram!(
+        DEPLOYMENT_DURATION,
+        Unit::Seconds,
+        "Deployment request to serving or failed"
+    );
+    describe_gauge!(DEPLOYMENT_COST, "Accrued cost in USD by model and provider");
+    describe_gauge!(
+        DEPLOYMENT_HOURLY_COST,
+        "Current hourly burn in USD by model"
+    );
+    describe_gauge!(
+        DEPLOYMENT_IDLE,
+        "1 when a billing deployment answered no prediction for COST_IDLE_HOURS"
+    );
+    describe_counter!(
+        MLFLOW_WEBHOOKS,
+        "MLflow webhook deliveries by event and outcome"
+    );
+}
