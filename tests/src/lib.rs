@@ -10,6 +10,7 @@
 
 pub mod app;
 pub mod bench;
+pub mod browser;
 pub mod db;
 pub mod fake_auth;
 pub mod mlflow;

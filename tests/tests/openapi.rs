@@ -15,12 +15,15 @@ use tests::db::Engine;
 use tests::openapi::{api_reference, operations};
 
 /// Every route of `api/src/routes/*.rs`, by hand: update it with the router. (DESIGN.md §9's
-/// `/metrics` and `/dashboard` are not served by the API yet.)
-const ROUTES: [(&str, &str); 18] = [
+/// `/metrics` is not served by the API yet.)
+const ROUTES: [(&str, &str); 21] = [
     ("GET", "/health"),
     ("GET", "/ready"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
+    ("GET", "/dashboard"),
+    ("GET", "/dashboard/app.js"),
+    ("GET", "/dashboard/app.css"),
     ("GET", "/api/v1/models"),
     ("GET", "/api/v1/models/{model_id}"),
     ("GET", "/api/v1/models/{model_id}/status"),
@@ -38,11 +41,14 @@ const ROUTES: [(&str, &str); 18] = [
 ];
 
 /// Public operations: no key.
-const PUBLIC: [&str; 5] = [
+const PUBLIC: [&str; 8] = [
     "/health",
     "/ready",
     "/openapi.json",
     "/docs",
+    "/dashboard",
+    "/dashboard/app.js",
+    "/dashboard/app.css",
     "/api/v1/webhooks/mlflow",
 ];
 
