@@ -231,3 +231,89 @@ resource "aws_cloudwatch_metric_alarm" "idle_costly_endpoints" {
     }
   }
 }
+
+# The application's own count of dead-lettered commands (any queue backend), next to the SQS
+# DLQ's depth above: a replay empties the DLQ, this records that commands failed at all.
+resource "aws_cloudwatch_metric_alarm" "dead_lettered_messages" {
+  alarm_name          = "${local.alarm_prefix}-dead-lettered-messages"
+  alarm_description   = "Deployment commands were dead-lettered in the last 5 minutes (DeadLetteredMessages > 0). Runbook: docs/troubleshooting.md#hokusaideadletterspresent."
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  evaluation_periods  = 1
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_sns_topic_arns
+  ok_actions          = var.alarm_sns_topic_arns
+
+  metric_query {
+    id          = "dead_lettered"
+    expression  = "SELECT SUM(DeadLetteredMessages) FROM \"${local.metrics_namespace}\""
+    period      = 300
+    return_data = true
+  }
+}
+
+# --- the ALB's view of the API (AWS/ApplicationELB) ------------------------------------------
+
+locals {
+  api_target_dims = {
+    TargetGroup  = aws_lb_target_group.api.arn_suffix
+    LoadBalancer = var.alb_arn_suffix
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "alb_target_5xx_ratio" {
+  alarm_name          = "${local.alarm_prefix}-alb-5xx-ratio"
+  alarm_description   = "More than ${var.alarm_alb_5xx_ratio_percent} % of the API's responses through the ALB were 5xx for 10 minutes (HTTPCode_Target_5XX_Count / RequestCount)."
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = var.alarm_alb_5xx_ratio_percent
+  evaluation_periods  = 2
+  datapoints_to_alarm = 2
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_sns_topic_arns
+  ok_actions          = var.alarm_sns_topic_arns
+
+  metric_query {
+    id          = "ratio"
+    expression  = "IF(requests > 0, 100 * FILL(errors, 0) / requests, 0)"
+    label       = "API 5xx (%)"
+    return_data = true
+  }
+
+  metric_query {
+    id = "errors"
+    metric {
+      namespace   = "AWS/ApplicationELB"
+      metric_name = "HTTPCode_Target_5XX_Count"
+      dimensions  = local.api_target_dims
+      period      = 300
+      stat        = "Sum"
+    }
+  }
+
+  metric_query {
+    id = "requests"
+    metric {
+      namespace   = "AWS/ApplicationELB"
+      metric_name = "RequestCount"
+      dimensions  = local.api_target_dims
+      period      = 300
+      stat        = "Sum"
+    }
+  }
+}
+
+resource "aws_cloudwatch_metric_alarm" "alb_unhealthy_hosts" {
+  alarm_name          = "${local.alarm_prefix}-alb-unhealthy-hosts"
+  alarm_description   = "API tasks fail the ALB health check (GET /health) for 3 minutes. Runbook: docs/troubleshooting.md#hokusaiapidown."
+  namespace           = "AWS/ApplicationELB"
+  metric_name         = "UnHealthyHostCount"
+  dimensions          = local.api_target_dims
+  statistic           = "Maximum"
+  period              = 60
+  evaluation_periods  = 3
+  comparison_operator = "GreaterThanThreshold"
+  threshold           = 0
+  treat_missing_data  = "notBreaching"
+  alarm_actions       = var.alarm_sns_topic_arns
+  ok_actions          = var.alarm_sns_topic_arns
+}

@@ -110,6 +110,9 @@ locals {
           aws_cloudwatch_metric_alarm.auth_unavailable.arn,
           aws_cloudwatch_metric_alarm.outbox_backlog.arn,
           aws_cloudwatch_metric_alarm.idle_costly_endpoints.arn,
+          aws_cloudwatch_metric_alarm.dead_lettered_messages.arn,
+          aws_cloudwatch_metric_alarm.alb_target_5xx_ratio.arn,
+          aws_cloudwatch_metric_alarm.alb_unhealthy_hosts.arn,
         ]
       }
     },

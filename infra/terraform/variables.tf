@@ -160,6 +160,12 @@ variable "alarm_predict_5xx_ratio_percent" {
   default     = 5
 }
 
+variable "alarm_alb_5xx_ratio_percent" {
+  description = "Share of the API's ALB responses that are 5xx (%) that raises the alarm."
+  type        = number
+  default     = 5
+}
+
 variable "alarm_predict_p99_latency_ms" {
   description = "p99 of PredictionLatency (ms) that raises the alarm."
   type        = number

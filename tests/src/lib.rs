@@ -6,10 +6,12 @@
 //! name), so tests run in parallel without seeing each other. PostgreSQL must be reachable
 //! (`HOKUSAI_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`):
 //! a test that needs it fails when it is not there; it never skips. [`fake_auth`] stands in
-//! for auth.hokus.ai; [`bench`] holds measurements the benchmark binaries share.
+//! for auth.hokus.ai; [`bench`] holds measurements the benchmark binaries share; [`browser`]
+//! drives a headless chromium through chromedriver.
 
 pub mod app;
 pub mod bench;
+pub mod browser;
 pub mod db;
 pub mod fake_auth;
 pub mod mlflow;

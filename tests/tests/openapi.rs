@@ -14,13 +14,16 @@ use tests::app::{READ_KEY, TestApp};
 use tests::db::Engine;
 use tests::openapi::{api_reference, operations};
 
-/// Every route of `api/src/routes/*.rs`, by hand: update it with the router. (DESIGN.md §9's
-/// `/metrics` and `/dashboard` are not served by the API yet.)
-const ROUTES: [(&str, &str); 18] = [
+/// Every route of `api/src/routes/*.rs`, by hand: update it with the router.
+const ROUTES: [(&str, &str); 22] = [
     ("GET", "/health"),
     ("GET", "/ready"),
+    ("GET", "/metrics"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
+    ("GET", "/dashboard"),
+    ("GET", "/dashboard/app.js"),
+    ("GET", "/dashboard/app.css"),
     ("GET", "/api/v1/models"),
     ("GET", "/api/v1/models/{model_id}"),
     ("GET", "/api/v1/models/{model_id}/status"),
@@ -38,11 +41,15 @@ const ROUTES: [(&str, &str); 18] = [
 ];
 
 /// Public operations: no key.
-const PUBLIC: [&str; 5] = [
+const PUBLIC: [&str; 9] = [
     "/health",
     "/ready",
+    "/metrics",
     "/openapi.json",
     "/docs",
+    "/dashboard",
+    "/dashboard/app.js",
+    "/dashboard/app.css",
     "/api/v1/webhooks/mlflow",
 ];
 

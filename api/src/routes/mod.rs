@@ -2,6 +2,7 @@
 
 mod admin;
 mod costs;
+mod dashboard;
 mod deployments;
 mod health;
 mod model_deployments;
@@ -28,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .merge(admin::router())
         .merge(webhooks::router())
         .merge(openapi::router())
+        .merge(dashboard::router())
         .fallback(not_found)
 }
 

@@ -14,7 +14,9 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{OpenApi as Document, Server};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, costs, deployments, health, model_deployments, models, predict, webhooks};
+use super::{
+    admin, costs, dashboard, deployments, health, model_deployments, models, predict, webhooks,
+};
 use crate::error::ErrorResponse;
 use crate::state::AppState;
 
@@ -42,6 +44,9 @@ pub fn router() -> Router<AppState> {
         health::metrics,
         openapi_json,
         docs,
+        dashboard::page,
+        dashboard::script,
+        dashboard::stylesheet,
         models::list,
         models::show,
         model_deployments::deploy,
@@ -60,7 +65,7 @@ pub fn router() -> Router<AppState> {
     components(schemas(ErrorResponse)),
     modifiers(&SecuritySchemes),
     tags(
-        (name = "ops", description = "Health, readiness, metrics and this documentation; no key"),
+        (name = "ops", description = "Health, readiness, metrics, this documentation and the dashboard; no key"),
         (name = "models", description = "Deployed models (scope `read`)"),
         (name = "model actions", description = "Deploy, roll back, undeploy (scope `model:write`); status (`read`)"),
         (name = "predict", description = "Predictions (scope `predict` or `predict:{model_id}`)"),
