@@ -18,5 +18,6 @@ pub mod mlflow;
 pub mod openapi;
 pub mod process;
 pub mod queue;
+pub mod scrape;
 pub mod upstream;
 pub mod world;

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -77,16 +78,45 @@ pub struct DevServer {
     pub base_url: String,
     /// Everything printed on stdout up to the banner's last line.
     pub banner: String,
+    /// Lines printed on stdout after the banner (CloudWatch EMF lines, among others).
+    pub stdout: Arc<Mutex<Vec<String>>>,
+    /// Lines printed on stderr (the logs), when started with [`DevServer::start_captured`].
+    pub stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl DevServer {
-    /// Starts `dev --port 0` in `dir` and waits for its banner.
+    /// Starts `dev --port 0` in `dir` and waits for its banner; its logs go to the test's
+    /// stderr.
     pub async fn start(dir: &Path, envs: &[(&str, &str)]) -> DevServer {
+        Self::start_with(dir, envs, false).await
+    }
+
+    /// Like [`DevServer::start`], keeping the logs in [`DevServer::stderr`].
+    pub async fn start_captured(dir: &Path, envs: &[(&str, &str)]) -> DevServer {
+        Self::start_with(dir, envs, true).await
+    }
+
+    async fn start_with(dir: &Path, envs: &[(&str, &str)], capture_stderr: bool) -> DevServer {
+        let stderr_mode = if capture_stderr {
+            Stdio::piped()
+        } else {
+            Stdio::inherit()
+        };
         let mut child = command(dir, &["dev", "--port", "0", "--data-dir", ".hokusai"], envs)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr_mode)
             .spawn()
             .expect("dev starts");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        if let Some(pipe) = child.stderr.take() {
+            let sink = stderr.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(pipe).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    sink.lock().expect("stderr lines").push(line);
+                }
+            });
+        }
         let stdout = child.stdout.take().expect("piped stdout");
         let mut lines = BufReader::new(stdout).lines();
         let mut banner = String::new();
@@ -114,11 +144,19 @@ impl DevServer {
             .trim_end_matches('/')
             .to_owned();
         // Keep draining stdout so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let sink = stdout.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().expect("stdout lines").push(line);
+            }
+        });
         DevServer {
             child,
             base_url,
             banner,
+            stdout,
+            stderr,
         }
     }
 }

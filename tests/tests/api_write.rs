@@ -299,6 +299,83 @@ async fn costs_show_hourly_burn_and_accrued_cost_per_model() {
     assert_eq!(model["model_id"], "fraud-detector");
     assert!(model["accrued_cost_usd"].as_f64().is_some_and(|c| c >= 0.0));
     assert_eq!(model["deployments"].as_array().expect("array").len(), 1);
+    assert_eq!(
+        costs["month"],
+        chrono::Utc::now().format("%Y-%m").to_string()
+    );
+    assert_eq!(
+        costs["month_to_date_cost_usd"], costs["accrued_cost_usd"],
+        "deployed this month: all of it is this month's"
+    );
+    assert_eq!(model["idle"], false, "just deployed");
+    assert_eq!(model["last_prediction_at"], Value::Null);
+    assert_eq!(costs["idle_after_hours"], 24);
+}
+
+#[tokio::test]
+async fn costs_flag_idle_billing_deployments_and_count_the_month() {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    use shared::db::entities::deployed_models::{Column, Entity};
+    let app = TestApp::start(Engine::Sqlite, &[]).await;
+    let worker = app.worker();
+    let quiet = app
+        .deploy_and_serve(&worker, "quiet-model", hf_body("1"))
+        .await;
+    app.deploy_and_serve(&worker, "model-a", hf_body("1")).await;
+    let r = app
+        .post(
+            "/api/v1/models/model-a/predict",
+            ADMIN_KEY,
+            &json!({"inputs": "hello"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    // The quiet model was deployed 30 hours ago and never answered a prediction.
+    let long_ago = chrono::Utc::now() - chrono::Duration::hours(30);
+    let quiet: uuid::Uuid = quiet.parse().expect("uuid");
+    Entity::update_many()
+        .col_expr(Column::DeployedAt, Expr::value(long_ago))
+        .col_expr(Column::CreatedAt, Expr::value(long_ago))
+        .filter(Column::Id.eq(quiet))
+        .exec(&app.db.conn)
+        .await
+        .expect("age the quiet deployment");
+
+    let costs: Value = app
+        .get("/api/v1/costs", READ_KEY)
+        .await
+        .json()
+        .await
+        .expect("json");
+
+    let model = |name: &str| {
+        costs["models"]
+            .as_array()
+            .expect("models")
+            .iter()
+            .find(|m| m["model_id"] == name)
+            .cloned()
+            .expect("model listed")
+    };
+    let quiet_model = model("quiet-model");
+    assert_eq!(quiet_model["idle"], true, "{quiet_model}");
+    assert_eq!(quiet_model["deployments"][0]["idle"], true);
+    let busy = model("model-a");
+    assert_eq!(busy["idle"], false, "{busy}");
+    assert!(
+        busy["last_prediction_at"].is_string(),
+        "the prediction is known at once: {busy}"
+    );
+    assert_eq!(
+        costs["idle_hourly_usd"], quiet_model["current_hourly_usd"],
+        "the quiet endpoint burns, idle"
+    );
+    assert!(
+        costs["idle_hourly_usd"]
+            .as_f64()
+            .is_some_and(|usd| usd > 0.0)
+    );
 }
 
 #[tokio::test]

@@ -93,6 +93,7 @@ impl Gauges {
             .count(&self.db)
             .await?;
         metrics::gauge!(names::OUTBOX_PENDING).set(pending as f64);
+        cloudwatch::record(Metric::OutboxPending, &[], pending as f64);
         let depth = self.queue.depth().await?;
         let name = self.queue.name().to_owned();
         metrics::gauge!(names::QUEUE_DEPTH, "queue" => name.clone()).set(depth.pending as f64);

@@ -34,6 +34,8 @@ pub enum Metric {
     ProviderCostUsd,
     /// Messages moved to the dead-letter queue (Count).
     DeadLetteredMessages,
+    /// Outbox rows not yet relayed, sampled (Count; no dimension; alarms take Maximum).
+    OutboxPending,
 }
 
 impl Metric {
@@ -45,6 +47,7 @@ impl Metric {
             Self::DeploymentFailures => "DeploymentFailures",
             Self::ProviderCostUsd => "ProviderCostUSD",
             Self::DeadLetteredMessages => "DeadLetteredMessages",
+            Self::OutboxPending => "OutboxPending",
         }
     }
 
@@ -56,9 +59,10 @@ impl Metric {
         }
     }
 
-    /// Whether values are kept one by one (a distribution) rather than summed.
+    /// Whether values are kept one by one (a distribution, or samples of a gauge) rather
+    /// than summed.
     fn is_distribution(self) -> bool {
-        self == Self::PredictionLatency
+        matches!(self, Self::PredictionLatency | Self::OutboxPending)
     }
 }
 
@@ -147,13 +151,20 @@ impl Emf {
                     line.insert((*name).into(), json!(value));
                 }
                 let names: Vec<&str> = dimensions.iter().map(|(n, _)| *n).collect();
+                // Per model and provider, and rolled up per provider: CloudWatch alarms
+                // cannot take a ratio or percentile across dimension sets.
+                let sets = if names.contains(&"ModelId") && names.contains(&"Provider") {
+                    json!([names, ["Provider"]])
+                } else {
+                    json!([names])
+                };
                 line.insert(
                     "_aws".into(),
                     json!({
                         "Timestamp": Utc::now().timestamp_millis(),
                         "CloudWatchMetrics": [{
                             "Namespace": self.namespace,
-                            "Dimensions": [names],
+                            "Dimensions": sets,
                             "Metrics": declared,
                         }],
                     }),
@@ -278,10 +289,27 @@ mod tests {
         assert_eq!(first["PredictionLatency"], json!([10.0, 20.0, 30.0]));
         assert_eq!(
             first["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
-            json!([["ModelId", "Provider"]])
+            json!([["ModelId", "Provider"], ["Provider"]]),
+            "per model, and rolled up per provider"
         );
         assert_eq!(lines[1]["ModelId"], "model-b");
         assert_eq!(emf.flush(), 0, "flushed figures are forgotten");
+    }
+
+    #[test]
+    fn gauges_without_dimensions_are_samples() {
+        let buffer = Buffer::default();
+        let emf = Emf::new("Hokusai/API", Box::new(buffer.clone()));
+        emf.record(Metric::OutboxPending, &[], 3.0);
+        emf.record(Metric::OutboxPending, &[], 5.0);
+        assert_eq!(emf.flush(), 1);
+        let line = &lines(&buffer)[0];
+        assert_valid_emf(line);
+        assert_eq!(line["OutboxPending"], json!([3.0, 5.0]));
+        assert_eq!(
+            line["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([[]])
+        );
     }
 
     #[test]
