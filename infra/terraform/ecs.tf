@@ -31,12 +31,16 @@ locals {
 
   component_env = {
     api    = merge(local.common_env, { API_HOST = "0.0.0.0", API_PORT = tostring(local.api_port) })
-    worker = local.common_env
+    worker = merge(local.common_env, { WORKER_METRICS_PORT = tostring(local.worker_metrics_port) })
     # The migrate task uses only the database. Production's serving checks (HF token, auth
     # backend) apply to `api` and `worker` only, so migrate gets neither the HF token nor
     # a placeholder; the queue URLs come with common_env.
     migrate = local.common_env
   }
+
+  # Ports with an HTTP listener: the API, and the worker's /metrics and /health.
+  worker_metrics_port = 9091
+  http_ports          = { api = local.api_port, worker = local.worker_metrics_port }
 
   commands = {
     api     = ["api"]
@@ -72,13 +76,14 @@ locals {
           }
         }
       },
-      c == "api" ? {
-        portMappings = [{ containerPort = local.api_port, protocol = "tcp", name = "http" }]
-        # Same check as the image's HEALTHCHECK: the image has bash, not curl.
+      contains(keys(local.http_ports), c) ? {
+        portMappings = [{ containerPort = local.http_ports[c], protocol = "tcp", name = c == "api" ? "http" : "metrics" }]
+        # Same check as the image's HEALTHCHECK (the image has bash, not curl): GET /health on
+        # the API port, or on the worker's metrics port.
         healthCheck = {
           command = [
             "CMD", "bash", "-c",
-            "exec 3<>/dev/tcp/127.0.0.1/${local.api_port} && printf 'GET /health HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && read -r -t 4 _ status _ <&3 && [ \"$status\" = 200 ]",
+            "exec 3<>/dev/tcp/127.0.0.1/${local.http_ports[c]} && printf 'GET /health HTTP/1.0\\r\\nHost: localhost\\r\\n\\r\\n' >&3 && read -r -t 4 _ status _ <&3 && [ \"$status\" = 200 ]",
           ]
           interval    = 15
           timeout     = 5
