@@ -20,6 +20,27 @@ use utoipa::ToSchema;
 /// The header carrying the request id (taken from the request or generated).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// The longest `X-Request-Id` taken from a client.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Middleware (outside the request-id layer): a client's `X-Request-Id` is kept only when it
+/// is 1–128 visible ASCII characters; otherwise it is removed and a fresh id generated, so
+/// the id in logs, in the response header and in error bodies is always the same text.
+pub async fn drop_unusable_request_id(mut request: Request, next: Next) -> Response {
+    let usable = |value: &HeaderValue| {
+        let bytes = value.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= MAX_REQUEST_ID_LEN
+            && bytes.iter().all(|b| b.is_ascii_graphic())
+    };
+    let headers = request.headers_mut();
+    let values: Vec<&HeaderValue> = headers.get_all(REQUEST_ID_HEADER).iter().collect();
+    if values.len() > 1 || values.first().is_some_and(|v| !usable(v)) {
+        headers.remove(REQUEST_ID_HEADER);
+    }
+    next.run(request).await
+}
+
 /// Everything a handler can answer besides success.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
