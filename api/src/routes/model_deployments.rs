@@ -4,7 +4,6 @@
 //! its status (`GET …/status`). Writes are rows plus commands in one transaction; the
 //! worker does the provider work. Accepted work answers 202 with `Location`.
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +22,7 @@ use utoipa::ToSchema;
 
 use crate::auth::{Authenticated, Scope};
 use crate::error::{ApiError, ErrorResponse};
-use crate::extract::{Path, optional_json};
+use crate::extract::{Body, Path, optional_json};
 use crate::state::AppState;
 
 /// The model action routes.
@@ -119,7 +118,7 @@ async fn deploy(
     Authenticated(principal): Authenticated,
     Path(raw): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::ModelWrite)?;
     let model = model_id(&raw)?;
