@@ -15,6 +15,7 @@ pub mod fake_auth;
 pub mod mlflow;
 pub mod openapi;
 pub mod process;
+pub mod proxy;
 pub mod queue;
 pub mod upstream;
 pub mod world;
