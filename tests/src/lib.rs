@@ -12,6 +12,7 @@ pub mod app;
 pub mod bench;
 pub mod db;
 pub mod fake_auth;
+pub mod fault;
 pub mod mlflow;
 pub mod openapi;
 pub mod process;

@@ -149,12 +149,12 @@ async fn auth_outages_fail_closed_with_a_stale_window_and_never_500() {
         .filter(|((_, _, o), _)| o.starts_with("500"))
         .map(|(_, n)| n)
         .sum::<usize>();
-    println!(
+    tests::fault::report(&format!(
         "fault auth: requested {total} / terminal {total} / orphaned 0 / lost {errors_500} \
          (predict requests, answered; lost = 500s; {} validations, {:.1} s)",
         auth.validations(),
         started.elapsed().as_secs_f64()
-    );
+    ));
     for ((phase, kind, outcome), n) in &tally {
         println!("  {phase:<16} {kind:<8} {outcome:<40} {n}");
     }

@@ -154,7 +154,7 @@ async fn hf_chaos_loses_nothing_and_leaves_no_orphaned_endpoint() {
         .count();
     let failed = by_status.get("failed").copied().unwrap_or(0);
     let lost = DEPLOYMENTS - terminal;
-    println!(
+    tests::fault::report(&format!(
         "fault hf_chaos: requested {DEPLOYMENTS} / terminal {terminal} / orphaned {} / lost \
          {lost} (statuses {by_status:?}, {storms} 429 storms, {slow} slow periods, {} endpoints \
          failed while provisioning, {} consumer errors, {:.1} s)",
@@ -162,7 +162,7 @@ async fn hf_chaos_loses_nothing_and_leaves_no_orphaned_endpoint() {
         failed_by_hand.len(),
         errors.load(Ordering::SeqCst),
         started.elapsed().as_secs_f64()
-    );
+    ));
     assert_eq!(rows.len(), DEPLOYMENTS);
     assert_eq!(lost, 0);
     let stuck: Vec<String> = rows

@@ -231,7 +231,7 @@ async fn duplicated_and_reordered_deliveries_make_one_deployment_per_version() {
         .filter(|(m, v)| !per_version.contains_key(&(m.clone(), v.clone())))
         .count();
     let recorded: BTreeSet<String> = events.iter().map(|e| e.delivery_id.clone()).collect();
-    println!(
+    tests::fault::report(&format!(
         "fault mlflow_webhook: requested {} / terminal {terminal} / orphaned {} / lost {lost} \
          ({} deliveries, {} distinct ids, {} events recorded, statuses {:?}, seed {seed}, {:.1} s)",
         versions.len(),
@@ -246,7 +246,7 @@ async fn duplicated_and_reordered_deliveries_make_one_deployment_per_version() {
                 m
             }),
         started.elapsed().as_secs_f64()
-    );
+    ));
     assert!(
         statuses.iter().all(|s| *s == 200 || *s == 202),
         "every delivery answered 2xx: {statuses:?}"

@@ -288,14 +288,14 @@ async fn the_api_answers_503_while_postgres_is_away_and_nothing_is_lost() {
         })
         .count();
     let outcomes = outcomes.lock().await.clone();
-    println!(
+    tests::fault::report(&format!(
         "fault postgres: requested {DEPLOYMENTS} / terminal {terminal} / orphaned {orphaned} / \
          lost {lost} ({terminated} backends terminated, {cuts} outages, proxy (accepted, \
          refused) {:?}, {} worker loop errors, client outcomes {outcomes:?}, {:.1} s)",
         proxy.counts(),
         worker_errors.load(Ordering::SeqCst),
         started.elapsed().as_secs_f64()
-    );
+    ));
     assert!(unexpected.is_empty(), "unexpected answers: {unexpected:?}");
     let allowed = ["200", "202", "503 SERVICE_UNAVAILABLE"];
     let bad: Vec<_> = outcomes

@@ -213,13 +213,13 @@ async fn killed_workers_lose_no_deployment_and_leave_no_orphan_endpoint() {
         .filter(|r| r.status == DeploymentStatus::Deployed || r.status.is_terminal())
         .count();
     let (live, dead) = queue_rows(&db.conn).await;
-    println!(
+    tests::fault::report(&format!(
         "fault saga_crash: requested {DEPLOYMENTS} / terminal {terminal} / orphaned {} / lost {} \
          ({kills} kills, seed {seed}, {:.1} s)",
         orphaned.len(),
         DEPLOYMENTS - deployed.len(),
         started.elapsed().as_secs_f64()
-    );
+    ));
     let not_deployed: Vec<String> = rows
         .iter()
         .filter(|r| r.status != DeploymentStatus::Deployed)
