@@ -20,6 +20,27 @@ use utoipa::ToSchema;
 /// The header carrying the request id (taken from the request or generated).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// The longest `X-Request-Id` taken from a client.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// Middleware (outside the request-id layer): a client's `X-Request-Id` is kept only when it
+/// is 1–128 visible ASCII characters; otherwise it is removed and a fresh id generated, so
+/// the id in logs, in the response header and in error bodies is always the same text.
+pub async fn drop_unusable_request_id(mut request: Request, next: Next) -> Response {
+    let usable = |value: &HeaderValue| {
+        let bytes = value.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= MAX_REQUEST_ID_LEN
+            && bytes.iter().all(|b| b.is_ascii_graphic())
+    };
+    let headers = request.headers_mut();
+    let values: Vec<&HeaderValue> = headers.get_all(REQUEST_ID_HEADER).iter().collect();
+    if values.len() > 1 || values.first().is_some_and(|v| !usable(v)) {
+        headers.remove(REQUEST_ID_HEADER);
+    }
+    next.run(request).await
+}
+
 /// Everything a handler can answer besides success.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -66,6 +87,9 @@ pub enum ApiError {
         /// When to try again.
         retry_after: Duration,
     },
+    /// The database cannot be reached (connections refused, dropped or exhausted).
+    #[error("the database is unavailable; retry shortly")]
+    ServiceUnavailable,
     /// The upstream endpoint failed.
     #[error("{0}")]
     Upstream(String),
@@ -88,9 +112,9 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::ModelNotReady { .. } | Self::AuthUnavailable { .. } => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::ModelNotReady { .. }
+            | Self::AuthUnavailable { .. }
+            | Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -110,6 +134,7 @@ impl ApiError {
             Self::RateLimited { .. } => "RATE_LIMITED",
             Self::ModelNotReady { .. } => "MODEL_NOT_READY",
             Self::AuthUnavailable { .. } => "AUTH_UNAVAILABLE",
+            Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             Self::Upstream(_) => "UPSTREAM_ERROR",
             Self::UpstreamTimeout(_) => "UPSTREAM_TIMEOUT",
             Self::Unexpected(_) => "INTERNAL",
@@ -121,13 +146,40 @@ impl ApiError {
             Self::RateLimited { retry_after, .. }
             | Self::ModelNotReady { retry_after, .. }
             | Self::AuthUnavailable { retry_after } => Some(*retry_after),
+            Self::ServiceUnavailable => Some(Duration::from_secs(1)),
             _ => None,
+        }
+    }
+
+    /// An unexpected error whose cause is the database being unreachable becomes
+    /// [`ApiError::ServiceUnavailable`]: a client may retry it, and it is not a bug.
+    fn classified(self) -> Self {
+        match self {
+            Self::Unexpected(cause) if database_unreachable(&cause) => {
+                tracing::warn!(error = %cause, "database unavailable");
+                Self::ServiceUnavailable
+            }
+            other => other,
         }
     }
 }
 
+/// Whether any error in `cause`'s chain says the database could not be reached.
+fn database_unreachable(cause: &anyhow::Error) -> bool {
+    cause.chain().any(|e| {
+        e.downcast_ref::<sea_orm::DbErr>()
+            .is_some_and(shared::db::is_unavailable)
+            || e.downcast_ref::<shared::db::DbError>()
+                .is_some_and(shared::db::DbError::is_unavailable)
+    })
+}
+
 impl From<shared::db::DbError> for ApiError {
     fn from(error: shared::db::DbError) -> Self {
+        if error.is_unavailable() {
+            tracing::warn!(%error, "database unavailable");
+            return Self::ServiceUnavailable;
+        }
         Self::Unexpected(error.into())
     }
 }
@@ -141,7 +193,7 @@ pub struct ErrorResponse {
     /// The stable code: `UNAUTHORIZED` 401, `FORBIDDEN` 403, `NOT_FOUND` 404,
     /// `MODEL_NOT_DEPLOYED` 404, `VALIDATION_ERROR` 422, `BAD_REQUEST` 400,
     /// `PAYLOAD_TOO_LARGE` 413, `RATE_LIMITED` 429, `MODEL_NOT_READY` 503, `AUTH_UNAVAILABLE`
-    /// 503, `UPSTREAM_ERROR` 502, `UPSTREAM_TIMEOUT` 504, `INTERNAL` 500.
+    /// 503, `SERVICE_UNAVAILABLE` 503 (the database is unreachable), `UPSTREAM_ERROR` 502, `UPSTREAM_TIMEOUT` 504, `INTERNAL` 500.
     #[schema(example = "MODEL_NOT_DEPLOYED")]
     pub error: String,
     /// The request's `X-Request-Id`.
@@ -157,19 +209,20 @@ pub(crate) struct ErrorBody {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let Self::Unexpected(cause) = &self {
+        let this = self.classified();
+        if let Self::Unexpected(cause) = &this {
             tracing::error!(error = ?cause, "request failed unexpectedly");
         }
-        let mut response = self.status_code().into_response();
-        if let Some(after) = self.retry_after() {
+        let mut response = this.status_code().into_response();
+        if let Some(after) = this.retry_after() {
             let seconds = after.as_secs().max(1).to_string();
             if let Ok(value) = HeaderValue::from_str(&seconds) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }
         }
         let body = ErrorBody {
-            code: self.code(),
-            detail: self.to_string(),
+            code: this.code(),
+            detail: this.to_string(),
         };
         response.extensions_mut().insert(Arc::new(body));
         response

@@ -22,7 +22,7 @@ use crate::auth::counters::AuthCounters;
 use crate::auth::hokusai::{self, HokusaiAuthenticator};
 use crate::auth::static_keys::{self, StaticKeys};
 use crate::auth::usage::{self, UsageReporter};
-use crate::error::{REQUEST_ID_HEADER, render_errors};
+use crate::error::{REQUEST_ID_HEADER, drop_unusable_request_id, render_errors};
 use crate::observe::{ObserveConfig, observe};
 use crate::routes;
 use crate::routing::RoutingCache;
@@ -240,4 +240,5 @@ pub fn app(state: AppState, usage: Option<Arc<UsageReporter>>) -> Router {
         ))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .layer(axum::middleware::from_fn(drop_unusable_request_id))
 }

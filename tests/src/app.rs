@@ -89,14 +89,43 @@ impl TestApp {
         authenticator: Option<Arc<dyn Authenticator>>,
     ) -> TestApp {
         let db = TestDb::migrated(engine).await;
-        let settings = settings(&db.url, overrides);
+        let conn = db.conn.clone();
+        let url = db.url.clone();
+        Self::start_on(db, &url, conn, overrides, authenticator).await
+    }
+
+    /// Starts the API (static test keys) on `db`, reaching it through `app_url` (e.g. a
+    /// [`crate::proxy::TcpProxy`] in front of PostgreSQL); `TestApp::db` stays direct.
+    pub async fn start_via(db: TestDb, app_url: &str, overrides: &[(&str, &str)]) -> TestApp {
+        let conn = shared::db::connect(app_url)
+            .await
+            .expect("connect through the proxy");
+        let keys = StaticKeys::new()
+            .with_key(
+                ADMIN_KEY,
+                "admin-user",
+                &["predict", "read", "model:write", "admin"],
+            )
+            .with_key(READ_KEY, "reader", &["read"])
+            .with_key(MODEL_A_KEY, "model-a-user", &["predict:model-a"]);
+        Self::start_on(db, app_url, conn, overrides, Some(Arc::new(keys))).await
+    }
+
+    async fn start_on(
+        db: TestDb,
+        app_url: &str,
+        conn: sea_orm::DatabaseConnection,
+        overrides: &[(&str, &str)],
+        authenticator: Option<Arc<dyn Authenticator>>,
+    ) -> TestApp {
+        let settings = settings(app_url, overrides);
         let emulator = Emulator::start(EmulatorConfig::default())
             .await
             .expect("emulator starts");
         let token = Secret::new(emulator.token.clone());
         let config = ProvidersConfig::with_hf_emulator(&settings, &emulator.base_url, token);
         let providers = Arc::new(ProviderRegistry::build(&config).expect("providers"));
-        let (conn, built) = (db.conn.clone(), settings.clone());
+        let built = settings.clone();
         let app = match authenticator {
             Some(keys) => api::Application::build_with(built, conn, providers.clone(), keys).await,
             None => api::Application::build_with_db(built, conn, providers.clone()).await,

@@ -99,6 +99,13 @@ async fn survives_connections_being_closed_under_load() {
     .await;
 
     let (sent, seen) = outcome.expect("all messages consumed within 3 minutes");
+    tests::fault::report(&format!(
+        "fault rabbitmq: requested {} / terminal {} / orphaned 0 / lost {} (messages \
+         published / consumed / missing; {closed} connections force-closed)",
+        sent.len(),
+        sent.intersection(&seen).count(),
+        sent.difference(&seen).count()
+    ));
     // The publisher's and the consumer's connections must both have been cut at least once
     // while traffic flowed (how many more depends on how fast the 1,000 messages go).
     assert!(closed >= 2, "only {closed} connections were force-closed");

@@ -1,4 +1,4 @@
-//! Crash test of the deployment saga (issue 5): 100 deployments in flight on the embedded
+//! Crash test of the deployment saga (issues 5 and 11): 200 deployments in flight on the embedded
 //! PostgreSQL queue, three real `hokusai-serve worker` processes SIGKILLed at random moments
 //! and restarted. Afterwards every deployment must be settled (`deployed`: the emulator runs
 //! no chaos), the emulator must hold exactly the endpoints the database records for deployed
@@ -25,7 +25,7 @@ use tests::process;
 use tests::world::new_deployment;
 use tokio::process::Child;
 
-const DEPLOYMENTS: usize = 100;
+const DEPLOYMENTS: usize = 200;
 const WORKERS: usize = 3;
 /// How long workers keep being killed (less if everything settles sooner).
 const CHAOS: Duration = Duration::from_secs(25);
@@ -213,13 +213,13 @@ async fn killed_workers_lose_no_deployment_and_leave_no_orphan_endpoint() {
         .filter(|r| r.status == DeploymentStatus::Deployed || r.status.is_terminal())
         .count();
     let (live, dead) = queue_rows(&db.conn).await;
-    println!(
-        "requested / terminal / orphaned / lost: {DEPLOYMENTS} / {terminal} / {} / {} \
+    tests::fault::report(&format!(
+        "fault saga_crash: requested {DEPLOYMENTS} / terminal {terminal} / orphaned {} / lost {} \
          ({kills} kills, seed {seed}, {:.1} s)",
         orphaned.len(),
         DEPLOYMENTS - deployed.len(),
         started.elapsed().as_secs_f64()
-    );
+    ));
     let not_deployed: Vec<String> = rows
         .iter()
         .filter(|r| r.status != DeploymentStatus::Deployed)

@@ -57,7 +57,7 @@ pub(super) struct Replayed {
         (status = 422, description = "VALIDATION_ERROR: `limit` is not a number", body = ErrorResponse),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
         (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
-        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`)", body = ErrorResponse),
+        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`); SERVICE_UNAVAILABLE: the database is unreachable (`Retry-After`)", body = ErrorResponse),
         (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
     ),
 )]
@@ -105,7 +105,7 @@ pub(super) struct ReplayBody {
         (status = 422, description = "VALIDATION_ERROR: the body does not have the documented shape (give either `ids` or `all: true`)", body = ErrorResponse),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
         (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
-        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`)", body = ErrorResponse),
+        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`); SERVICE_UNAVAILABLE: the database is unreachable (`Retry-After`)", body = ErrorResponse),
         (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
     ),
 )]
@@ -153,7 +153,7 @@ async fn replay(
         (status = 404, description = "NOT_FOUND: no dead letter with this id", body = ErrorResponse),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
         (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
-        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`)", body = ErrorResponse),
+        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`); SERVICE_UNAVAILABLE: the database is unreachable (`Retry-After`)", body = ErrorResponse),
         (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
     ),
 )]

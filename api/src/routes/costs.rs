@@ -112,7 +112,7 @@ pub(super) struct CostReport {
         (status = 200, description = "The costs", body = CostReport),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
         (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
-        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`)", body = ErrorResponse),
+        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`); SERVICE_UNAVAILABLE: the database is unreachable (`Retry-After`)", body = ErrorResponse),
         (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
     ),
 )]

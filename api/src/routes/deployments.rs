@@ -76,7 +76,7 @@ pub(super) struct EventLog {
         (status = 404, description = "NOT_FOUND: no deployment with this id", body = ErrorResponse),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
         (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
-        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`)", body = ErrorResponse),
+        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`); SERVICE_UNAVAILABLE: the database is unreachable (`Retry-After`)", body = ErrorResponse),
         (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
     ),
 )]
@@ -102,7 +102,7 @@ async fn show(
         (status = 404, description = "NOT_FOUND: no deployment with this id", body = ErrorResponse),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
         (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
-        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`)", body = ErrorResponse),
+        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`); SERVICE_UNAVAILABLE: the database is unreachable (`Retry-After`)", body = ErrorResponse),
         (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
     ),
 )]

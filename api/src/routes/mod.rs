@@ -12,7 +12,7 @@ mod predict;
 mod webhooks;
 
 use axum::Router;
-use axum::http::Uri;
+use axum::http::{Method, Uri};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -31,8 +31,15 @@ pub fn router() -> Router<AppState> {
         .merge(openapi::router())
         .merge(dashboard::router())
         .fallback(not_found)
+        .method_not_allowed_fallback(no_such_method)
 }
 
 async fn not_found(uri: Uri) -> ApiError {
     ApiError::NotFound(format!("no route for {}", uri.path()))
+}
+
+/// A known path with a method it does not take is a route that does not exist: the
+/// documented `NOT_FOUND` body rather than axum's empty 405.
+async fn no_such_method(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
 }

@@ -4,7 +4,6 @@
 //! its status (`GET …/status`). Writes are rows plus commands in one transaction; the
 //! worker does the provider work. Accepted work answers 202 with `Location`.
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -23,7 +22,7 @@ use utoipa::ToSchema;
 
 use crate::auth::{Authenticated, Scope};
 use crate::error::{ApiError, ErrorResponse};
-use crate::extract::{Path, optional_json};
+use crate::extract::{Body, Path, optional_json};
 use crate::state::AppState;
 
 /// The model action routes.
@@ -110,7 +109,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
         (status = 422, description = "VALIDATION_ERROR: the body does not have the documented shape (the message names the field)", body = ErrorResponse),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
         (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
-        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`)", body = ErrorResponse),
+        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`); SERVICE_UNAVAILABLE: the database is unreachable (`Retry-After`)", body = ErrorResponse),
         (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
     ),
 )]
@@ -119,7 +118,7 @@ async fn deploy(
     Authenticated(principal): Authenticated,
     Path(raw): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::ModelWrite)?;
     let model = model_id(&raw)?;
@@ -240,7 +239,7 @@ fn accepted(status: StatusCode, deployment: Deployment, action: Option<&str>) ->
         (status = 404, description = "NOT_FOUND: no previous version to roll back to", body = ErrorResponse),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
         (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
-        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`)", body = ErrorResponse),
+        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`); SERVICE_UNAVAILABLE: the database is unreachable (`Retry-After`)", body = ErrorResponse),
         (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
     ),
 )]
@@ -278,7 +277,7 @@ async fn rollback(
         (status = 404, description = "NOT_FOUND: the model id cannot exist; MODEL_NOT_DEPLOYED: the model has no active deployment", body = ErrorResponse),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
         (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
-        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`)", body = ErrorResponse),
+        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`); SERVICE_UNAVAILABLE: the database is unreachable (`Retry-After`)", body = ErrorResponse),
         (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
     ),
 )]
@@ -309,7 +308,7 @@ async fn undeploy(
         (status = 404, description = "NOT_FOUND: the model has no deployments", body = ErrorResponse),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
         (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
-        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`)", body = ErrorResponse),
+        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`); SERVICE_UNAVAILABLE: the database is unreachable (`Retry-After`)", body = ErrorResponse),
         (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
     ),
 )]

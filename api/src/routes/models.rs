@@ -72,7 +72,7 @@ pub(super) struct ModelDetail {
         (status = 422, description = "VALIDATION_ERROR: `status` is not a deployment status", body = ErrorResponse),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
         (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
-        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`)", body = ErrorResponse),
+        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`); SERVICE_UNAVAILABLE: the database is unreachable (`Retry-After`)", body = ErrorResponse),
         (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
     ),
 )]
@@ -125,7 +125,7 @@ fn representative_per_model(rows: Vec<Deployment>) -> Vec<Deployment> {
         (status = 404, description = "NOT_FOUND: the model has no deployments", body = ErrorResponse),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
         (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
-        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`)", body = ErrorResponse),
+        (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`); SERVICE_UNAVAILABLE: the database is unreachable (`Retry-After`)", body = ErrorResponse),
         (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
     ),
 )]

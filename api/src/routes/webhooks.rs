@@ -64,6 +64,7 @@ pub(super) struct WebhookAnswer {
         (status = 404, description = "NOT_FOUND: the listener is disabled (`MLFLOW_WEBHOOK_SECRET` unset)", body = ErrorResponse),
         (status = 413, description = "PAYLOAD_TOO_LARGE: the body exceeds `MAX_BODY_BYTES`", body = ErrorResponse),
         (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
+        (status = 503, description = "SERVICE_UNAVAILABLE: the database is unreachable (`Retry-After`)", body = ErrorResponse),
     ),
 )]
 async fn receive(

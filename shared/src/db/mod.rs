@@ -63,6 +63,38 @@ impl DbError {
             _ => Self::Database(err),
         }
     }
+
+    /// Whether the database could not be reached (see [`is_unavailable`]).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Database(err) if is_unavailable(err))
+    }
+}
+
+/// Whether `err` means the database could not be reached or dropped the connection, as
+/// opposed to refusing a statement: no connection could be acquired, the socket failed, or
+/// the server ended the session (SQLSTATE class 08 "connection exception" and class 57
+/// "operator intervention", e.g. `pg_terminate_backend` or a shutdown). Such errors pass
+/// when the database comes back, so callers answer 503 or retry instead of failing.
+pub fn is_unavailable(err: &DbErr) -> bool {
+    use sea_orm::RuntimeErr;
+    use sea_orm::sqlx::Error as Sqlx;
+    match err {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => {
+            match e.as_ref() {
+                Sqlx::Io(_)
+                | Sqlx::Tls(_)
+                | Sqlx::PoolTimedOut
+                | Sqlx::PoolClosed
+                | Sqlx::WorkerCrashed => true,
+                Sqlx::Database(db) => db
+                    .code()
+                    .is_some_and(|code| code.starts_with("08") || code.starts_with("57")),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
 }
 
 /// Opens a pool on `url` (`sqlite://…` or `postgres://…`).

@@ -122,7 +122,7 @@ fn check_fresh(timestamp: &str, now: DateTime<Utc>) -> Result<(), WebhookError> 
         .trim()
         .parse()
         .map_err(|_| WebhookError::Timestamp("not a unix time"))?;
-    let age = now.timestamp() - sent;
+    let age = now.timestamp().saturating_sub(sent);
     if age > MAX_AGE_SECONDS {
         return Err(WebhookError::Timestamp("too old"));
     }

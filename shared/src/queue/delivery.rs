@@ -78,7 +78,7 @@ impl RawDelivery {
                 self.deliveries
             );
             tracing::warn!(message_id = %envelope.message_id, %reason, "dead-lettering");
-            let attempts = self.deliveries.max(envelope.attempt + 1);
+            let attempts = self.deliveries.max(envelope.attempt.saturating_add(1));
             self.settle
                 .dead_letter(self.body, &reason, attempts)
                 .await?;
@@ -164,7 +164,7 @@ impl Delivery {
 
     /// Permanent failure: moves the message to the dead letters, keeping `reason`.
     pub async fn dead_letter(self, reason: &str) -> Result<(), QueueError> {
-        let attempts = (self.envelope.attempt + 1).max(self.deliveries);
+        let attempts = self.envelope.attempt.saturating_add(1).max(self.deliveries);
         self.settle.dead_letter(self.body, reason, attempts).await?;
         count(&self.queue, Event::DeadLettered);
         Ok(())

@@ -117,7 +117,7 @@ impl Envelope {
     pub fn retry(&self) -> Self {
         Self {
             message_id: Uuid::now_v7(),
-            attempt: self.attempt + 1,
+            attempt: self.attempt.saturating_add(1),
             ..self.clone()
         }
     }

@@ -141,7 +141,9 @@ impl DeadLetter {
             queue: queue.to_owned(),
             kind: envelope.as_ref().map(|e| e.kind.as_str().to_owned()),
             deployment_id: envelope.as_ref().map(|e| e.deployment_id.0),
-            attempts: envelope.map_or(0, |e| e.attempt + 1).max(deliveries),
+            attempts: envelope
+                .map_or(0, |e| e.attempt.saturating_add(1))
+                .max(deliveries),
             last_error: None,
             dead_lettered_at: None,
             body,

@@ -1,0 +1,90 @@
+//! A loopback TCP proxy that a test can cut and restore, so a dependency (PostgreSQL) is
+//! "away" for an exact window: cutting closes every open connection and refuses new ones
+//! until [`TcpProxy::restore`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// A running proxy from `127.0.0.1:<port>` to a fixed upstream address.
+pub struct TcpProxy {
+    /// The port it listens on.
+    pub port: u16,
+    up: Arc<AtomicBool>,
+    /// Bumped on every cut; open connections end when it changes.
+    generation: watch::Sender<u64>,
+    accepted: Arc<AtomicUsize>,
+    refused: Arc<AtomicUsize>,
+}
+
+impl TcpProxy {
+    /// Starts forwarding to `upstream` (`host:port`).
+    pub async fn start(upstream: &str) -> TcpProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let up = Arc::new(AtomicBool::new(true));
+        let (generation, _) = watch::channel(0u64);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let refused = Arc::new(AtomicUsize::new(0));
+        let upstream = upstream.to_owned();
+        let (up2, gen2, acc2, ref2) = (
+            up.clone(),
+            generation.clone(),
+            accepted.clone(),
+            refused.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
+                if !up2.load(Ordering::SeqCst) {
+                    ref2.fetch_add(1, Ordering::SeqCst);
+                    drop(client);
+                    continue;
+                }
+                acc2.fetch_add(1, Ordering::SeqCst);
+                let mut cut = gen2.subscribe();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (mut client, mut server) = (client, server);
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        TcpProxy {
+            port,
+            up,
+            generation,
+            accepted,
+            refused,
+        }
+    }
+
+    /// Closes every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+
+    /// (accepted, refused) connections so far.
+    pub fn counts(&self) -> (usize, usize) {
+        (
+            self.accepted.load(Ordering::SeqCst),
+            self.refused.load(Ordering::SeqCst),
+        )
+    }
+}
