@@ -60,3 +60,232 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
+
+/// What a figure's target is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Of {
+    /// The figure itself.
+    Value,
+    /// The figure divided by its baseline.
+    Ratio,
+    /// The figure minus its baseline.
+    Difference,
+}
+
+/// A target of a figure: `of` must stay at most (or at least) `limit`.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// What is compared.
+    pub of: Of,
+    /// True for "at most", false for "at least".
+    pub at_most: bool,
+    /// The limit.
+    pub limit: f64,
+    /// The target as a reader reads it (`≥ 70 % of raw lapin`).
+    pub text: String,
+}
+
+impl Target {
+    /// `of` ≤ `limit`.
+    pub fn at_most(of: Of, limit: f64, text: &str) -> Target {
+        let text = text.to_owned();
+        Target {
+            of,
+            at_most: true,
+            limit,
+            text,
+        }
+    }
+
+    /// `of` ≥ `limit`.
+    pub fn at_least(of: Of, limit: f64, text: &str) -> Target {
+        let text = text.to_owned();
+        Target {
+            of,
+            at_most: false,
+            limit,
+            text,
+        }
+    }
+}
+
+/// The same measurement of the reference (raw broker, direct upstream), taken in the same run.
+#[derive(Debug, Clone)]
+pub struct Baseline {
+    /// What the baseline is (`raw lapin`).
+    pub name: String,
+    /// One value per repetition.
+    pub samples: Vec<f64>,
+}
+
+/// One figure of a benchmark: a value per repetition, its median, the baseline of the same
+/// run and the target.
+#[derive(Debug, Clone)]
+pub struct Figure {
+    /// What is measured (`rabbitmq throughput`).
+    pub name: String,
+    /// Its unit (`msg/s`, `ms`, `MiB`).
+    pub unit: String,
+    /// One value per repetition.
+    pub samples: Vec<f64>,
+    /// The reference measured in the same run, if any.
+    pub baseline: Option<Baseline>,
+    /// The target, if the issue set one.
+    pub target: Option<Target>,
+}
+
+impl Figure {
+    /// A figure without baseline nor target.
+    pub fn new(name: &str, unit: &str, samples: Vec<f64>) -> Figure {
+        Figure {
+            name: name.to_owned(),
+            unit: unit.to_owned(),
+            samples,
+            baseline: None,
+            target: None,
+        }
+    }
+
+    /// With the baseline `name` measured as `samples` in the same run.
+    pub fn against(mut self, name: &str, samples: Vec<f64>) -> Figure {
+        self.baseline = Some(Baseline {
+            name: name.to_owned(),
+            samples,
+        });
+        self
+    }
+
+    /// With a target.
+    pub fn target(mut self, target: Target) -> Figure {
+        self.target = Some(target);
+        self
+    }
+
+    /// The median of the samples (NaN when there are none, e.g. a skipped row).
+    pub fn median(&self) -> f64 {
+        if self.samples.is_empty() {
+            f64::NAN
+        } else {
+            median(self.samples.clone())
+        }
+    }
+
+    /// The baseline's median.
+    pub fn baseline_median(&self) -> Option<f64> {
+        let b = self.baseline.as_ref()?;
+        (!b.samples.is_empty()).then(|| median(b.samples.clone()))
+    }
+
+    /// Median over baseline median.
+    pub fn ratio(&self) -> Option<f64> {
+        self.baseline_median().map(|b| self.median() / b)
+    }
+
+    /// Median minus baseline median.
+    pub fn difference(&self) -> Option<f64> {
+        self.baseline_median().map(|b| self.median() - b)
+    }
+
+    /// Whether the target is met (`None` without a target or without a value to compare).
+    pub fn met(&self) -> Option<bool> {
+        let target = self.target.as_ref()?;
+        let value = match target.of {
+            Of::Value => Some(self.median()),
+            Of::Ratio => self.ratio(),
+            Of::Difference => self.difference(),
+        }
+        .filter(|v| v.is_finite())?;
+        Some(if target.at_most {
+            value <= target.limit
+        } else {
+            value >= target.limit
+        })
+    }
+
+    /// The figure as JSON (the report's `figures[]` entries).
+    pub fn to_json(&self) -> serde_json::Value {
+        let finite = |v: f64| v.is_finite().then_some(v);
+        serde_json::json!({
+            "name": self.name,
+            "unit": self.unit,
+            "repetitions": self.samples.len(),
+            "samples": self.samples,
+            "median": finite(self.median()),
+            "baseline": self.baseline.as_ref().map(|b| serde_json::json!({
+                "name": b.name,
+                "samples": b.samples,
+                "median": self.baseline_median(),
+            })),
+            "ratio": self.ratio().and_then(finite),
+            "difference": self.difference().and_then(finite),
+            "target": self.target.as_ref().map(|t| serde_json::json!({
+                "of": match t.of { Of::Value => "value", Of::Ratio => "ratio", Of::Difference => "difference" },
+                "op": if t.at_most { "<=" } else { ">=" },
+                "limit": t.limit,
+                "text": t.text,
+            })),
+            "met": self.met(),
+        })
+    }
+}
+
+/// Writes one benchmark's results to `path` as `{benchmark, parameters, figures, notes}`,
+/// the input of `bench-report`.
+pub fn write_json(
+    path: &std::path::Path,
+    benchmark: &str,
+    parameters: serde_json::Value,
+    figures: &[Figure],
+    notes: &[String],
+) {
+    write_json_with(
+        path,
+        benchmark,
+        parameters,
+        figures,
+        notes,
+        serde_json::Value::Null,
+    );
+}
+
+/// [`write_json`] with `details`: what the figures summarize (counts per status, samples).
+pub fn write_json_with(
+    path: &std::path::Path,
+    benchmark: &str,
+    parameters: serde_json::Value,
+    figures: &[Figure],
+    notes: &[String],
+    details: serde_json::Value,
+) {
+    let body = serde_json::json!({
+        "benchmark": benchmark,
+        "parameters": parameters,
+        "figures": figures.iter().map(Figure::to_json).collect::<Vec<_>>(),
+        "notes": notes,
+        "details": details,
+    });
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).expect("create the JSON folder");
+    }
+    let text = serde_json::to_string_pretty(&body).expect("serialize");
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
+
+/// Splits `--json FILE` out of the program's arguments; returns (the file, the rest).
+pub fn json_arg() -> (Option<std::path::PathBuf>, Vec<String>) {
+    let mut rest = Vec::new();
+    let mut json = None;
+    let mut argv = std::env::args().skip(1);
+    while let Some(arg) = argv.next() {
+        if arg == "--json" {
+            json = argv.next().map(std::path::PathBuf::from);
+            if json.is_none() {
+                eprintln!("--json needs a file");
+                std::process::exit(2);
+            }
+        } else {
+            rest.push(arg);
+        }
+    }
+    (json, rest)
+}

@@ -9,13 +9,15 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-/// The binary next to the test executables (`scripts/test` builds it first).
+/// The binary next to the test executables (`scripts/test` builds it first), or next to
+/// the running program when that is itself a binary of `target/<profile>/` (`load-test`).
 pub fn binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps/<test>");
+    let own_dir = exe.parent().expect("target/<profile>/<program>");
+    if own_dir.join("hokusai-serve").exists() {
+        return own_dir.join("hokusai-serve");
+    }
+    let profile_dir = own_dir.parent().expect("target/<profile>/deps/<test>");
     let binary = profile_dir.join("hokusai-serve");
     assert!(
         binary.exists(),

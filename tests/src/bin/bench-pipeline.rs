@@ -3,7 +3,8 @@
 //! RabbitMQ, the outbox relay), next to the same backend's raw queue throughput measured in
 //! the same run ([`tests::bench::queue_throughput`], the `scripts/bench queue` workload).
 //!
-//! `scripts/bench pipeline [--deployments N] [--messages N] [--runs R]`. The HF emulator
+//! `scripts/bench pipeline [--deployments N] [--messages N] [--runs R] [--json FILE]`
+//! (`--json`: every sample, the medians and ratios for `scripts/bench`'s report). The HF emulator
 //! provisions instantly (pending and initializing times 0) and status polls start after
 //! 10 ms, so the numbers measure our code, the database and the queue. One worker with
 //! `WORKER_CONCURRENCY=4` handlers runs in-process. The deployments (rows and deploy
@@ -25,7 +26,7 @@ use shared::domain::DeploymentStatus;
 use shared::queue::db::DbQueue;
 use shared::queue::rabbitmq::RabbitMqQueue;
 use shared::queue::{DEPLOYMENTS_QUEUE, Queue, QueueOptions};
-use tests::bench::{median, queue_throughput};
+use tests::bench::{Figure, json_arg, queue_throughput};
 use tests::db::{Engine, TestDb};
 use tests::queue::{Backend, TestQueue, amqp_url, delete_rabbitmq_queues};
 use tests::world::{World, fast_settings};
@@ -37,6 +38,7 @@ struct Args {
     deployments: usize,
     messages: usize,
     runs: usize,
+    json: Option<std::path::PathBuf>,
 }
 
 fn args() -> Args {
@@ -44,8 +46,10 @@ fn args() -> Args {
         deployments: 1_000,
         messages: 5_000,
         runs: 3,
+        json: None,
     };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let (json, argv) = json_arg();
+    parsed.json = json;
     for pair in argv.chunks(2) {
         let value = pair.get(1).and_then(|v| v.parse().ok());
         match (pair[0].as_str(), value) {
@@ -53,7 +57,9 @@ fn args() -> Args {
             ("--messages", Some(n)) => parsed.messages = n,
             ("--runs", Some(n)) if n > 0 => parsed.runs = n,
             _ => {
-                eprintln!("usage: bench-pipeline [--deployments N] [--messages N] [--runs R]");
+                eprintln!(
+                    "usage: bench-pipeline [--deployments N] [--messages N] [--runs R] [--json FILE]"
+                );
                 std::process::exit(2);
             }
         }
@@ -163,7 +169,9 @@ async fn main() {
                 messages[run - 1]
             );
         }
-        rows.push((label, median(deploys), median(messages)));
+        let figure = Figure::new(&format!("pipeline {label}"), "deployments/s", deploys)
+            .against(&format!("{label} queue msg/s"), messages);
+        rows.push((label, figure));
     }
     println!(
         "deployment pipeline, {} deployments to `deployed` (zero provisioning time), \
@@ -174,10 +182,26 @@ async fn main() {
         "{:<18} {:>14} {:>14} {:>10}",
         "backend", "deployments/s", "queue msg/s", "ratio"
     );
-    for (label, deploys, messages) in rows {
+    for (label, figure) in &rows {
         println!(
-            "{label:<18} {deploys:>14.1} {messages:>14.0} {:>10.4}",
-            deploys / messages
+            "{label:<18} {:>14.1} {:>14.0} {:>10.4}",
+            figure.median(),
+            figure.baseline_median().unwrap_or(f64::NAN),
+            figure.ratio().unwrap_or(f64::NAN)
         );
+    }
+    if let Some(path) = &args.json {
+        let parameters = serde_json::json!({
+            "deployments": args.deployments,
+            "messages": args.messages,
+            "runs": args.runs,
+        });
+        let figures: Vec<Figure> = rows.into_iter().map(|(_, f)| f).collect();
+        let notes = [
+            "a deployment is at least 4 queue commands (deploy, check_status, \
+                      activation), so ratios under 0.25 are expected; no target was set"
+                .to_owned(),
+        ];
+        tests::bench::write_json(path, "pipeline", parameters, &figures, &notes);
     }
 }

@@ -1,7 +1,8 @@
 //! Predict-path benchmark (not a test): what the gateway adds in front of a model endpoint.
 //!
 //! `scripts/bench predict [--seconds S] [--saturation-seconds S] [--rate N]
-//! [--connections C] [--runs R]`. An upstream stub (axum on loopback, `GET /health` and a
+//! [--connections C] [--runs R] [--json FILE]` (`--json`: every sample, medians, the
+//! direct baseline, ratios and targets for `scripts/bench`'s report). An upstream stub (axum on loopback, `GET /health` and a
 //! fixed `POST /` answer) is served directly and through the gateway as production builds it
 //! (`api::Application` via [`TestApp`]: fresh SQLite, static keys, the provider registry)
 //! with the stub deployed by a worker through the `http` provider and the routing cache warm.
@@ -24,6 +25,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tests::app::{ADMIN_KEY, TestApp};
+use tests::bench::{Figure, Of, Target as Goal, json_arg};
 use tests::db::Engine;
 
 /// The fixed answer of the upstream stub.
@@ -35,6 +37,7 @@ struct Args {
     rate: u64,
     connections: usize,
     runs: usize,
+    json: Option<std::path::PathBuf>,
 }
 
 fn args() -> Args {
@@ -44,8 +47,10 @@ fn args() -> Args {
         rate: 1_000,
         connections: 64,
         runs: 3,
+        json: None,
     };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let (json, argv) = json_arg();
+    parsed.json = json;
     for pair in argv.chunks(2) {
         let value = pair
             .get(1)
@@ -60,7 +65,7 @@ fn args() -> Args {
             _ => {
                 eprintln!(
                     "usage: bench-predict [--seconds S] [--saturation-seconds S] [--rate N] \
-                     [--connections C] [--runs R]"
+                     [--connections C] [--runs R] [--json FILE]"
                 );
                 std::process::exit(2);
             }
@@ -307,6 +312,56 @@ fn report(args: &Args, rate: &Series, sat: &Series) {
     );
 }
 
+/// The figures of the report: added p50 and p99 at the fixed rate, throughput ratio at
+/// saturation, each with the direct path as baseline.
+fn write_json(path: &std::path::Path, args: &Args, rate: &Series, sat: &Series) {
+    let field =
+        |samples: &[Sample], f: fn(&Sample) -> f64| -> Vec<f64> { samples.iter().map(f).collect() };
+    let at = format!("{} req/s", args.rate);
+    let figures = [
+        Figure::new(
+            &format!("predict p50 at {at}, gateway"),
+            "ms",
+            field(&rate.gateway, |s| s.p50_ms),
+        )
+        .against("direct p50", field(&rate.direct, |s| s.p50_ms))
+        .target(Goal::at_most(Of::Difference, 0.5, "added p50 <= 0.5 ms")),
+        Figure::new(
+            &format!("predict p99 at {at}, gateway"),
+            "ms",
+            field(&rate.gateway, |s| s.p99_ms),
+        )
+        .against("direct p99", field(&rate.direct, |s| s.p99_ms))
+        .target(Goal::at_most(Of::Difference, 2.0, "added p99 <= 2 ms")),
+        Figure::new(
+            "predict throughput at saturation, gateway",
+            "req/s",
+            field(&sat.gateway, |s| s.rps),
+        )
+        .against("direct throughput", field(&sat.direct, |s| s.rps))
+        .target(Goal::at_least(Of::Ratio, 0.5, ">= 50 % of direct")),
+        Figure::new(
+            "predict p99 at saturation, gateway",
+            "ms",
+            field(&sat.gateway, |s| s.p99_ms),
+        )
+        .against("direct p99", field(&sat.direct, |s| s.p99_ms)),
+    ];
+    let errors: usize = [&rate.direct, &rate.gateway, &sat.direct, &sat.gateway]
+        .iter()
+        .flat_map(|s| s.iter().map(|x| x.errors))
+        .sum();
+    let parameters = serde_json::json!({
+        "seconds": args.seconds,
+        "saturation_seconds": args.saturation_seconds,
+        "rate": args.rate,
+        "connections": args.connections,
+        "runs": args.runs,
+    });
+    let notes = [format!("failed requests over every run and path: {errors}")];
+    tests::bench::write_json(path, "predict", parameters, &figures, &notes);
+}
+
 fn main() {
     let args = args();
     let servers = tokio::runtime::Builder::new_multi_thread()
@@ -337,6 +392,9 @@ fn main() {
         }
         let (rate, sat) = measure(&args, &direct, &through).await;
         report(&args, &rate, &sat);
+        if let Some(path) = &args.json {
+            write_json(path, &args, &rate, &sat);
+        }
     });
     drop(gateway);
     servers.shutdown_timeout(Duration::from_secs(1));

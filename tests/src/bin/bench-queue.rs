@@ -2,9 +2,10 @@
 //! through each backend, next to raw lapin (publisher confirms, mandatory, manual acks,
 //! same quorum queue arguments, same concurrency) on the same broker in the same run.
 //!
-//! `scripts/bench queue [--messages N] [--sqs-messages N] [--runs R]`. Each backend runs
-//! `R` times on fresh queues; the median is printed. The SQS row needs
-//! `HOKUSAI_TEST_SQS_ENDPOINT` (a moto server); without it the row says so.
+//! `scripts/bench queue [--messages N] [--sqs-messages N] [--runs R] [--json FILE]`. Each
+//! backend runs `R` times on fresh queues; the median is printed, and with `--json` every
+//! sample, median, ratio to raw lapin and target go to FILE (`scripts/bench`'s report). The
+//! SQS row needs `HOKUSAI_TEST_SQS_ENDPOINT` (a moto server); without it the row says so.
 
 use std::time::Instant;
 
@@ -17,13 +18,14 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use shared::domain::DeploymentId;
 use shared::queue::{Envelope, MessageKind};
-use tests::bench::{CONSUMERS, PUBLISHERS, median, queue_throughput};
+use tests::bench::{CONSUMERS, Figure, Of, PUBLISHERS, Target, json_arg, queue_throughput};
 use tests::queue::{Backend, TestQueue, amqp_url};
 
 struct Args {
     messages: usize,
     sqs_messages: usize,
     runs: usize,
+    json: Option<std::path::PathBuf>,
 }
 
 fn args() -> Args {
@@ -31,16 +33,20 @@ fn args() -> Args {
         messages: 5_000,
         sqs_messages: 500,
         runs: 3,
+        json: None,
     };
-    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let (json, argv) = json_arg();
+    parsed.json = json;
     for pair in argv.chunks(2) {
         let value = pair.get(1).and_then(|v| v.parse().ok());
         match (pair[0].as_str(), value) {
             ("--messages", Some(n)) => parsed.messages = n,
             ("--sqs-messages", Some(n)) => parsed.sqs_messages = n,
-            ("--runs", Some(n)) => parsed.runs = n,
+            ("--runs", Some(n)) if n > 0 => parsed.runs = n,
             _ => {
-                eprintln!("usage: bench-queue [--messages N] [--sqs-messages N] [--runs R]");
+                eprintln!(
+                    "usage: bench-queue [--messages N] [--sqs-messages N] [--runs R] [--json FILE]"
+                );
                 std::process::exit(2);
             }
         }
@@ -126,41 +132,48 @@ async fn through_raw_lapin(n: usize) -> f64 {
     rate
 }
 
-async fn bench(backend: Backend, n: usize, runs: usize) -> f64 {
+async fn bench(backend: Backend, n: usize, runs: usize) -> Vec<f64> {
     let mut rates = Vec::new();
     for _ in 0..runs {
         let t = TestQueue::new(backend, 8).await;
         rates.push(queue_throughput(t.queue.clone(), n).await);
         t.cleanup().await;
     }
-    median(rates)
+    rates
 }
 
 #[tokio::main]
 async fn main() {
     let args = args();
     let mut raw = Vec::new();
-    let mut rows = Vec::new();
     for _ in 0..args.runs {
         raw.push(through_raw_lapin(args.messages).await);
     }
-    let raw = median(raw);
+    let mut figures = Vec::new();
     for (label, backend) in [
         ("db (SQLite)", Backend::DbSqlite),
         ("db (PostgreSQL)", Backend::DbPostgres),
         ("rabbitmq", Backend::RabbitMq),
     ] {
-        rows.push((
-            label,
-            args.messages,
-            Some(bench(backend, args.messages, args.runs).await),
-        ));
+        let samples = bench(backend, args.messages, args.runs).await;
+        let mut figure = Figure::new(&format!("queue {label}"), "msg/s", samples)
+            .against("raw lapin", raw.clone());
+        if backend == Backend::RabbitMq {
+            figure = figure.target(Target::at_least(Of::Ratio, 0.7, ">= 70 % of raw lapin"));
+        }
+        figures.push((label, args.messages, figure));
     }
+    let mut notes = Vec::new();
     let sqs = match std::env::var("HOKUSAI_TEST_SQS_ENDPOINT") {
-        Ok(_) => Some(bench(Backend::Sqs, args.sqs_messages, args.runs).await),
-        Err(_) => None,
+        Ok(_) => bench(Backend::Sqs, args.sqs_messages, args.runs).await,
+        Err(_) => {
+            notes.push("sqs (moto) skipped: no HOKUSAI_TEST_SQS_ENDPOINT".to_owned());
+            Vec::new()
+        }
     };
-    rows.push(("sqs (moto)", args.sqs_messages, sqs));
+    let sqs = Figure::new("queue sqs (moto)", "msg/s", sqs).against("raw lapin", raw.clone());
+    figures.push(("sqs (moto)", args.sqs_messages, sqs));
+    let raw = Figure::new("queue raw lapin", "msg/s", raw);
     println!(
         "queue throughput, published + consumed, median of {} runs ({PUBLISHERS} publishers, {CONSUMERS} consumers)",
         args.runs
@@ -171,18 +184,34 @@ async fn main() {
     );
     println!(
         "{:<18} {:>9} {:>12.0} {:>14}",
-        "raw lapin", args.messages, raw, "100.0%"
+        "raw lapin",
+        args.messages,
+        raw.median(),
+        "100.0%"
     );
-    for (label, n, rate) in rows {
-        match rate {
-            Some(rate) => println!(
-                "{label:<18} {n:>9} {rate:>12.0} {:>13.1}%",
-                rate / raw * 100.0
+    for (label, n, figure) in &figures {
+        match figure.ratio().filter(|r| r.is_finite()) {
+            Some(ratio) => println!(
+                "{label:<18} {n:>9} {:>12.0} {:>13.1}%",
+                figure.median(),
+                ratio * 100.0
             ),
             None => println!(
                 "{label:<18} {:>9} {:>12} {:>14}",
                 "-", "skipped", "(no HOKUSAI_TEST_SQS_ENDPOINT)"
             ),
         }
+    }
+    if let Some(path) = &args.json {
+        let parameters = serde_json::json!({
+            "messages": args.messages,
+            "sqs_messages": args.sqs_messages,
+            "runs": args.runs,
+            "publishers": PUBLISHERS,
+            "consumers": CONSUMERS,
+        });
+        let mut all = vec![raw];
+        all.extend(figures.into_iter().map(|(_, _, f)| f));
+        tests::bench::write_json(path, "queue", parameters, &all, &notes);
     }
 }
