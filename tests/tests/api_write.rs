@@ -402,6 +402,14 @@ async fn admins_list_replay_and_purge_dead_letters() {
         .await
         .expect("json");
     let forbidden = app.get("/api/v1/admin/dlq", READ_KEY).await;
+    // Found by fuzz_api: a limit above i64::MAX once panicked in the SQLite binding.
+    let huge: Value = app
+        .get("/api/v1/admin/dlq?limit=9223372036854775808", ADMIN_KEY)
+        .await
+        .json()
+        .await
+        .expect("a huge limit lists everything");
+    assert_eq!(huge, listed);
     let ids: Vec<String> = listed
         .as_array()
         .expect("array")

@@ -194,7 +194,7 @@ pub async fn list<C: ConnectionTrait>(
     Ok(query
         .order_by_desc(deployed_models::Column::CreatedAt)
         .order_by_desc(deployed_models::Column::Id)
-        .limit(filter.limit.unwrap_or(100))
+        .limit(filter.limit.unwrap_or(100).min(i64::MAX as u64))
         .all(conn)
         .await?)
 }

@@ -1,7 +1,9 @@
 //! Predict-path benchmark (not a test): what the gateway adds in front of a model endpoint.
 //!
 //! `scripts/bench predict [--seconds S] [--saturation-seconds S] [--rate N]
-//! [--connections C] [--runs R] [--json FILE]` (`--json`: every sample, medians, the
+//! [--connections C] [--runs R] [--auth static|hokusai|hokusai-cold] [--json FILE]`
+//! (`--auth`: keys from configuration, or auth.hokus.ai's contract through the fake auth
+//! service with the key cache warm or disabled; `--json`: every sample, medians, the
 //! direct baseline, ratios and targets for `scripts/bench`'s report). An upstream stub (axum on loopback, `GET /health` and a
 //! fixed `POST /` answer) is served directly and through the gateway as production builds it
 //! (`api::Application` via [`TestApp`]: fresh SQLite, static keys, the provider registry)
@@ -27,6 +29,7 @@ use serde_json::{Value, json};
 use tests::app::{ADMIN_KEY, TestApp};
 use tests::bench::{Figure, Of, Target as Goal, json_arg};
 use tests::db::Engine;
+use tests::fake_auth::FakeAuth;
 
 /// The fixed answer of the upstream stub.
 const STUB_ANSWER: &str = r#"[{"label":"POSITIVE","score":0.99}]"#;
@@ -38,6 +41,7 @@ struct Args {
     connections: usize,
     runs: usize,
     json: Option<std::path::PathBuf>,
+    auth: Auth,
 }
 
 fn args() -> Args {
@@ -48,9 +52,22 @@ fn args() -> Args {
         connections: 64,
         runs: 3,
         json: None,
+        auth: Auth::Static,
     };
-    let (json, argv) = json_arg();
+    let (json, mut argv) = json_arg();
     parsed.json = json;
+    if let Some(at) = argv.iter().position(|a| a == "--auth") {
+        parsed.auth = match argv.get(at + 1).map(String::as_str) {
+            Some("static") => Auth::Static,
+            Some("hokusai") => Auth::Hokusai { cold: false },
+            Some("hokusai-cold") => Auth::Hokusai { cold: true },
+            _ => {
+                eprintln!("--auth takes static, hokusai (warm key cache) or hokusai-cold");
+                std::process::exit(2);
+            }
+        };
+        argv.drain(at..at + 2);
+    }
     for pair in argv.chunks(2) {
         let value = pair
             .get(1)
@@ -65,7 +82,7 @@ fn args() -> Args {
             _ => {
                 eprintln!(
                     "usage: bench-predict [--seconds S] [--saturation-seconds S] [--rate N] \
-                     [--connections C] [--runs R] [--json FILE]"
+                     [--connections C] [--runs R] [--auth static|hokusai|hokusai-cold] [--json FILE]"
                 );
                 std::process::exit(2);
             }
@@ -200,13 +217,48 @@ async fn start_stub() -> String {
     url
 }
 
-/// The gateway with the stub deployed as model `bench` through the `http` provider.
-async fn start_gateway(stub: &str) -> TestApp {
-    let app = TestApp::start(Engine::Sqlite, &[]).await;
+/// How the gateway validates keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    /// Keys from configuration (no call).
+    Static,
+    /// auth.hokus.ai's contract, spoken by the fake auth service on loopback; `cold`: no key
+    /// cache (`AUTH_CACHE_TTL_SECONDS=0`), so requests validate upstream (concurrent ones
+    /// for the same key share one call).
+    Hokusai { cold: bool },
+}
+
+impl Auth {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Static => "static keys",
+            Self::Hokusai { cold: false } => "hokusai, key cache warm",
+            Self::Hokusai { cold: true } => "hokusai, no key cache",
+        }
+    }
+}
+
+/// The gateway with the stub deployed as model `bench` through the `http` provider; with
+/// the hokusai backend, the fake auth service it validates against.
+async fn start_gateway(stub: &str, auth: Auth) -> (TestApp, Option<FakeAuth>) {
+    let (app, fake) = match auth {
+        Auth::Static => (TestApp::start(Engine::Sqlite, &[]).await, None),
+        Auth::Hokusai { cold } => {
+            let fake = FakeAuth::start().await;
+            fake.add_key(ADMIN_KEY, "bench-admin", &["admin", "predict"]);
+            let ttl = if cold { "0" } else { "300" };
+            let overrides = [
+                ("AUTH_CACHE_TTL_SECONDS", ttl),
+                ("AUTH_NEGATIVE_CACHE_TTL_SECONDS", ttl),
+            ];
+            let app = TestApp::start_hokusai(Engine::Sqlite, &fake.url, &overrides).await;
+            (app, Some(fake))
+        }
+    };
     let worker = app.worker();
     let body = json!({"provider": "http", "endpoint_url": stub, "model_version": "1"});
     app.deploy_and_serve(&worker, "bench", body).await;
-    app
+    (app, fake)
 }
 
 fn targets(stub: &str, gateway: &TestApp, connections: usize) -> (Target, Target) {
@@ -357,6 +409,7 @@ fn write_json(path: &std::path::Path, args: &Args, rate: &Series, sat: &Series) 
         "rate": args.rate,
         "connections": args.connections,
         "runs": args.runs,
+        "auth": args.auth.label(),
     });
     let notes = [format!("failed requests over every run and path: {errors}")];
     tests::bench::write_json(path, "predict", parameters, &figures, &notes);
@@ -369,11 +422,12 @@ fn main() {
         .thread_name("servers")
         .build()
         .expect("server runtime");
-    let (stub, gateway) = servers.block_on(async {
+    let (stub, gateway, fake) = servers.block_on(async {
         let stub = start_stub().await;
-        let gateway = start_gateway(&stub).await;
-        (stub, gateway)
+        let (gateway, fake) = start_gateway(&stub, args.auth).await;
+        (stub, gateway, fake)
     });
+    println!("authentication: {}", args.auth.label());
     let load = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("load")
@@ -390,8 +444,15 @@ fn main() {
                 );
             }
         }
+        let validations_before = fake.as_ref().map(FakeAuth::validations);
         let (rate, sat) = measure(&args, &direct, &through).await;
         report(&args, &rate, &sat);
+        if let (Some(fake), Some(before)) = (&fake, validations_before) {
+            println!(
+                "auth.hokus.ai validations during the measurement: {}",
+                fake.validations() - before
+            );
+        }
         if let Some(path) = &args.json {
             write_json(path, &args, &rate, &sat);
         }

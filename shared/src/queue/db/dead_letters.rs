@@ -19,7 +19,8 @@ impl DeadLetters for DbQueue {
             .dead()
             .order_by_asc(Column::DeadAt)
             .order_by_asc(Column::Id)
-            .limit(u64::try_from(limit).unwrap_or(u64::MAX))
+            // SQL takes a signed 64-bit limit: a larger one (`usize::MAX` for "all") is all.
+            .limit(u64::try_from(limit).unwrap_or(u64::MAX).min(i64::MAX as u64))
             .all(&self.inner.db)
             .await?;
         Ok(rows.into_iter().map(describe).collect())
