@@ -20,7 +20,11 @@ impl DeadLetters for DbQueue {
             .order_by_asc(Column::DeadAt)
             .order_by_asc(Column::Id)
             // SQL takes a signed 64-bit limit: a larger one (`usize::MAX` for "all") is all.
-            .limit(u64::try_from(limit).unwrap_or(u64::MAX).min(i64::MAX as u64))
+            .limit(
+                u64::try_from(limit)
+                    .unwrap_or(u64::MAX)
+                    .min(i64::MAX as u64),
+            )
             .all(&self.inner.db)
             .await?;
         Ok(rows.into_iter().map(describe).collect())
