@@ -229,14 +229,18 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Middleware: writes the JSON body of every [`ApiError`] response, with the request id.
-pub async fn render_errors(request: Request, next: Next) -> Response {
-    let request_id = request
-        .headers()
+/// The request's `X-Request-Id` (set on every request by the outer middleware).
+pub(crate) fn request_id(headers: &axum::http::HeaderMap) -> String {
+    headers
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
-        .to_owned();
+        .to_owned()
+}
+
+/// Middleware: writes the JSON body of every [`ApiError`] response, with the request id.
+pub async fn render_errors(request: Request, next: Next) -> Response {
+    let request_id = request_id(request.headers());
     let response = next.run(request).await;
     let Some(body) = response.extensions().get::<Arc<ErrorBody>>().cloned() else {
         return response;

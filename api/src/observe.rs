@@ -25,7 +25,7 @@ use shared::telemetry::metrics::names;
 use tracing::Instrument;
 
 use crate::auth::Principal;
-use crate::error::{ApiError, ErrorBody, REQUEST_ID_HEADER};
+use crate::error::{ApiError, ErrorBody, request_id};
 
 /// What the handler learned about the request, read back after the response.
 #[derive(Debug, Clone)]
@@ -104,12 +104,7 @@ pub async fn observe(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| Arc::from("unmatched"), |p| Arc::from(p.as_str()));
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let request_id = request_id(request.headers());
     let context = RequestContext::new(started);
     let (mut parts, body) = request.into_parts();
     parts.extensions.insert(context.clone());

@@ -31,12 +31,22 @@ pub async fn run(port: u16, data_dir: PathBuf) -> Result<(), Failure> {
     settings.queue.backend = QueueBackend::Db;
     settings.api.port = port;
 
+    // Migrations run on their own pool, closed before the application's opens: SQLite
+    // connections that were open during a schema change can prepare statements with the
+    // old column list, which sqlx then keeps (launchbadge/sqlx#2517).
+    let migrating = shared::db::connect(settings.database_url.expose())
+        .await
+        .context("opening the SQLite database")?;
+    Migrator::up(&migrating, None)
+        .await
+        .context("applying migrations")?;
+    migrating
+        .close()
+        .await
+        .context("closing the migration pool")?;
     let db = shared::db::connect(settings.database_url.expose())
         .await
         .context("opening the SQLite database")?;
-    Migrator::up(&db, None)
-        .await
-        .context("applying migrations")?;
 
     let (providers, emulator) = providers(&settings).await?;
     let app =

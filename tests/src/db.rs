@@ -68,11 +68,19 @@ impl TestDb {
     }
 
     /// A new database with every migration applied.
+    /// Migrations run on their own pool, closed before the test's opens: an SQLite
+    /// connection open during a schema change can prepare statements with the old column
+    /// list, which sqlx keeps (launchbadge/sqlx#2517; seen as "Missing value for column"
+    /// in a test that then updated `deployed_models`).
     pub async fn migrated(engine: Engine) -> TestDb {
-        let db = Self::empty(engine).await;
+        let mut db = Self::empty(engine).await;
         Migrator::up(&db.conn, None)
             .await
             .expect("migrations apply");
+        db.conn.clone().close().await.ok();
+        db.conn = shared::db::connect(&db.url)
+            .await
+            .expect("reconnect to the migrated test database");
         db
     }
 

@@ -15,6 +15,7 @@ pub mod browser;
 pub mod db;
 pub mod fake_auth;
 pub mod fault;
+pub mod fuzz;
 pub mod mlflow;
 pub mod openapi;
 pub mod process;

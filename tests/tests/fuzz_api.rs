@@ -18,6 +18,7 @@ use shared::config::Secret;
 use shared::mlflow::webhook;
 use tests::app::{ADMIN_KEY, MODEL_A_KEY, READ_KEY, TestApp};
 use tests::db::Engine;
+use tests::fuzz::{self, names};
 
 const SECRET: &str = "whsec-fuzz";
 /// A small limit so generated bodies cross it.
@@ -257,54 +258,31 @@ fn deploy_body() -> Value {
            "task": "text-classification", "instance": {"size": "x4"}, "scaling": {"min_replica": 1, "max_replica": 1}})
 }
 
-fn json_value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| json!(n)),
-        any::<u64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_filter_map("finite", |f| serde_json::Number::from_f64(f)
-            .map(Value::Number)),
-        "\\PC{0,16}".prop_map(Value::String),
-    ];
-    leaf.prop_recursive(4, 32, 6, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::btree_map(field(), inner, 0..6)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
-}
-
 /// Field names the routes read, mixed with noise.
-fn field() -> impl Strategy<Value = String> {
-    prop_oneof![
-        prop::sample::select(vec![
-            "inputs",
-            "parameters",
-            "model_version",
-            "repository",
-            "revision",
-            "task",
-            "framework",
-            "instance",
-            "scaling",
-            "provider",
-            "endpoint_url",
-            "ids",
-            "all",
-            "size",
-            "min_replica",
-            "max_replica",
-            "entity",
-            "action",
-            "data",
-            "name",
-            "version",
-        ])
-        .prop_map(str::to_owned),
-        "\\PC{0,8}",
-    ]
+fn field() -> impl Strategy<Value = String> + Clone {
+    names(&[
+        "inputs",
+        "parameters",
+        "model_version",
+        "repository",
+        "revision",
+        "task",
+        "framework",
+        "instance",
+        "scaling",
+        "provider",
+        "endpoint_url",
+        "ids",
+        "all",
+        "size",
+        "min_replica",
+        "max_replica",
+        "entity",
+        "action",
+        "data",
+        "name",
+        "version",
+    ])
 }
 
 /// Request bodies: arbitrary JSON, bytes, wrong types in known fields, deep nesting, huge.
@@ -539,4 +517,9 @@ fn generated_headers_never_break_the_api() {
 #[test]
 fn generated_paths_never_break_the_api() {
     Fuzz::start().run(2000, path_cases());
+}
+
+/// Arbitrary JSON with the keys of [`field`].
+fn json_value() -> impl Strategy<Value = Value> {
+    fuzz::json_value(field())
 }

@@ -10,51 +10,29 @@ use shared::config::Secret;
 use shared::domain::DeploymentId;
 use shared::mlflow::webhook::{self, DeliveryHeaders, WebhookError};
 use shared::queue::{Envelope, EnvelopeError, MessageKind};
-
-fn json_value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| json!(n)),
-        any::<u64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_filter_map("finite", |f| serde_json::Number::from_f64(f)
-            .map(Value::Number)),
-        "\\PC{0,16}".prop_map(Value::String),
-    ];
-    leaf.prop_recursive(4, 32, 6, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::btree_map(key(), inner, 0..6)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
-}
+use tests::fuzz::{self, names};
 
 /// Field names the decoders look for, mixed with noise.
-fn key() -> impl Strategy<Value = String> {
-    prop_oneof![
-        prop::sample::select(vec![
-            "entity",
-            "action",
-            "data",
-            "name",
-            "version",
-            "key",
-            "value",
-            "alias",
-            "v",
-            "message_id",
-            "kind",
-            "deployment_id",
-            "attempt",
-            "issued_at",
-            "correlation_id",
-            "payload",
-            "replayed",
-        ])
-        .prop_map(str::to_owned),
-        "\\PC{0,8}",
-    ]
+fn key() -> impl Strategy<Value = String> + Clone {
+    names(&[
+        "entity",
+        "action",
+        "data",
+        "name",
+        "version",
+        "key",
+        "value",
+        "alias",
+        "v",
+        "message_id",
+        "kind",
+        "deployment_id",
+        "attempt",
+        "issued_at",
+        "correlation_id",
+        "payload",
+        "replayed",
+    ])
 }
 
 /// Bodies: raw bytes, arbitrary JSON, and webhook-shaped objects with arbitrary fields.
@@ -220,4 +198,9 @@ fn envelope_like() -> impl Strategy<Value = Value> {
             envelope[field] = value;
             envelope
         })
+}
+
+/// Arbitrary JSON with the keys of [`key`].
+fn json_value() -> impl Strategy<Value = Value> {
+    fuzz::json_value(key())
 }
