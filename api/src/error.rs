@@ -242,6 +242,11 @@ pub(crate) fn request_id(headers: &axum::http::HeaderMap) -> String {
 pub async fn render_errors(request: Request, next: Next) -> Response {
     let request_id = request_id(request.headers());
     let response = next.run(request).await;
+    render(response, request_id)
+}
+
+/// An [`ApiError`] response with its JSON body written (other responses unchanged).
+pub(crate) fn render(response: Response, request_id: String) -> Response {
     let Some(body) = response.extensions().get::<Arc<ErrorBody>>().cloned() else {
         return response;
     };

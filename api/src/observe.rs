@@ -25,7 +25,7 @@ use shared::telemetry::metrics::names;
 use tracing::Instrument;
 
 use crate::auth::Principal;
-use crate::error::{ApiError, ErrorBody, request_id};
+use crate::error::{ApiError, ErrorBody, render, request_id};
 
 /// What the handler learned about the request, read back after the response.
 #[derive(Debug, Clone)]
@@ -114,7 +114,7 @@ pub async fn observe(
     let (request_payload, body) = if config.log_payloads {
         match axum::body::to_bytes(body, config.max_body_bytes).await {
             Ok(bytes) => (Some(payload(&bytes, &config)), Body::from(bytes)),
-            Err(_) => return ApiError::PayloadTooLarge.into_response(),
+            Err(_) => return render(ApiError::PayloadTooLarge.into_response(), request_id),
         }
     } else {
         (None, body)

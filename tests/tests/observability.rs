@@ -503,3 +503,20 @@ async fn one_log_line_per_request_without_key_material() {
         "redacted fields stay out"
     );
 }
+
+#[tokio::test]
+async fn logging_payloads_keeps_the_documented_413() {
+    let app = TestApp::start(
+        Engine::Sqlite,
+        &[("LOG_PAYLOADS", "true"), ("MAX_BODY_BYTES", "256")],
+    )
+    .await;
+    let big = json!({"inputs": "x".repeat(1_000)});
+
+    let response = app
+        .post("/api/v1/models/model-a/predict", ADMIN_KEY, &big)
+        .await;
+
+    tests::app::assert_error(response, 413, "PAYLOAD_TOO_LARGE").await;
+    app.db.drop_database().await;
+}
