@@ -62,7 +62,7 @@ pub fn accrued_at_month_start(row: &Deployment, now: DateTime<Utc>) -> f64 {
     if row.cost_month.as_deref() == Some(month_key(now).as_str()) {
         row.month_start_accrued_usd
     } else {
-        accrued_until(row, month_start(now)).min(accrued_until(row, now))
+        accrued_until(row, month_start(now))
     }
 }
 

@@ -6,6 +6,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use shared::telemetry::metrics::names;
+
 /// What one call to the auth service's validation route concluded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ValidationOutcome {
@@ -84,14 +86,13 @@ impl AuthCounters {
     /// Counts one validation call and its outcome.
     pub fn validation(&self, outcome: ValidationOutcome) {
         self.validations[outcome as usize].fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("hokusai_auth_validations_total", "outcome" => outcome.label())
-            .increment(1);
+        metrics::counter!(names::AUTH_VALIDATIONS, "outcome" => outcome.label()).increment(1);
     }
 
     /// Counts one cache lookup.
     pub fn cache(&self, result: CacheResult) {
         self.cache[result as usize].fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("hokusai_auth_cache_total", "result" => result.label()).increment(1);
+        metrics::counter!(names::AUTH_CACHE, "result" => result.label()).increment(1);
     }
 
     /// Counts one usage report.

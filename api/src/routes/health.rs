@@ -32,7 +32,7 @@ pub(super) async fn metrics() -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            shared::telemetry::metrics::CONTENT_TYPE,
         )],
         shared::telemetry::metrics::render(),
     )

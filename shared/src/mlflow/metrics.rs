@@ -15,7 +15,7 @@ pub fn webhook(event: &str, outcome: &'static str) {
         _ => "unknown".to_owned(),
     };
     tracing::info!(event = %event, outcome, "MLflow webhook");
-    metrics::counter!("hokusai_mlflow_webhooks_total", "event" => event, "outcome" => outcome)
+    metrics::counter!(crate::telemetry::metrics::names::MLFLOW_WEBHOOKS, "event" => event, "outcome" => outcome)
         .increment(1);
 }
 

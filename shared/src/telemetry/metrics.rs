@@ -93,6 +93,9 @@ pub fn install() -> &'static PrometheusHandle {
     })
 }
 
+/// The `Content-Type` of [`render`]'s text (Prometheus exposition format 0.0.4).
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// The Prometheus text exposition of every series recorded so far.
 pub fn render() -> String {
     install().render()
