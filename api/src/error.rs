@@ -3,43 +3,20 @@
 //! `{"detail": "<sentence>", "error": "<CODE>", "request_id": "…"}`.
 //!
 //! A handler returns `Err(ApiError)`; [`IntoResponse`] stores the error in the response's
-//! extensions and [`render_errors`] (a middleware that knows the request id) writes the
-//! body. Internal causes are logged once and never sent.
+//! extensions and [`render`] (called by the observation middleware, which knows the request id)
+//! writes the body. Internal causes are logged once and never sent.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 /// The header carrying the request id (taken from the request or generated).
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
-/// The longest `X-Request-Id` taken from a client.
-const MAX_REQUEST_ID_LEN: usize = 128;
-
-/// Middleware (outside the request-id layer): a client's `X-Request-Id` is kept only when it
-/// is 1–128 visible ASCII characters; otherwise it is removed and a fresh id generated, so
-/// the id in logs, in the response header and in error bodies is always the same text.
-pub async fn drop_unusable_request_id(mut request: Request, next: Next) -> Response {
-    let usable = |value: &HeaderValue| {
-        let bytes = value.as_bytes();
-        !bytes.is_empty()
-            && bytes.len() <= MAX_REQUEST_ID_LEN
-            && bytes.iter().all(|b| b.is_ascii_graphic())
-    };
-    let headers = request.headers_mut();
-    let values: Vec<&HeaderValue> = headers.get_all(REQUEST_ID_HEADER).iter().collect();
-    if values.len() > 1 || values.first().is_some_and(|v| !usable(v)) {
-        headers.remove(REQUEST_ID_HEADER);
-    }
-    next.run(request).await
-}
 
 /// Everything a handler can answer besides success.
 #[derive(Debug, thiserror::Error)]
@@ -200,7 +177,7 @@ pub struct ErrorResponse {
     pub request_id: String,
 }
 
-/// What [`render_errors`] needs to write the body.
+/// What [`render`] needs to write the body.
 #[derive(Debug, Clone)]
 pub(crate) struct ErrorBody {
     pub(crate) code: &'static str,
@@ -229,24 +206,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The request's `X-Request-Id` (set on every request by the outer middleware).
-pub(crate) fn request_id(headers: &axum::http::HeaderMap) -> String {
-    headers
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned()
-}
-
-/// Middleware: writes the JSON body of every [`ApiError`] response, with the request id.
-pub async fn render_errors(request: Request, next: Next) -> Response {
-    let request_id = request_id(request.headers());
-    let response = next.run(request).await;
-    render(response, request_id)
-}
-
-/// An [`ApiError`] response with its JSON body written (other responses unchanged).
-pub(crate) fn render(response: Response, request_id: String) -> Response {
+/// An [`ApiError`] response with its JSON body written, carrying `request_id` (other
+/// responses unchanged); the observation middleware calls it for every response.
+pub(crate) fn render(response: Response, request_id: &str) -> Response {
     let Some(body) = response.extensions().get::<Arc<ErrorBody>>().cloned() else {
         return response;
     };
@@ -255,7 +217,7 @@ pub(crate) fn render(response: Response, request_id: String) -> Response {
     let json = Json(ErrorResponse {
         detail: body.detail.clone(),
         error: body.code.to_owned(),
-        request_id,
+        request_id: request_id.to_owned(),
     });
     let mut rendered = json.into_response();
     *rendered.status_mut() = parts.status;

@@ -12,12 +12,13 @@
 //! with the values of `LOG_REDACT_FIELDS` keys replaced, truncated to
 //! `LOG_PAYLOAD_MAX_BYTES`.
 
-use std::sync::{Arc, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
@@ -25,7 +26,8 @@ use shared::telemetry::metrics::names;
 use tracing::Instrument;
 
 use crate::auth::Principal;
-use crate::error::{ApiError, ErrorBody, render, request_id};
+use crate::error::{ApiError, ErrorBody, REQUEST_ID_HEADER, render};
+use crate::routing::ActiveRoute;
 
 /// What the handler learned about the request, read back after the response.
 #[derive(Debug, Clone)]
@@ -35,7 +37,7 @@ pub struct RequestContext(Arc<Inner>);
 struct Inner {
     started: Instant,
     principal: OnceLock<Principal>,
-    model: OnceLock<String>,
+    route: OnceLock<Arc<ActiveRoute>>,
     upstream: OnceLock<Duration>,
 }
 
@@ -44,7 +46,7 @@ impl RequestContext {
         Self(Arc::new(Inner {
             started,
             principal: OnceLock::new(),
-            model: OnceLock::new(),
+            route: OnceLock::new(),
             upstream: OnceLock::new(),
         }))
     }
@@ -64,10 +66,10 @@ impl RequestContext {
         self.0.principal.get()
     }
 
-    /// Records the model the request was served for (a model with a deployment: label
-    /// values stay bounded).
-    pub fn set_model(&self, model_id: &str) {
-        let _ = self.0.model.set(model_id.to_owned());
+    /// Records the route (model and deployment) the request was served by: a model with a
+    /// deployment, so label values stay bounded.
+    pub fn set_route(&self, route: Arc<ActiveRoute>) {
+        let _ = self.0.route.set(route);
     }
 
     /// Records the time spent waiting for the upstream endpoint.
@@ -92,37 +94,50 @@ pub struct ObserveConfig {
 /// The route template of the predict route.
 pub const PREDICT_ROUTE: &str = "/api/v1/models/{model_id}/predict";
 
-/// The middleware: counts, times and logs the request.
+/// The middleware, outermost on every route: gives the request its id (the client's
+/// `X-Request-Id` when usable, else a fresh UUID), echoes it on the response, writes the JSON
+/// body of every [`ApiError`] answer, counts, times and logs the request. One layer does all
+/// of it: each `from_fn` layer clones the service below it and boxes a future per request.
 pub async fn observe(
     State(config): State<Arc<ObserveConfig>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
+    let request_id = assign_request_id(request.headers_mut());
+    let id_text = request_id.to_str().unwrap_or_default();
     let method = request.method().clone();
-    let route: Arc<str> = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| Arc::from("unmatched"), |p| Arc::from(p.as_str()));
-    let request_id = request_id(request.headers());
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let template = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let context = RequestContext::new(started);
     let (mut parts, body) = request.into_parts();
     parts.extensions.insert(context.clone());
     let bytes_in = content_length(&parts.headers);
-    let span = tracing::info_span!("request", request_id = %request_id);
+    let span = tracing::info_span!("request", request_id = %id_text);
 
     let (request_payload, body) = if config.log_payloads {
         match axum::body::to_bytes(body, config.max_body_bytes).await {
             Ok(bytes) => (Some(payload(&bytes, &config)), Body::from(bytes)),
-            Err(_) => return render(ApiError::PayloadTooLarge.into_response(), request_id),
+            Err(_) => {
+                let mut response = render(ApiError::PayloadTooLarge.into_response(), id_text);
+                response
+                    .headers_mut()
+                    .insert(REQUEST_ID_HEADER, request_id.clone());
+                return response;
+            }
         }
     } else {
         (None, body)
     };
-    let mut response = next
-        .run(Request::from_parts(parts, body))
-        .instrument(span.clone())
-        .await;
+    let mut response = render(
+        next.run(Request::from_parts(parts, body))
+            .instrument(span.clone())
+            .await,
+        id_text,
+    );
+    response
+        .headers_mut()
+        .insert(REQUEST_ID_HEADER, request_id.clone());
     let response_payload = if config.log_payloads {
         let (parts, body) = response.into_parts();
         let bytes = axum::body::to_bytes(body, usize::MAX)
@@ -137,16 +152,11 @@ pub async fn observe(
 
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    let method_label = method.as_str().to_owned();
-    metrics::counter!(names::HTTP_REQUESTS, "method" => method_label.clone(),
-        "route" => route.to_string(), "status" => status.to_string())
-    .increment(1);
-    metrics::histogram!(names::HTTP_DURATION, "method" => method_label, "route" => route.to_string())
-        .record(elapsed.as_secs_f64());
-    let model = context.0.model.get();
-    if let (Some(model), Some(upstream)) = (model, context.0.upstream.get()) {
-        metrics::histogram!(names::PREDICT_OVERHEAD, "model_id" => model.clone())
-            .record(elapsed.saturating_sub(*upstream).as_secs_f64());
+    http_metrics(&method, template, status).record(elapsed);
+    let served = context.0.route.get();
+    if let (Some(route), Some(upstream)) = (served, context.0.upstream.get()) {
+        let overhead = elapsed.saturating_sub(*upstream);
+        route.series.overhead.record(overhead.as_secs_f64());
     }
 
     let principal = context.principal();
@@ -159,10 +169,10 @@ pub async fn observe(
     tracing::info!(
         target: "hokusai::request",
         method = %method,
-        route = %route,
+        route = %template,
         status,
         latency_ms = elapsed.as_secs_f64() * 1000.0,
-        model_id = model.map(String::as_str),
+        model_id = served.map(|r| r.model_id.as_str()),
         key_id = principal.map(|p| p.key_id.as_str()),
         user_id = principal.and_then(|p| p.user_id.as_deref()),
         error,
@@ -173,6 +183,98 @@ pub async fn observe(
         "request"
     );
     response
+}
+
+/// The longest `X-Request-Id` taken from a client.
+const MAX_REQUEST_ID_LEN: usize = 128;
+
+/// The request's id: the client's `X-Request-Id` when there is exactly one and it is 1–128
+/// visible ASCII characters, otherwise a fresh UUID (v4), written back into the request so
+/// the id in logs, in the response header and in error bodies is always the same text.
+fn assign_request_id(headers: &mut HeaderMap) -> HeaderValue {
+    let usable = |value: &HeaderValue| {
+        let bytes = value.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= MAX_REQUEST_ID_LEN
+            && bytes.iter().all(|b| b.is_ascii_graphic())
+    };
+    let mut given = headers.get_all(REQUEST_ID_HEADER).iter();
+    if let (Some(value), None) = (given.next(), given.next())
+        && usable(value)
+    {
+        return value.clone();
+    }
+    let mut buffer = uuid::Uuid::encode_buffer();
+    let fresh = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buffer);
+    let value = HeaderValue::from_str(fresh).expect("a UUID is a valid header value");
+    headers.insert(REQUEST_ID_HEADER, value.clone());
+    value
+}
+
+/// The HTTP series of one method, route template and status.
+struct HttpMetrics {
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+impl HttpMetrics {
+    fn record(&self, elapsed: Duration) {
+        self.requests.increment(1);
+        self.duration.record(elapsed.as_secs_f64());
+    }
+}
+
+/// The handles of the HTTP series for `method`, `route`, `status`, registered on first use
+/// and kept: routes and statuses are few, and a handle skips building and hashing the
+/// labels on every request. Methods other than the standard ones are labelled `OTHER`.
+fn http_metrics(method: &Method, route: &str, status: u16) -> Arc<HttpMetrics> {
+    type PerRoute = Vec<(Method, u16, Arc<HttpMetrics>)>;
+    static HANDLES: OnceLock<RwLock<HashMap<Box<str>, PerRoute>>> = OnceLock::new();
+    let handles = HANDLES.get_or_init(Default::default);
+    let standard = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::CONNECT,
+    ];
+    let method = if standard.contains(method) {
+        method.clone()
+    } else {
+        Method::from_bytes(b"OTHER").expect("a valid method token")
+    };
+    let find = |per_route: &PerRoute| {
+        per_route
+            .iter()
+            .find(|(m, s, _)| *m == method && *s == status)
+            .map(|(_, _, found)| found.clone())
+    };
+    if let Some(found) = handles
+        .read()
+        .expect("metric handles")
+        .get(route)
+        .and_then(find)
+    {
+        return found;
+    }
+    let mut handles = handles.write().expect("metric handles");
+    let per_route = handles.entry(route.into()).or_default();
+    if let Some(found) = find(per_route) {
+        return found;
+    }
+    let label = method.as_str().to_owned();
+    let created = Arc::new(HttpMetrics {
+        requests: metrics::counter!(names::HTTP_REQUESTS, "method" => label.clone(),
+            "route" => route.to_owned(), "status" => status.to_string()),
+        duration: metrics::histogram!(names::HTTP_DURATION, "method" => label,
+            "route" => route.to_owned()),
+    });
+    per_route.push((method, status, created.clone()));
+    created
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

@@ -13,11 +13,14 @@ use shared::db::DbError;
 use shared::db::deployments;
 use shared::domain::ModelId;
 use shared::provider::EndpointHandle;
+use shared::telemetry::metrics::names;
 use uuid::Uuid;
 
 /// Where predictions for a model go.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ActiveRoute {
+    /// The model.
+    pub model_id: ModelId,
     /// The serving deployment.
     pub deployment_id: Uuid,
     /// Its MLflow version.
@@ -28,6 +31,45 @@ pub struct ActiveRoute {
     pub handle: EndpointHandle,
     /// The model's task (shapes some request bodies).
     pub task: Option<String>,
+    /// The model's predict series, registered once per route rather than looked up by
+    /// label on every prediction.
+    pub series: PredictSeries,
+}
+
+/// Handles of the `model_id`-labelled predict series of one model.
+#[derive(Clone)]
+pub struct PredictSeries {
+    /// `hokusai_predict_requests_total{outcome="ok"}`.
+    pub ok: metrics::Counter,
+    /// `hokusai_predict_upstream_duration_seconds`.
+    pub upstream: metrics::Histogram,
+    /// `hokusai_predict_overhead_seconds`.
+    pub overhead: metrics::Histogram,
+}
+
+impl PredictSeries {
+    /// The handles for `model`.
+    pub fn new(model: &ModelId) -> Self {
+        let label = model.as_str().to_owned();
+        Self {
+            ok: metrics::counter!(names::PREDICT_REQUESTS, "model_id" => label.clone(), "outcome" => "ok"),
+            upstream: metrics::histogram!(names::PREDICT_UPSTREAM, "model_id" => label.clone()),
+            overhead: metrics::histogram!(names::PREDICT_OVERHEAD, "model_id" => label),
+        }
+    }
+}
+
+impl std::fmt::Debug for PredictSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PredictSeries")
+    }
+}
+
+/// Handles are not part of a route's identity.
+impl PartialEq for PredictSeries {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 #[derive(Debug)]
@@ -64,11 +106,10 @@ impl RoutingCache {
             return Ok(route);
         }
         let route = deployments::find_active(db, model).await?.and_then(|d| {
-            let handle = EndpointHandle {
-                provider_model_id: d.provider_model_id?,
-                endpoint_url: d.endpoint_url,
-            };
+            let handle = EndpointHandle::new(d.provider_model_id?, d.endpoint_url);
             Some(Arc::new(ActiveRoute {
+                model_id: model.clone(),
+                series: PredictSeries::new(model),
                 deployment_id: d.id,
                 model_version: d.model_version,
                 provider: d.provider,

@@ -7,14 +7,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::HeaderName;
 use sea_orm::DatabaseConnection;
 use shared::config::{AuthBackend, Secret, Settings};
 use shared::db::outbox::Route;
 use shared::provider::ProviderRegistry;
 use shared::queue::{self, QueueOptions};
 use tokio::net::TcpListener;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 use crate::activity::{self, PredictionClock};
 use crate::auth::Authenticator;
@@ -22,11 +20,10 @@ use crate::auth::counters::AuthCounters;
 use crate::auth::hokusai::{self, HokusaiAuthenticator};
 use crate::auth::static_keys::{self, StaticKeys};
 use crate::auth::usage::{self, UsageReporter};
-use crate::error::{REQUEST_ID_HEADER, drop_unusable_request_id, render_errors};
 use crate::observe::{ObserveConfig, observe};
 use crate::routes;
 use crate::routing::RoutingCache;
-use crate::state::AppState;
+use crate::state::{AppState, Services};
 
 /// A bound, ready-to-serve API.
 pub struct Application {
@@ -101,7 +98,7 @@ impl Application {
         let routing = Arc::new(RoutingCache::new(settings.api.routing_ttl, 100_000));
         let activity = Arc::new(PredictionClock::default());
         tokio::spawn(record_activity(db.clone(), Arc::downgrade(&activity)));
-        let state = AppState {
+        let state = AppState::new(Services {
             db: db.clone(),
             settings: Arc::new(settings),
             authenticator,
@@ -110,7 +107,7 @@ impl Application {
             queue,
             routing,
             activity: activity.clone(),
-        };
+        });
         let router = app(state, usage);
         Ok(Self {
             listener,
@@ -213,11 +210,10 @@ impl AuthWiring {
     }
 }
 
-/// The router with its middleware, outermost last: request ids (taken from the request or
-/// generated, echoed on every response), observation (metrics, the request log line and
-/// span), usage reporting when enabled, error bodies, the body limit.
+/// The router with its middleware, outermost last: the body limit, usage reporting when
+/// enabled, and observation (request ids taken from the request or generated and echoed on
+/// every response, error bodies, metrics, the request log line and span).
 pub fn app(state: AppState, usage: Option<Arc<UsageReporter>>) -> Router {
-    let request_id = HeaderName::from_static(REQUEST_ID_HEADER);
     let body_limit = state.settings.api.max_body_bytes;
     let telemetry = &state.settings.telemetry;
     let observe_config = Arc::new(ObserveConfig {
@@ -228,17 +224,12 @@ pub fn app(state: AppState, usage: Option<Arc<UsageReporter>>) -> Router {
     });
     let mut router = routes::router()
         .with_state(state)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn(render_errors));
+        .layer(DefaultBodyLimit::max(body_limit));
     if let Some(reporter) = usage {
         router = router.layer(axum::middleware::from_fn_with_state(reporter, usage::track));
     }
-    router
-        .layer(axum::middleware::from_fn_with_state(
-            observe_config,
-            observe,
-        ))
-        .layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-        .layer(axum::middleware::from_fn(drop_unusable_request_id))
+    router.layer(axum::middleware::from_fn_with_state(
+        observe_config,
+        observe,
+    ))
 }

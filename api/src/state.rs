@@ -13,9 +13,28 @@ use crate::activity::PredictionClock;
 use crate::auth::Authenticator;
 use crate::routing::RoutingCache;
 
-/// Cheap to clone: everything inside is reference-counted.
+/// What every handler shares, behind one reference count: extractors and the router clone
+/// the state several times per request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    /// The state holding `services`.
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The services of [`AppState`].
+pub struct Services {
     /// The database pool.
     pub db: DatabaseConnection,
     /// The configuration the application was built with.

@@ -95,10 +95,7 @@ async fn deploy_wait_predict_and_undeploy_against_the_emulator() {
     let handle = provider.deploy(&spec).await.expect("deploy");
     let again = provider.deploy(&spec).await.expect("idempotent deploy");
     let ready = wait_for(&provider, &handle, |s| s.ready).await;
-    let handle = EndpointHandle {
-        endpoint_url: ready.url.clone(),
-        ..handle
-    };
+    let handle = handle.with_url(ready.url.clone());
     let prediction = provider
         .predict(&handle, classify("I love you"))
         .await
@@ -131,10 +128,7 @@ async fn a_scaled_to_zero_endpoint_is_unavailable_unless_asked_to_wait() {
     let (provider, _) = provider(&emu, None);
     let handle = provider.deploy(&spec()).await.expect("deploy");
     let url = wait_for(&provider, &handle, |s| s.ready).await.url;
-    let handle = EndpointHandle {
-        endpoint_url: url,
-        ..handle
-    };
+    let handle = handle.with_url(url);
 
     let zero = provider
         .management()

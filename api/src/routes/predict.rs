@@ -9,11 +9,12 @@ use std::time::{Duration, Instant};
 
 use axum::Extension;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use chrono::{SecondsFormat, Utc};
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 use shared::domain::ModelId;
 use shared::provider::{PredictRequest, ProviderError};
 use shared::telemetry::cloudwatch::{self, Metric};
@@ -123,7 +124,7 @@ async fn predict(
     Authenticated(principal): Authenticated,
     Path(raw): Path<String>,
     extract::Json(body): extract::Json<PredictBody>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let started = context.as_ref().map_or_else(Instant::now, |c| c.started());
     let not_deployed = || ApiError::ModelNotDeployed(raw.clone());
     let model = ModelId::parse(&raw).map_err(|_| not_deployed())?;
@@ -156,65 +157,78 @@ async fn predict(
         Ok(answer) => answer.map_err(|e| upstream_error(e, timeout.as_secs())),
     };
     if let Some(Extension(context)) = &context {
-        context.set_model(model.as_str());
+        context.set_route(route.clone());
         context.set_upstream(upstream);
     }
-    record(
-        &model,
-        &route,
-        answer.as_ref().err(),
-        upstream,
-        started.elapsed(),
-    );
+    record(&route, answer.as_ref().err(), upstream, started.elapsed());
     let answer = answer?;
     state.activity.note(route.deployment_id);
     let predictions = match answer.predictions {
         Value::Array(items) => Value::Array(items),
         other => Value::Array(vec![other]),
     };
-    Ok(Json(json!({
-        "model_id": model,
-        "predictions": predictions,
-        "metadata": {
-            "api_version": "1.0",
-            "deployment_id": route.deployment_id,
-            "model_version": route.model_version,
-            "provider": route.provider,
-            "response_time_ms": started.elapsed().as_millis() as u64,
-            "user_id": principal.user_id,
-            "api_key_id": principal.key_id,
+    let answer = Answer {
+        metadata: AnswerMetadata {
+            api_key_id: &principal.key_id,
+            api_version: "1.0",
+            deployment_id: route.deployment_id,
+            model_version: route.model_version.as_deref(),
+            provider: &route.provider,
+            response_time_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            user_id: principal.user_id.as_deref(),
         },
-        "timestamp": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-    })))
+        model_id: model.as_str(),
+        predictions,
+        timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+    };
+    Ok(Json(answer).into_response())
+}
+
+/// The 200 body (documented by [`PredictResponse`]), serialized straight from borrowed
+/// fields; keys in the order `serde_json::Map` sorts them.
+#[derive(Serialize)]
+struct Answer<'a> {
+    metadata: AnswerMetadata<'a>,
+    model_id: &'a str,
+    predictions: Value,
+    timestamp: String,
+}
+
+/// `metadata` of [`Answer`].
+#[derive(Serialize)]
+struct AnswerMetadata<'a> {
+    api_key_id: &'a str,
+    api_version: &'static str,
+    deployment_id: uuid::Uuid,
+    model_version: Option<&'a str>,
+    provider: &'a str,
+    response_time_ms: u64,
+    user_id: Option<&'a str>,
 }
 
 /// The `model_id` label of predictions for models without a deployment.
 const NO_MODEL: &str = "(none)";
 
 /// Counts and times a forwarded prediction (Prometheus, and CloudWatch when enabled).
-fn record(
-    model: &ModelId,
-    route: &ActiveRoute,
-    error: Option<&ApiError>,
-    upstream: Duration,
-    total: Duration,
-) {
+fn record(route: &ActiveRoute, error: Option<&ApiError>, upstream: Duration, total: Duration) {
     let outcome = match error {
-        None => "ok",
-        Some(ApiError::BadRequest(_)) => "bad_request",
-        Some(ApiError::ModelNotReady { .. }) => "not_ready",
-        Some(ApiError::RateLimited { .. }) => "rate_limited",
-        Some(ApiError::Upstream(_)) => "upstream_error",
-        Some(ApiError::UpstreamTimeout(_)) => "timeout",
-        Some(_) => "error",
+        None => None,
+        Some(ApiError::BadRequest(_)) => Some("bad_request"),
+        Some(ApiError::ModelNotReady { .. }) => Some("not_ready"),
+        Some(ApiError::RateLimited { .. }) => Some("rate_limited"),
+        Some(ApiError::Upstream(_)) => Some("upstream_error"),
+        Some(ApiError::UpstreamTimeout(_)) => Some("timeout"),
+        Some(_) => Some("error"),
     };
-    let model_id = model.as_str().to_owned();
-    metrics::counter!(names::PREDICT_REQUESTS, "model_id" => model_id.clone(), "outcome" => outcome)
-        .increment(1);
-    metrics::histogram!(names::PREDICT_UPSTREAM, "model_id" => model_id)
-        .record(upstream.as_secs_f64());
+    match outcome {
+        None => route.series.ok.increment(1),
+        Some(outcome) => metrics::counter!(names::PREDICT_REQUESTS,
+            "model_id" => route.model_id.as_str().to_owned(), "outcome" => outcome)
+        .increment(1),
+    }
+    route.series.upstream.record(upstream.as_secs_f64());
     let dimensions = [
-        ("ModelId", model.as_str()),
+        ("ModelId", route.model_id.as_str()),
         ("Provider", route.provider.as_str()),
     ];
     cloudwatch::record(Metric::PredictionRequests, &dimensions, 1.0);

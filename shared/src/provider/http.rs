@@ -87,10 +87,7 @@ impl Provider for HttpProvider {
             .as_deref()
             .ok_or_else(|| ProviderError::invalid("the http provider needs an endpoint URL"))?;
         let url = parse_url(raw)?;
-        Ok(EndpointHandle {
-            provider_model_id: url.clone(),
-            endpoint_url: Some(url),
-        })
+        Ok(EndpointHandle::new(url.clone(), Some(url)))
     }
 
     async fn get_status(&self, handle: &EndpointHandle) -> Result<EndpointStatus, ProviderError> {
@@ -121,7 +118,10 @@ impl Provider for HttpProvider {
         handle: &EndpointHandle,
         req: PredictRequest,
     ) -> Result<PredictResponse, ProviderError> {
-        self.inference.predict(Self::url_of(handle), &req).await
+        match handle.parsed_url() {
+            Some(url) => self.inference.predict(url.clone(), &req).await,
+            None => self.inference.predict(Self::url_of(handle), &req).await,
+        }
     }
 }
 

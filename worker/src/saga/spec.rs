@@ -14,10 +14,7 @@ pub fn handle_of(
     spec: &DeploymentSpec,
 ) -> Option<EndpointHandle> {
     match &row.provider_model_id {
-        Some(name) => Some(EndpointHandle {
-            provider_model_id: name.clone(),
-            endpoint_url: row.endpoint_url.clone(),
-        }),
+        Some(name) => Some(EndpointHandle::new(name, row.endpoint_url.clone())),
         None => provider.handle_for(spec),
     }
 }

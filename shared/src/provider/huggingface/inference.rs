@@ -69,10 +69,11 @@ impl InferenceClient {
         }
     }
 
-    /// Sends one prediction to `url` exactly (the URL may contain a path).
+    /// Sends one prediction to `url` exactly (the URL may contain a path; a parsed
+    /// [`reqwest::Url`] skips parsing the text again).
     pub async fn predict(
         &self,
-        url: &str,
+        url: impl reqwest::IntoUrl,
         req: &PredictRequest,
     ) -> Result<PredictResponse, ProviderError> {
         let mut request = self.authorised(self.http.post(url)).json(&body(req));

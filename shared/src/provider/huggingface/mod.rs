@@ -158,10 +158,7 @@ impl Provider for HuggingFaceProvider {
     async fn deploy(&self, spec: &DeploymentSpec) -> Result<EndpointHandle, ProviderError> {
         let body = self.create_body(spec)?;
         let endpoint = self.management.create_or_adopt(&body).await?;
-        Ok(EndpointHandle {
-            provider_model_id: endpoint.name,
-            endpoint_url: endpoint.status.url,
-        })
+        Ok(EndpointHandle::new(endpoint.name, endpoint.status.url))
     }
 
     async fn get_status(&self, handle: &EndpointHandle) -> Result<EndpointStatus, ProviderError> {
@@ -175,10 +172,7 @@ impl Provider for HuggingFaceProvider {
 
     fn handle_for(&self, spec: &DeploymentSpec) -> Option<EndpointHandle> {
         let name = EndpointName::for_deployment(&spec.model_id, spec.deployment_id);
-        Some(EndpointHandle {
-            provider_model_id: name.as_str().to_owned(),
-            endpoint_url: None,
-        })
+        Some(EndpointHandle::new(name.as_str(), None))
     }
 
     async fn undeploy(&self, handle: &EndpointHandle) -> Result<(), ProviderError> {
@@ -193,11 +187,14 @@ impl Provider for HuggingFaceProvider {
         handle: &EndpointHandle,
         req: PredictRequest,
     ) -> Result<PredictResponse, ProviderError> {
+        if let Some(url) = handle.parsed_url() {
+            return self.inference.predict(url.clone(), &req).await;
+        }
         let url = match &handle.endpoint_url {
             Some(url) => url.clone(),
             None => self.url_of(&handle.provider_model_id).await?,
         };
-        self.inference.predict(&url, &req).await
+        self.inference.predict(url, &req).await
     }
 
     async fn refresh(&self) -> Result<(), ProviderError> {

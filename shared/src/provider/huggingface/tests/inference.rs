@@ -9,10 +9,7 @@ use crate::provider::fake::Reply;
 use crate::provider::{EndpointHandle, PredictRequest, Provider};
 
 fn handle(fake: &Fake) -> EndpointHandle {
-    EndpointHandle {
-        provider_model_id: NAME.into(),
-        endpoint_url: Some(format!("{}/endpoints/{NAME}", fake.base)),
-    }
+    EndpointHandle::new(NAME, Some(format!("{}/endpoints/{NAME}", fake.base)))
 }
 
 fn request(task: &str, parameters: Option<Value>) -> PredictRequest {
@@ -119,10 +116,7 @@ async fn without_a_recorded_url_the_endpoint_is_looked_up_first() {
     })
     .await;
     let (provider, _) = provider(&fake);
-    let no_url = EndpointHandle {
-        provider_model_id: NAME.into(),
-        endpoint_url: None,
-    };
+    let no_url = EndpointHandle::new(NAME, None);
 
     let response = provider
         .predict(&no_url, request("text-generation", None))

@@ -9,10 +9,7 @@ use crate::provider::fake::Reply;
 use crate::provider::{EndpointHandle, Provider, ProviderError, ProviderState};
 
 fn handle() -> EndpointHandle {
-    EndpointHandle {
-        provider_model_id: NAME.into(),
-        endpoint_url: None,
-    }
+    EndpointHandle::new(NAME, None)
 }
 
 #[tokio::test]
