@@ -88,15 +88,22 @@ impl InferenceClient {
             .await
             .map_err(|e| errors::from_transport(&e))?;
         let status = response.status();
-        let headers = response.headers().clone();
-        let text = response
-            .text()
+        if !status.is_success() {
+            let headers = response.headers().clone();
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| errors::from_transport(&e))?;
+            return Err(classify(status, &headers, &String::from_utf8_lossy(&bytes)));
+        }
+        // Bytes, not `text()`: that parses the Content-Type for a charset on every call, and
+        // the inference protocol is JSON (UTF-8).
+        let bytes = response
+            .bytes()
             .await
             .map_err(|e| errors::from_transport(&e))?;
-        if !status.is_success() {
-            return Err(classify(status, &headers, &text));
-        }
-        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         Ok(PredictResponse {
             predictions: normalize(&req.inputs, value),
         })
