@@ -36,7 +36,7 @@ pub struct RequestContext(Arc<Inner>);
 #[derive(Debug)]
 struct Inner {
     started: Instant,
-    principal: OnceLock<Principal>,
+    principal: OnceLock<Arc<Principal>>,
     route: OnceLock<Arc<ActiveRoute>>,
     upstream: OnceLock<Duration>,
 }
@@ -57,13 +57,13 @@ impl RequestContext {
     }
 
     /// Records who the request was authenticated as (the first call wins).
-    pub fn set_principal(&self, principal: &Principal) {
+    pub fn set_principal(&self, principal: &Arc<Principal>) {
         let _ = self.0.principal.set(principal.clone());
     }
 
     /// The authenticated principal, if a key was accepted.
     pub fn principal(&self) -> Option<&Principal> {
-        self.0.principal.get()
+        self.0.principal.get().map(|p| &**p)
     }
 
     /// Records the route (model and deployment) the request was served by: a model with a

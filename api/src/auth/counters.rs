@@ -1,9 +1,11 @@
 //! Counters of the authentication layer, kept in process (tests and `/metrics` read them)
 //! and mirrored to the `metrics` facade under the names of DESIGN.md §11:
 //! `hokusai_auth_validations_total{outcome}`, `hokusai_auth_cache_total{result}` and
-//! `hokusai_auth_usage_reports_total{outcome}`. Without a recorder installed the facade
+//! `hokusai_auth_usage_reports_total{outcome}` (not in §11's list: usage reporting is
+//! optional, and its drops must be visible). Without a recorder installed the facade
 //! calls are no-ops; the atomics always count.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use shared::telemetry::metrics::names;
@@ -80,6 +82,9 @@ pub struct AuthCounters {
     validations: [AtomicU64; 4],
     cache: [AtomicU64; 3],
     usage: [AtomicU64; 3],
+    /// `hokusai_auth_cache_total` handles per result, registered on first use (after the
+    /// recorder is installed): a lookup happens on every authenticated request.
+    cache_series: [OnceLock<metrics::Counter>; 3],
 }
 
 impl AuthCounters {
@@ -92,14 +97,15 @@ impl AuthCounters {
     /// Counts one cache lookup.
     pub fn cache(&self, result: CacheResult) {
         self.cache[result as usize].fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(names::AUTH_CACHE, "result" => result.label()).increment(1);
+        self.cache_series[result as usize]
+            .get_or_init(|| metrics::counter!(names::AUTH_CACHE, "result" => result.label()))
+            .increment(1);
     }
 
     /// Counts one usage report.
     pub fn usage(&self, outcome: UsageOutcome) {
         self.usage[outcome as usize].fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("hokusai_auth_usage_reports_total", "outcome" => outcome.label())
-            .increment(1);
+        metrics::counter!(names::AUTH_USAGE_REPORTS, "outcome" => outcome.label()).increment(1);
     }
 
     /// Validation calls that ended with `outcome` so far.

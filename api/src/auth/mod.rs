@@ -18,6 +18,7 @@ pub mod static_keys;
 pub mod usage;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use axum::extract::{ConnectInfo, FromRequestParts};
@@ -178,7 +179,7 @@ pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<IpAddr> {
 
 /// Extracts and validates the caller's key; rejects with 401, 429 or 503.
 #[derive(Debug, Clone)]
-pub struct Authenticated(pub Principal);
+pub struct Authenticated(pub Arc<Principal>);
 
 impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
@@ -189,10 +190,11 @@ impl FromRequestParts<AppState> for Authenticated {
         let client_ip = client_ip(parts, state.settings.auth.trust_forwarded_for);
         match state.authenticator.authenticate(key, client_ip).await {
             Ok(principal) => {
+                // Shared with the request context (log line, usage report), not copied.
+                let principal = Arc::new(principal);
                 if let Some(context) = parts.extensions.get::<RequestContext>() {
                     context.set_principal(&principal);
                 }
-                parts.extensions.insert(principal.clone());
                 Ok(Self(principal))
             }
             Err(AuthError::Invalid) => {

@@ -37,6 +37,8 @@ pub mod names {
     pub const AUTH_VALIDATIONS: &str = "hokusai_auth_validations_total";
     /// Key cache lookups by result.
     pub const AUTH_CACHE: &str = "hokusai_auth_cache_total";
+    /// Usage reports to the auth service by outcome (`AUTH_USAGE_REPORTING`).
+    pub const AUTH_USAGE_REPORTS: &str = "hokusai_auth_usage_reports_total";
     /// Provider calls by provider, operation and outcome.
     pub const PROVIDER_REQUESTS: &str = "hokusai_provider_requests_total";
     /// Provider call latency by provider and operation.
@@ -118,6 +120,10 @@ fn describe() {
     );
     describe_counter!(AUTH_VALIDATIONS, "API key validations by outcome");
     describe_counter!(AUTH_CACHE, "API key cache lookups by result");
+    describe_counter!(
+        AUTH_USAGE_REPORTS,
+        "Usage reports to the auth service by outcome (sent, failed, dropped)"
+    );
     describe_counter!(PROVIDER_REQUESTS, "Provider API calls by outcome");
     describe_histogram!(
         PROVIDER_DURATION,
