@@ -115,26 +115,25 @@ pub async fn observe(
     let bytes_in = content_length(&parts.headers);
     let span = tracing::info_span!("request", request_id = %id_text);
 
+    // With payload logging the body is read here; one over the limit is answered here, and
+    // still counted and logged like any other request.
     let (request_payload, body) = if config.log_payloads {
         match axum::body::to_bytes(body, config.max_body_bytes).await {
-            Ok(bytes) => (Some(payload(&bytes, &config)), Body::from(bytes)),
-            Err(_) => {
-                let mut response = render(ApiError::PayloadTooLarge.into_response(), id_text);
-                response
-                    .headers_mut()
-                    .insert(REQUEST_ID_HEADER, request_id.clone());
-                return response;
-            }
+            Ok(bytes) => (Some(payload(&bytes, &config)), Ok(Body::from(bytes))),
+            Err(_) => (None, Err(ApiError::PayloadTooLarge.into_response())),
         }
     } else {
-        (None, body)
+        (None, Ok(body))
     };
-    let mut response = render(
-        next.run(Request::from_parts(parts, body))
-            .instrument(span.clone())
-            .await,
-        id_text,
-    );
+    let response = match body {
+        Ok(body) => {
+            next.run(Request::from_parts(parts, body))
+                .instrument(span.clone())
+                .await
+        }
+        Err(too_large) => too_large,
+    };
+    let mut response = render(response, id_text);
     response
         .headers_mut()
         .insert(REQUEST_ID_HEADER, request_id.clone());

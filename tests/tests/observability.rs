@@ -512,11 +512,21 @@ async fn logging_payloads_keeps_the_documented_413() {
     )
     .await;
     let big = json!({"inputs": "x".repeat(1_000)});
+    let labels = [
+        ("method", "POST"),
+        ("route", "/api/v1/models/{model_id}/predict"),
+        ("status", "413"),
+    ];
+    let counted = |scrape: &Scrape| scrape.value("hokusai_http_requests_total", &labels);
+    let before = counted(&scrape(&app.client, &app.url).await).unwrap_or(0.0);
 
     let response = app
         .post("/api/v1/models/model-a/predict", ADMIN_KEY, &big)
         .await;
 
     tests::app::assert_error(response, 413, "PAYLOAD_TOO_LARGE").await;
+    // Answered by the payload-logging path, and still counted like any request.
+    let after = counted(&scrape(&app.client, &app.url).await).unwrap_or(0.0);
+    assert!(after >= before + 1.0, "413 counted: {before} -> {after}");
     app.db.drop_database().await;
 }
