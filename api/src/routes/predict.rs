@@ -52,37 +52,35 @@ pub struct PredictBody {
     pub _options: Option<Map<String, Value>>,
 }
 
-/// Metadata of a prediction (documentation only; the handler writes it with `json!`).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct PredictMetadata {
+/// Metadata of a prediction.
+#[derive(Serialize, ToSchema)]
+pub(super) struct PredictMetadata<'a> {
     /// Always `1.0`.
-    api_version: String,
+    api_version: &'static str,
     /// The deployment that answered.
     deployment_id: uuid::Uuid,
     /// Its MLflow version.
-    model_version: Option<String>,
+    model_version: Option<&'a str>,
     /// Its provider.
-    provider: String,
+    provider: &'a str,
     /// Time spent in the service.
     response_time_ms: u64,
     /// The caller.
-    user_id: Option<String>,
+    user_id: Option<&'a str>,
     /// The caller's key.
-    api_key_id: String,
+    api_key_id: &'a str,
 }
 
-/// The predict answer, Hokusai's existing shape (documentation only).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub(super) struct PredictResponse {
+/// The predict answer, Hokusai's existing shape, serialized straight from borrowed fields.
+#[derive(Serialize, ToSchema)]
+pub(super) struct PredictResponse<'a> {
     /// The model.
-    model_id: String,
+    model_id: &'a str,
     /// The provider's predictions, always an array.
     #[schema(value_type = Vec<Object>)]
     predictions: Value,
     /// Who answered and how fast.
-    metadata: PredictMetadata,
+    metadata: PredictMetadata<'a>,
     /// When (RFC 3339, milliseconds).
     #[schema(format = DateTime)]
     timestamp: String,
@@ -167,43 +165,21 @@ async fn predict(
         Value::Array(items) => Value::Array(items),
         other => Value::Array(vec![other]),
     };
-    let answer = Answer {
-        metadata: AnswerMetadata {
-            api_key_id: &principal.key_id,
+    let answer = PredictResponse {
+        model_id: model.as_str(),
+        predictions,
+        metadata: PredictMetadata {
             api_version: "1.0",
             deployment_id: route.deployment_id,
             model_version: route.model_version.as_deref(),
             provider: &route.provider,
             response_time_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
             user_id: principal.user_id.as_deref(),
+            api_key_id: &principal.key_id,
         },
-        model_id: model.as_str(),
-        predictions,
         timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
     };
     Ok(Json(answer).into_response())
-}
-
-/// The 200 body (documented by [`PredictResponse`]), serialized straight from borrowed
-/// fields; keys in the order `serde_json::Map` sorts them.
-#[derive(Serialize)]
-struct Answer<'a> {
-    metadata: AnswerMetadata<'a>,
-    model_id: &'a str,
-    predictions: Value,
-    timestamp: String,
-}
-
-/// `metadata` of [`Answer`].
-#[derive(Serialize)]
-struct AnswerMetadata<'a> {
-    api_key_id: &'a str,
-    api_version: &'static str,
-    deployment_id: uuid::Uuid,
-    model_version: Option<&'a str>,
-    provider: &'a str,
-    response_time_ms: u64,
-    user_id: Option<&'a str>,
 }
 
 /// The `model_id` label of predictions for models without a deployment.
