@@ -72,9 +72,21 @@ impl PartialEq for PredictSeries {
     }
 }
 
+/// Where a model's predictions go now.
+#[derive(Debug, Clone)]
+pub enum Routed {
+    /// To this deployment.
+    Active(Arc<ActiveRoute>),
+    /// Nowhere yet: the serving deployment's endpoint was lost and its replacement is on its
+    /// way (the reconciler's heal redeploy); clients should retry (503 `MODEL_NOT_READY`).
+    Replacing(Uuid),
+    /// Nowhere: the model has no active deployment (404 `MODEL_NOT_DEPLOYED`).
+    Nowhere,
+}
+
 #[derive(Debug)]
 struct Entry {
-    route: Option<Arc<ActiveRoute>>,
+    route: Routed,
     fetched: Instant,
 }
 
@@ -101,11 +113,11 @@ impl RoutingCache {
         &self,
         db: &DatabaseConnection,
         model: &ModelId,
-    ) -> Result<Option<Arc<ActiveRoute>>, DbError> {
+    ) -> Result<Routed, DbError> {
         if let Some(route) = self.fresh(model) {
             return Ok(route);
         }
-        let route = deployments::find_active(db, model).await?.and_then(|d| {
+        let active = deployments::find_active(db, model).await?.and_then(|d| {
             let handle = EndpointHandle::new(d.provider_model_id?, d.endpoint_url);
             Some(Arc::new(ActiveRoute {
                 model_id: model.clone(),
@@ -117,11 +129,18 @@ impl RoutingCache {
                 task: d.task,
             }))
         });
+        let route = match active {
+            Some(route) => Routed::Active(route),
+            None => match deployments::replacement_in_flight(db, model).await? {
+                Some(replacement) => Routed::Replacing(replacement.id),
+                None => Routed::Nowhere,
+            },
+        };
         self.store(model, route.clone());
         Ok(route)
     }
 
-    fn fresh(&self, model: &ModelId) -> Option<Option<Arc<ActiveRoute>>> {
+    fn fresh(&self, model: &ModelId) -> Option<Routed> {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
         entries
             .get(model)
@@ -129,7 +148,7 @@ impl RoutingCache {
             .map(|e| e.route.clone())
     }
 
-    fn store(&self, model: &ModelId, route: Option<Arc<ActiveRoute>>) {
+    fn store(&self, model: &ModelId, route: Routed) {
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= self.capacity && !entries.contains_key(model) {
             let ttl = self.ttl;

@@ -12,7 +12,7 @@ use shared::domain::{DeploymentId, DeploymentStatus, ModelId};
 use shared::queue::{DEPLOYMENTS_QUEUE, Envelope, MessageKind};
 use tests::db::{Engine, TestDb};
 
-const TABLES: [&str; 9] = [
+const TABLES: [&str; 10] = [
     "deployed_models",
     "deployment_events",
     "outbox",
@@ -22,6 +22,7 @@ const TABLES: [&str; 9] = [
     "mlflow_events",
     "mlflow_version_claims",
     "mlflow_sync_cursors",
+    "leader_leases",
 ];
 
 macro_rules! on_both_engines {

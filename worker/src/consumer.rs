@@ -76,10 +76,19 @@ impl Consumer {
             Ok(None) => {}
             Err(error) => return retry_infrastructure(delivery, &error.to_string()).await,
         }
-        let step = match saga::decide(&self.ctx, &envelope).await {
-            Ok(step) => step,
-            Err(error) => return retry_infrastructure(delivery, &error.to_string()).await,
-        };
+        let step_timeout = self.ctx.settings.step_timeout;
+        let step =
+            match tokio::time::timeout(step_timeout, saga::decide(&self.ctx, &envelope)).await {
+                Ok(Ok(step)) => step,
+                Ok(Err(error)) => return retry_infrastructure(delivery, &error.to_string()).await,
+                Err(_) => {
+                    let error = format!(
+                        "the step took longer than {} s (STEP_TIMEOUT_SECONDS)",
+                        step_timeout.as_secs()
+                    );
+                    return retry_infrastructure(delivery, &error).await;
+                }
+            };
         match step {
             Step::Commit(plan) => match plan.commit(&self.ctx, Some(envelope.message_id)).await {
                 Ok(Applied::Committed) => {
@@ -122,10 +131,12 @@ impl Consumer {
     }
 }
 
-/// The database failed under the step: nothing was written, so the same command runs again
-/// after a backoff (or is dead-lettered when its attempts are used up).
+/// The database failed under the step, or the step outran `STEP_TIMEOUT_SECONDS`: nothing
+/// was written, so the same command runs again after a backoff. Infrastructure spends no
+/// attempt: a PostgreSQL failover of minutes must not dead-letter commands; the
+/// deployment's deadline (the reconciler) ends work that can never finish.
 async fn retry_infrastructure(delivery: Delivery, error: &str) -> Result<(), QueueError> {
-    let delay = saga::retry_delay(delivery.envelope().attempt, None);
+    let delay = saga::retry_delay(delivery.envelope().postponed, None);
     tracing::warn!(error, retry_in = ?delay, "step failed on infrastructure; retrying");
-    delivery.retry_later(delay, error).await.map(drop)
+    delivery.postpone(delay, error).await
 }

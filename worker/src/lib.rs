@@ -7,6 +7,8 @@
 //!   and, for broker backends, the outbox relay.
 //! - [`consumer`]: [`Consumer::try_process_one`]: one message, one step, settle after commit.
 //! - [`saga`]: the steps of a deployment, one module per command kind.
+//! - [`reconciler`]: the level-triggered pass (leader lease, deadlines, lost endpoints,
+//!   lost commands, orphans).
 //! - [`relay`]: the outbox relay, publishing committed commands to a broker queue.
 //! - [`dlq`]: dead-letter operations behind `hokusai-serve dlq`.
 //! - [`mlflow`]: MLflow intake, status sync and reconciliation (only with `MLFLOW_TRACKING_URI`).
@@ -19,6 +21,7 @@ pub mod dlq;
 pub mod gauges;
 pub mod metrics_server;
 pub mod mlflow;
+pub mod reconciler;
 pub mod relay;
 pub mod saga;
 pub mod startup;

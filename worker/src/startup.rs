@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use crate::consumer::{Consumer, Outcome};
 use crate::gauges::Gauges;
 use crate::mlflow::MlflowContext;
+use crate::reconciler::Reconciler;
 use crate::relay::Relay;
 use crate::saga::Context;
 
@@ -31,6 +32,8 @@ pub struct Worker {
     mlflow: Option<MlflowContext>,
     /// The gauges refreshed while the worker runs.
     gauges: Arc<Gauges>,
+    /// The reconciler (it acts only while this process holds the leader lease).
+    reconciler: Arc<Reconciler>,
 }
 
 impl Worker {
@@ -77,7 +80,6 @@ impl Worker {
             providers,
             route: Route::for_backend(settings.queue.backend),
             settings: settings.worker.clone(),
-            max_attempts: settings.queue.max_attempts,
             default_instance: InstanceSpec {
                 vendor: hf.default_vendor.clone(),
                 region: hf.default_region.clone(),
@@ -97,9 +99,12 @@ impl Worker {
             queue.clone(),
             settings.telemetry.idle_after,
         ));
-        let consumer = Consumer::new(queue.clone(), Arc::new(ctx));
+        let ctx = Arc::new(ctx);
+        let reconciler = Arc::new(Reconciler::new(ctx.clone()));
+        let consumer = Consumer::new(queue.clone(), ctx);
         Self {
             consumer,
+            reconciler,
             queue,
             concurrency: settings.worker.concurrency,
             relay,
@@ -121,6 +126,11 @@ impl Worker {
     /// The gauges (refreshed every [`crate::gauges::EVERY`] while running).
     pub fn gauges(&self) -> &Gauges {
         &self.gauges
+    }
+
+    /// The reconciler, for running a pass by hand (tests).
+    pub fn reconciler(&self) -> &Reconciler {
+        &self.reconciler
     }
 
     /// The outbox relay, when the queue is a broker.
@@ -159,6 +169,11 @@ impl Worker {
         handlers.push(tokio::spawn({
             let stop = stop_rx.clone();
             async move { gauges.run(stop).await }
+        }));
+        handlers.push(tokio::spawn({
+            let stop = stop_rx.clone();
+            let reconciler = self.reconciler.clone();
+            async move { reconciler.run(stop).await }
         }));
         let mlflow_loops = match self.mlflow {
             Some(mlflow) => mlflow.spawn(stop_rx.clone()),

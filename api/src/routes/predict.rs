@@ -26,7 +26,7 @@ use crate::auth::Authenticated;
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::{self, Path};
 use crate::observe::RequestContext;
-use crate::routing::ActiveRoute;
+use crate::routing::{ActiveRoute, Routed};
 use crate::state::AppState;
 
 /// The predict route.
@@ -130,11 +130,22 @@ async fn predict(
     if body.inputs.is_null() {
         return Err(ApiError::Validation("inputs: must not be null".into()));
     }
-    let Some(route) = state.routing.resolve(&state.db, &model).await? else {
-        // The label is not the raw model id: unknown names must not grow the series.
-        metrics::counter!(names::PREDICT_REQUESTS, "model_id" => NO_MODEL, "outcome" => "not_deployed")
-            .increment(1);
-        return Err(not_deployed());
+    let route = match state.routing.resolve(&state.db, &model).await? {
+        Routed::Active(route) => route,
+        Routed::Replacing(replacement) => {
+            return Err(ApiError::ModelNotReady {
+                detail: format!(
+                    "the model's endpoint was lost; its replacement (deployment {replacement}) is provisioning"
+                ),
+                retry_after: Duration::from_secs(30),
+            });
+        }
+        Routed::Nowhere => {
+            // The label is not the raw model id: unknown names must not grow the series.
+            metrics::counter!(names::PREDICT_REQUESTS, "model_id" => NO_MODEL, "outcome" => "not_deployed")
+                .increment(1);
+            return Err(not_deployed());
+        }
     };
     let provider = state
         .providers

@@ -227,6 +227,71 @@ pub struct WorkerSettings {
     pub status_poll_initial: Duration,
     /// Longest delay between status polls.
     pub status_poll_max: Duration,
+    /// `STEP_TIMEOUT_SECONDS`: the longest one saga step may take, its provider client's
+    /// retries included; past it the step is abandoned and its command retried later.
+    pub step_timeout: Duration,
+    /// The reconciler (docs/architecture.md, "The reconciler").
+    pub reconcile: ReconcileSettings,
+}
+
+/// The level-triggered reconciler and its leader lease.
+#[derive(Debug, Clone)]
+pub struct ReconcileSettings {
+    /// `DEPLOYMENT_RECONCILE_INTERVAL_SECONDS`: time between two passes.
+    pub interval: Duration,
+    /// `LEADER_LEASE_SECONDS`: how long a leader's lease lasts without renewal.
+    pub leader_lease: Duration,
+    /// `ON_ENDPOINT_LOST`: what a pass does with a deployment whose endpoint is gone.
+    pub on_endpoint_lost: OnEndpointLost,
+    /// `HEAL_ATTEMPTS_PER_HOUR`: replacement deployments per model and hour.
+    pub heal_attempts_per_hour: u32,
+    /// `ORPHAN_GRACE_SECONDS`: age before an endpoint nobody owns is swept.
+    pub orphan_grace: Duration,
+    /// `ORPHAN_SWEEP`: delete orphans, or only report them.
+    pub orphan_sweep: OrphanSweep,
+    /// `COMMAND_STALL_SECONDS`: a non-terminal deployment with no activity for this long and
+    /// no command in the queue has lost its command; the pass reissues it.
+    pub command_stall: Duration,
+}
+
+/// `ON_ENDPOINT_LOST`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnEndpointLost {
+    /// A new deployment of the same version replaces the lost one.
+    Redeploy,
+    /// The lost deployment ends `failed`; nothing replaces it.
+    Fail,
+}
+
+impl FromStr for OnEndpointLost {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "redeploy" => Ok(Self::Redeploy),
+            "fail" => Ok(Self::Fail),
+            other => Err(format!("`{other}` is not one of redeploy, fail")),
+        }
+    }
+}
+
+/// `ORPHAN_SWEEP`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrphanSweep {
+    /// Delete orphaned endpoints past their grace period.
+    Delete,
+    /// Only log and count them.
+    Report,
+}
+
+impl FromStr for OrphanSweep {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "delete" => Ok(Self::Delete),
+            "report" => Ok(Self::Report),
+            other => Err(format!("`{other}` is not one of delete, report")),
+        }
+    }
 }
 
 /// HuggingFace Inference Endpoints.

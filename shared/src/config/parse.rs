@@ -63,6 +63,14 @@ pub fn defaults(environment: Environment) -> Sources {
     d("WORKER_METRICS_PORT", "9091");
     d("DEPLOY_TIMEOUT_SECONDS", "1800");
     d("RETIRE_AFTER_SECONDS", "600");
+    d("STEP_TIMEOUT_SECONDS", "60");
+    d("DEPLOYMENT_RECONCILE_INTERVAL_SECONDS", "30");
+    d("LEADER_LEASE_SECONDS", "15");
+    d("ON_ENDPOINT_LOST", "redeploy");
+    d("HEAL_ATTEMPTS_PER_HOUR", "3");
+    d("ORPHAN_GRACE_SECONDS", "600");
+    d("ORPHAN_SWEEP", "delete");
+    d("COMMAND_STALL_SECONDS", "120");
     s
 }
 
@@ -209,6 +217,16 @@ pub fn settings(environment: Environment, s: &Sources) -> Result<Settings, Confi
             retire_after: r.seconds("RETIRE_AFTER_SECONDS", 0)?,
             status_poll_initial: Duration::from_secs(2),
             status_poll_max: Duration::from_secs(30),
+            step_timeout: r.seconds("STEP_TIMEOUT_SECONDS", 1)?,
+            reconcile: ReconcileSettings {
+                interval: r.seconds("DEPLOYMENT_RECONCILE_INTERVAL_SECONDS", 1)?,
+                leader_lease: r.seconds("LEADER_LEASE_SECONDS", 1)?,
+                on_endpoint_lost: r.choice("ON_ENDPOINT_LOST")?,
+                heal_attempts_per_hour: r.parsed("HEAL_ATTEMPTS_PER_HOUR", "a whole number")?,
+                orphan_grace: r.seconds("ORPHAN_GRACE_SECONDS", 0)?,
+                orphan_sweep: r.choice("ORPHAN_SWEEP")?,
+                command_stall: r.seconds("COMMAND_STALL_SECONDS", 1)?,
+            },
         },
         huggingface: HuggingFaceSettings {
             api_key: r.opt_secret("HUGGINGFACE_API_KEY"),

@@ -108,6 +108,14 @@ pub const VARIABLES: &[Variable] = &[
     plain("WORKER_METRICS_PORT"),
     plain("DEPLOY_TIMEOUT_SECONDS"),
     plain("RETIRE_AFTER_SECONDS"),
+    plain("STEP_TIMEOUT_SECONDS"),
+    plain("DEPLOYMENT_RECONCILE_INTERVAL_SECONDS"),
+    plain("LEADER_LEASE_SECONDS"),
+    plain("ON_ENDPOINT_LOST"),
+    plain("HEAL_ATTEMPTS_PER_HOUR"),
+    plain("ORPHAN_GRACE_SECONDS"),
+    plain("ORPHAN_SWEEP"),
+    plain("COMMAND_STALL_SECONDS"),
 ];
 
 /// Looks a variable up by name.

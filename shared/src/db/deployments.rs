@@ -236,3 +236,96 @@ pub async fn record_predictions<C: ConnectionTrait>(
     }
     Ok(())
 }
+
+/// Deployments that are not finished (`pending`, `deploying`, `deployed`, `undeploying`,
+/// `rolling_back`), oldest first, at most `limit`: the reconciler's working set.
+pub async fn list_live<C: ConnectionTrait>(
+    conn: &C,
+    limit: u64,
+) -> Result<Vec<Deployment>, DbError> {
+    use DeploymentStatus::*;
+    Ok(deployed_models::Entity::find()
+        .filter(deployed_models::Column::Status.is_in([
+            Pending,
+            Deploying,
+            Deployed,
+            Undeploying,
+            RollingBack,
+        ]))
+        .order_by_asc(deployed_models::Column::CreatedAt)
+        .limit(limit)
+        .all(conn)
+        .await?)
+}
+
+/// The time of the latest event of each of `ids` (of `kind` only, when given).
+pub async fn last_event_at<C: ConnectionTrait>(
+    conn: &C,
+    ids: &[Uuid],
+    kind: Option<&str>,
+) -> Result<std::collections::HashMap<Uuid, chrono::DateTime<Utc>>, DbError> {
+    let mut out = std::collections::HashMap::new();
+    for chunk in ids.chunks(500) {
+        let mut query = deployment_events::Entity::find()
+            .select_only()
+            .column(deployment_events::Column::DeploymentId)
+            .column_as(deployment_events::Column::CreatedAt.max(), "at")
+            .filter(deployment_events::Column::DeploymentId.is_in(chunk.iter().copied()))
+            .group_by(deployment_events::Column::DeploymentId);
+        if let Some(kind) = kind {
+            query = query.filter(deployment_events::Column::Kind.eq(kind));
+        }
+        let rows: Vec<(Uuid, chrono::DateTime<Utc>)> = query.into_tuple().all(conn).await?;
+        out.extend(rows);
+    }
+    Ok(out)
+}
+
+/// How many events of `kind` the deployment has.
+pub async fn count_events<C: ConnectionTrait>(
+    conn: &C,
+    id: DeploymentId,
+    kind: &str,
+) -> Result<u64, DbError> {
+    use sea_orm::PaginatorTrait;
+    Ok(deployment_events::Entity::find()
+        .filter(deployment_events::Column::DeploymentId.eq(id.0))
+        .filter(deployment_events::Column::Kind.eq(kind))
+        .count(conn)
+        .await?)
+}
+
+/// The deployment whose endpoint is recorded as `name`, if any.
+pub async fn find_by_endpoint<C: ConnectionTrait>(
+    conn: &C,
+    provider: &str,
+    name: &str,
+) -> Result<Option<Deployment>, DbError> {
+    Ok(deployed_models::Entity::find()
+        .filter(deployed_models::Column::Provider.eq(provider))
+        .filter(deployed_models::Column::ProviderModelId.eq(name))
+        .one(conn)
+        .await?)
+}
+
+/// A `pending` or `deploying` deployment of `model` that replaces a lost one (its metadata
+/// names it under `replaces`), if any.
+pub async fn replacement_in_flight<C: ConnectionTrait>(
+    conn: &C,
+    model: &ModelId,
+) -> Result<Option<Deployment>, DbError> {
+    let candidates = deployed_models::Entity::find()
+        .filter(deployed_models::Column::ModelId.eq(model.as_str()))
+        .filter(
+            deployed_models::Column::Status
+                .is_in([DeploymentStatus::Pending, DeploymentStatus::Deploying]),
+        )
+        .limit(100)
+        .all(conn)
+        .await?;
+    Ok(candidates.into_iter().find(|d| {
+        d.metadata
+            .as_ref()
+            .is_some_and(|m| m.get("replaces").is_some())
+    }))
+}

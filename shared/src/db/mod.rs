@@ -7,6 +7,7 @@
 pub mod deployments;
 pub mod entities;
 pub mod inbox;
+pub mod lease;
 pub mod mlflow;
 pub mod operations;
 pub mod outbox;

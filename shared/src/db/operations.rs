@@ -107,11 +107,19 @@ async fn redeploy(
     route: Route,
     previous: &Deployment,
 ) -> Result<Deployment, DbError> {
+    let new = copy_of(previous, "rollback_of")?;
+    let command = Envelope::new(MessageKind::Deploy, new.id, json!({}));
+    deployments::create(db, route, new, &command).await
+}
+
+/// A new deployment (new id, so a new endpoint) of `previous`'s recorded spec, its
+/// metadata naming `previous` under `relation` (`rollback_of`, `replaces`).
+pub fn copy_of(previous: &Deployment, relation: &str) -> Result<NewDeployment, DbError> {
     let mut metadata = previous.metadata.clone().unwrap_or_else(|| json!({}));
     if let Some(map) = metadata.as_object_mut() {
-        map.insert("rollback_of".into(), json!(previous.id));
+        map.insert(relation.into(), json!(previous.id));
     }
-    let new = NewDeployment {
+    Ok(NewDeployment {
         id: DeploymentId::new(),
         model_id: ModelId::parse(&previous.model_id)
             .map_err(|e| DbError::Database(sea_orm::DbErr::Custom(e.to_string())))?,
@@ -128,7 +136,5 @@ async fn redeploy(
         metadata: Some(metadata),
         hourly_cost_usd: previous.hourly_cost_usd,
         idempotency_key: None,
-    };
-    let command = Envelope::new(MessageKind::Deploy, new.id, json!({}));
-    deployments::create(db, route, new, &command).await
+    })
 }

@@ -78,3 +78,50 @@ async fn insert_outbox<C: ConnectionTrait>(
     .await?;
     Ok(())
 }
+
+/// Deployments with a command the database still holds: on [`Route::Direct`], a
+/// `queue_messages` row not dead-lettered (waiting, delayed or leased); on
+/// [`Route::Relay`], an `outbox` row not yet published. A command already handed to a
+/// broker is not visible here; the caller judges those by the deployment's activity.
+/// Reads at most `limit` rows.
+pub async fn deployments_with_commands<C: ConnectionTrait>(
+    conn: &C,
+    route: Route,
+    limit: u64,
+) -> Result<std::collections::HashSet<uuid::Uuid>, DbErr> {
+    use crate::db::entities::queue_messages;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
+    let ids = |payloads: Vec<serde_json::Value>| {
+        payloads
+            .into_iter()
+            .filter_map(|p| p.get("deployment_id")?.as_str()?.parse().ok())
+            .collect()
+    };
+    Ok(match route {
+        Route::Direct => {
+            let rows: Vec<String> = queue_messages::Entity::find()
+                .select_only()
+                .column(queue_messages::Column::Payload)
+                .filter(queue_messages::Column::DeadAt.is_null())
+                .limit(limit)
+                .into_tuple()
+                .all(conn)
+                .await?;
+            ids(rows
+                .iter()
+                .filter_map(|p| serde_json::from_str(p).ok())
+                .collect())
+        }
+        Route::Relay => {
+            let rows: Vec<serde_json::Value> = outbox::Entity::find()
+                .select_only()
+                .column(outbox::Column::Payload)
+                .filter(outbox::Column::PublishedAt.is_null())
+                .limit(limit)
+                .into_tuple()
+                .all(conn)
+                .await?;
+            ids(rows)
+        }
+    })
+}

@@ -3,7 +3,7 @@
 //! ```text
 //! pending ──► deploying ──► deployed ──► undeploying ──► stopped
 //!    │            │   ▲          │
-//!    │            ▼   │(retry)   └─ provider lost/failed ─► failed
+//!    │            ▼   │(retry)   └─ endpoint lost/failed/paused ─► rolling_back
 //!    └──────────► failed ◄── rolling_back ◄── deploy failed or timed out
 //!                                  │
 //!                                  └─ compensation exhausted ─► rollback_failed
@@ -95,7 +95,7 @@ impl DeploymentStatus {
                     Deploying,
                     Deploying | Deployed | RollingBack | Failed | Undeploying
                 )
-                | (Deployed, Undeploying | Failed)
+                | (Deployed, Undeploying | Failed | RollingBack)
                 | (Undeploying, Undeploying | Stopped)
                 | (RollingBack, Failed | RollbackFailed)
                 | (RollbackFailed, RollingBack)

@@ -11,8 +11,8 @@ use std::time::Instant;
 use async_trait::async_trait;
 
 use super::{
-    DeploymentSpec, EndpointHandle, EndpointStatus, PredictRequest, PredictResponse, Provider,
-    ProviderError,
+    DeploymentSpec, EndpointHandle, EndpointStatus, ListedEndpoint, PredictRequest,
+    PredictResponse, Provider, ProviderError,
 };
 use crate::telemetry::metrics::names;
 
@@ -68,6 +68,11 @@ impl Provider for Instrumented {
 
     async fn undeploy(&self, handle: &EndpointHandle) -> Result<(), ProviderError> {
         self.measure("undeploy", self.0.undeploy(handle)).await
+    }
+
+    async fn list_endpoints(&self) -> Result<Vec<ListedEndpoint>, ProviderError> {
+        self.measure("list_endpoints", self.0.list_endpoints())
+            .await
     }
 
     async fn predict(

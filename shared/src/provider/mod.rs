@@ -25,8 +25,8 @@ pub use config::{HttpProviderConfig, HuggingFaceConfig, ProviderConfigError, Pro
 pub use error::ProviderError;
 pub use registry::ProviderRegistry;
 pub use types::{
-    DeploymentSpec, EndpointHandle, EndpointStatus, InstanceSpec, PredictRequest, PredictResponse,
-    ProviderState, ScalingSpec,
+    DeploymentSpec, EndpointHandle, EndpointStatus, InstanceSpec, ListedEndpoint, PredictRequest,
+    PredictResponse, ProviderState, ScalingSpec,
 };
 
 /// A hosting service for model endpoints.
@@ -70,6 +70,13 @@ pub trait Provider: Send + Sync {
     /// may have succeeded although we never saw the answer. `None`: nothing to clean up.
     fn handle_for(&self, _spec: &DeploymentSpec) -> Option<EndpointHandle> {
         None
+    }
+
+    /// Every endpoint this provider's account holds, ours or not (the reconciler's orphan
+    /// sweep). Providers that never create endpoints (an endpoint someone else runs)
+    /// hold none.
+    async fn list_endpoints(&self) -> Result<Vec<ListedEndpoint>, ProviderError> {
+        Ok(Vec::new())
     }
 
     /// Price per hour of `spec` at its largest, when the provider bills by the hour

@@ -195,6 +195,17 @@ impl ProviderState {
     }
 }
 
+/// One endpoint of a provider's listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedEndpoint {
+    /// The provider's name for it ([`EndpointHandle::provider_model_id`]).
+    pub name: String,
+    /// Its state.
+    pub state: ProviderState,
+    /// When the provider created it, if it says.
+    pub created_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// What the provider says about an endpoint now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndpointStatus {

@@ -162,6 +162,15 @@ impl Delivery {
         Ok(Settled::Retried)
     }
 
+    /// Infrastructure failed under the handler (database unreachable, step timeout): the
+    /// same command comes back after `delay` without spending an attempt, however often.
+    pub async fn postpone(self, delay: Duration, error: &str) -> Result<(), QueueError> {
+        let next = self.envelope.postpone();
+        self.settle.retry(next.to_bytes(), delay, error).await?;
+        count(&self.queue, Event::Retried);
+        Ok(())
+    }
+
     /// Permanent failure: moves the message to the dead letters, keeping `reason`.
     pub async fn dead_letter(self, reason: &str) -> Result<(), QueueError> {
         let attempts = self.envelope.attempt.saturating_add(1).max(self.deliveries);

@@ -63,6 +63,14 @@ pub struct Envelope {
     /// Set when an operator replayed the command from the dead letters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replayed: Option<Replayed>,
+    /// How many times the command was postponed because infrastructure failed under it
+    /// (database unreachable, step timeout). Drives the backoff; spends no `attempt`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub postponed: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Who replayed a dead-lettered command, and when (`hokusai-serve dlq replay`).
@@ -101,6 +109,7 @@ impl Envelope {
             correlation_id: Uuid::now_v7(),
             payload,
             replayed: None,
+            postponed: 0,
         }
     }
 
@@ -118,6 +127,16 @@ impl Envelope {
         Self {
             message_id: Uuid::now_v7(),
             attempt: self.attempt.saturating_add(1),
+            ..self.clone()
+        }
+    }
+
+    /// The same command again, postponed once more, under a new message id; its attempt
+    /// count is unchanged.
+    pub fn postpone(&self) -> Self {
+        Self {
+            message_id: Uuid::now_v7(),
+            postponed: self.postponed.saturating_add(1),
             ..self.clone()
         }
     }

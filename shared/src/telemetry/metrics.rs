@@ -61,6 +61,17 @@ pub mod names {
     pub const DEPLOYMENT_IDLE: &str = "hokusai_deployment_idle";
     /// MLflow webhook deliveries by event and outcome.
     pub const MLFLOW_WEBHOOKS: &str = "hokusai_mlflow_webhooks_total";
+    /// 1 on the worker holding the reconciler's leader lease, 0 on the others.
+    pub const LEADER: &str = "hokusai_leader";
+    /// Reconciler passes by outcome (`ok`, `failed`).
+    pub const RECONCILE_PASSES: &str = "hokusai_reconcile_passes_total";
+    /// What reconciler passes found and did, by action (`endpoint_lost`, `timed_out`,
+    /// `command_reissued`, `observe_failed`, …).
+    pub const RECONCILE_ACTIONS: &str = "hokusai_reconcile_actions_total";
+    /// Endpoints nobody owns that the orphan sweep deleted.
+    pub const ORPHANS_DELETED: &str = "hokusai_orphans_deleted_total";
+    /// Endpoints nobody owns that the orphan sweep found (deleted or only reported).
+    pub const ORPHANS_FOUND: &str = "hokusai_orphans_found_total";
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -155,4 +166,15 @@ fn describe() {
         MLFLOW_WEBHOOKS,
         "MLflow webhook deliveries by event and outcome"
     );
+    describe_gauge!(
+        LEADER,
+        "1 on the worker holding the reconciler's leader lease"
+    );
+    describe_counter!(RECONCILE_PASSES, "Reconciler passes by outcome");
+    describe_counter!(
+        RECONCILE_ACTIONS,
+        "Reconciler findings and repairs by action"
+    );
+    describe_counter!(ORPHANS_DELETED, "Orphaned provider endpoints deleted");
+    describe_counter!(ORPHANS_FOUND, "Orphaned provider endpoints found");
 }

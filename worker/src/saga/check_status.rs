@@ -18,7 +18,8 @@ use shared::domain::{DeploymentStatus, ModelId};
 use shared::provider::{EndpointStatus, ProviderError};
 use shared::queue::{Envelope, MessageKind};
 
-use super::spec::{handle_of, spec_of};
+use super::serving::Observation;
+use super::spec::{endpoint_of, handle_of, spec_of};
 use super::{Plan, Step, StepInput};
 
 /// Decides a `check_status` command.
@@ -81,7 +82,7 @@ async fn provisioning(input: StepInput<'_>) -> Step {
         Err(ProviderError::NotFound { message }) => {
             roll_back(input, &format!("endpoint disappeared: {message}"))
         }
-        Err(error) if error.is_retryable() && !input.retries_exhausted() => input.retry(&error),
+        Err(error) if error.is_retryable() => input.retry(&error),
         Err(error) => roll_back(input, &error.to_string()),
     }
 }
@@ -176,9 +177,14 @@ fn started_at(envelope: &Envelope) -> Option<DateTime<Utc>> {
 }
 
 async fn compensate(input: StepInput<'_>) -> Step {
-    let handle = spec_of(&input.deployment, &input.ctx.default_instance)
-        .ok()
-        .and_then(|spec| handle_of(&input.deployment, input.provider.as_ref(), &spec));
+    let (handle, unnamed) = match endpoint_of(
+        &input.deployment,
+        input.provider.as_ref(),
+        &input.ctx.default_instance,
+    ) {
+        Ok(handle) => (handle, None),
+        Err(reason) => (None, Some(reason)),
+    };
     let result = match &handle {
         Some(handle) => input.provider.undeploy(handle).await,
         None => Ok(()),
@@ -190,15 +196,21 @@ async fn compensate(input: StepInput<'_>) -> Step {
                 .error_message
                 .clone()
                 .unwrap_or_else(|| "deploy failed".into());
+            let deleted = match unnamed {
+                None => "endpoint deleted".to_owned(),
+                Some(why) => format!(
+                    "no endpoint name known ({why}); the orphan sweep deletes any endpoint left"
+                ),
+            };
             let mut t = transition(
                 DeploymentStatus::Failed,
-                &format!("endpoint deleted; deployment failed: {reason}"),
+                &format!("{deleted}; deployment failed: {reason}"),
                 None,
             );
             t.changes.provider_status = Some("deleted".into());
             Step::Commit(Plan::transition(input.deployment, t))
         }
-        Err(error) if error.is_retryable() && !input.retries_exhausted() => input.retry(&error),
+        Err(error) if error.is_retryable() => input.retry(&error),
         Err(error) => {
             let reason = format!("compensation failed, endpoint may still exist: {error}");
             let t = transition(DeploymentStatus::RollbackFailed, &reason, Some(&reason));
@@ -211,36 +223,15 @@ async fn compensate(input: StepInput<'_>) -> Step {
 }
 
 async fn observe_deployed(input: StepInput<'_>) -> Step {
-    let Some(handle) = spec_of(&input.deployment, &input.ctx.default_instance)
-        .ok()
-        .and_then(|spec| handle_of(&input.deployment, input.provider.as_ref(), &spec))
-    else {
-        return Step::Ignore("no endpoint handle to observe".into());
-    };
-    let lost = match input.provider.get_status(&handle).await {
-        Ok(status) if status.state.is_failed() => {
-            Some(format!("provider reports {}", status.state.as_str()))
+    let provider = input.provider.clone();
+    match super::serving::observe(input.ctx, input.deployment, provider.as_ref()).await {
+        Ok(Observation::Serving(Some(plan)) | Observation::Lost { plan, .. }) => Step::Commit(plan),
+        Ok(Observation::Serving(None)) => Step::Ignore("endpoint serving; nothing changed".into()),
+        Ok(Observation::Unobserved(why)) => {
+            Step::Ignore(format!("status observation failed: {why}"))
         }
-        Ok(status) => {
-            let changes = Changes {
-                provider_status: Some(status.state.as_str().to_owned()),
-                ..Changes::default()
-            };
-            return Step::Commit(Plan::observe(input.deployment, changes, None));
-        }
-        Err(ProviderError::NotFound { message }) => {
-            Some(format!("endpoint disappeared: {message}"))
-        }
-        Err(error) => return Step::Ignore(format!("status observation failed: {error}")),
-    };
-    let reason = lost.unwrap_or_default();
-    let mut t = transition(
-        DeploymentStatus::Failed,
-        &format!("provider lost the endpoint: {reason}"),
-        Some(&reason),
-    );
-    t.changes.is_active = Some(false);
-    Step::Commit(Plan::transition(input.deployment, t))
+        Err(error) => Step::Ignore(format!("status observation failed: {error}")),
+    }
 }
 
 /// Delay before poll number `polls + 1`: `initial` doubling up to `max`.

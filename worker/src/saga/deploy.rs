@@ -8,7 +8,7 @@ use shared::domain::DeploymentStatus;
 use shared::provider::ProviderError;
 use shared::queue::MessageKind;
 
-use super::spec::{handle_of, spec_of};
+use super::spec::{endpoint_of, spec_of};
 use super::{Plan, Step, StepInput};
 
 /// Decides a `deploy` command.
@@ -58,9 +58,10 @@ async fn create(input: StepInput<'_>) -> Step {
             let delay = input.ctx.settings.status_poll_initial;
             Step::Commit(Plan::transition(input.deployment, transition).then(check, Some(delay)))
         }
-        Err(error) if error.is_retryable() && !input.retries_exhausted() => input.retry(&error),
-        // Out of retries, or a conflict on our own name: something may exist at the
-        // provider, so compensate (delete by name) rather than just fail.
+        Err(error) if error.is_retryable() => input.retry(&error),
+        // A conflict on our own name (retryable errors were retried above until the
+        // deadline): something may exist at the provider, so compensate (delete by name)
+        // rather than just fail.
         Err(
             error @ (ProviderError::Conflict { .. }
             | ProviderError::Transient { .. }
@@ -102,19 +103,30 @@ fn roll_back(input: StepInput<'_>, reason: &str) -> Step {
     Step::Commit(Plan::transition(input.deployment, transition).then(next, None))
 }
 
+/// A permanent failure here is not forgotten: the endpoint, if any, belongs to no live
+/// deployment, so the reconciler's orphan sweep deletes it after `ORPHAN_GRACE_SECONDS`.
 async fn clean_up_late_create(input: StepInput<'_>) -> Step {
     let status = input.deployment.status;
-    let Ok(spec) = spec_of(&input.deployment, &input.ctx.default_instance) else {
-        return Step::Ignore(format!("deploy of a deployment already {status}"));
+    let handle = match endpoint_of(
+        &input.deployment,
+        input.provider.as_ref(),
+        &input.ctx.default_instance,
+    ) {
+        Ok(Some(handle)) => handle,
+        Ok(None) => return Step::Ignore(format!("deploy of a deployment already {status}")),
+        Err(reason) => {
+            return Step::Ignore(format!(
+                "deploy of a deployment already {status}; {reason}; the orphan sweep will delete any late endpoint"
+            ));
+        }
     };
-    if let Some(handle) = handle_of(&input.deployment, input.provider.as_ref(), &spec)
-        && let Err(error) = input.provider.undeploy(&handle).await
-        && error.is_retryable()
-        && !input.retries_exhausted()
-    {
-        return input.retry(&error);
+    match input.provider.undeploy(&handle).await {
+        Ok(()) => Step::Ignore(format!(
+            "deploy of a deployment already {status}; any late endpoint deleted"
+        )),
+        Err(error) if error.is_retryable() => input.retry(&error),
+        Err(error) => Step::Ignore(format!(
+            "deploy of a deployment already {status}; deleting a late endpoint failed ({error}); the orphan sweep will retry"
+        )),
     }
-    Step::Ignore(format!(
-        "deploy of a deployment already {status}; any late endpoint deleted"
-    ))
 }

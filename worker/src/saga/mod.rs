@@ -18,8 +18,11 @@ mod check_status;
 mod deploy;
 mod plan;
 mod retire;
+pub mod serving;
 mod spec;
 mod undeploy;
+
+pub use spec::endpoint_of;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,8 +47,6 @@ pub struct Context {
     pub route: Route,
     /// Timeouts and poll intervals.
     pub settings: WorkerSettings,
-    /// `QUEUE_MAX_ATTEMPTS`: retries of one command before giving up.
-    pub max_attempts: u32,
     /// Hardware used when a deployment row leaves it out.
     pub default_instance: InstanceSpec,
 }
@@ -106,12 +107,12 @@ pub(crate) struct StepInput<'a> {
 }
 
 impl StepInput<'_> {
-    /// Whether the next retry of this command would exceed `QUEUE_MAX_ATTEMPTS`.
-    pub fn retries_exhausted(&self) -> bool {
-        self.envelope.attempt + 1 >= self.ctx.max_attempts
-    }
-
     /// The same command again later, recording the provider error in the event log.
+    ///
+    /// A retryable provider error (429, 5xx, timeout) is infrastructure, not the command's
+    /// fault: it spends no attempt of `QUEUE_MAX_ATTEMPTS` and is retried with backoff for
+    /// as long as it lasts. The deployment's deadline ends the work: past it, the
+    /// reconciler moves the deployment on and this command finds it changed.
     pub fn retry(self, error: &ProviderError) -> Step {
         let delay = retry_delay(self.envelope.attempt, error.retry_after());
         let details = serde_json::json!({
@@ -127,8 +128,17 @@ impl StepInput<'_> {
     }
 }
 
-/// Exponential backoff of retries (1 s doubling to 60 s), or the provider's own delay.
+/// The longest wait between two tries of a command failing on infrastructure.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+/// The one backoff of the worker's retries: 1 s doubling up to [`MAX_RETRY_DELAY`], with
+/// "equal jitter" (a random point in the upper half) so that many commands failing at once
+/// do not come back at once; or the provider's own `Retry-After`, as given.
 pub fn retry_delay(attempt: u32, retry_after: Option<Duration>) -> Duration {
-    let exponential = Duration::from_secs(1u64 << attempt.min(6)).min(Duration::from_secs(60));
-    retry_after.unwrap_or(exponential)
+    if let Some(delay) = retry_after {
+        return delay;
+    }
+    let ceiling = Duration::from_secs(1u64 << attempt.min(5)).min(MAX_RETRY_DELAY);
+    let random = (uuid::Uuid::new_v4().as_u128() % 1_000) as u32;
+    ceiling / 2 + (ceiling / 2) * random / 1_000
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use sea_orm::TransactionTrait;
 use serde_json::Value;
-use shared::db::deployments::{self, Changes, Deployment, Transition};
+use shared::db::deployments::{self, Changes, Deployment, NewDeployment, Transition};
 use shared::db::{DbError, inbox, outbox};
 use shared::domain::DeploymentStatus;
 use shared::queue::{DEPLOYMENTS_QUEUE, Envelope};
@@ -33,6 +33,15 @@ pub struct Plan {
     deactivate: Option<Deployment>,
     events: Vec<(String, String, Option<Value>)>,
     follow_ups: Vec<(Envelope, Option<Duration>)>,
+    replacement: Option<Replacement>,
+}
+
+/// A new deployment created by the plan (a heal redeploy), with its deploy command.
+#[derive(Debug)]
+struct Replacement {
+    new: NewDeployment,
+    command: Envelope,
+    message: String,
 }
 
 /// What committing did.
@@ -55,6 +64,7 @@ impl Plan {
             deactivate: None,
             events: Vec::new(),
             follow_ups: Vec::new(),
+            replacement: None,
         }
     }
 
@@ -89,6 +99,17 @@ impl Plan {
     /// Also publishes `envelope` after `delay` (through the outbox or the embedded queue).
     pub fn then(mut self, envelope: Envelope, delay: Option<Duration>) -> Self {
         self.follow_ups.push((envelope, delay));
+        self
+    }
+
+    /// Also creates `new` (a `pending` deployment, its `created` event and `command`) in the
+    /// same transaction, with a `replaces` event on it saying `message`.
+    pub fn creating(mut self, new: NewDeployment, command: Envelope, message: &str) -> Self {
+        self.replacement = Some(Replacement {
+            new,
+            command,
+            message: message.to_owned(),
+        });
         self
     }
 
@@ -136,6 +157,12 @@ impl Plan {
         }
         for (envelope, delay) in &self.follow_ups {
             outbox::enqueue(txn, ctx.route, DEPLOYMENTS_QUEUE, envelope, *delay).await?;
+        }
+        if let Some(r) = self.replacement {
+            let created = deployments::create(txn, ctx.route, r.new, &r.command).await?;
+            let details = serde_json::json!({"replaces": row.id});
+            deployments::record_event(txn, &created, "replaces", None, &r.message, Some(details))
+                .await?;
         }
         Ok(())
     }

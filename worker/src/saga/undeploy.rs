@@ -9,7 +9,7 @@ use shared::domain::DeploymentStatus;
 use shared::provider::ProviderError;
 use shared::queue::MessageKind;
 
-use super::spec::{handle_of, spec_of};
+use super::spec::endpoint_of;
 use super::{Plan, Step, StepInput};
 
 /// Decides an `undeploy` command.
@@ -38,9 +38,14 @@ pub(crate) fn start(input: StepInput<'_>, why: &str) -> Step {
 }
 
 async fn delete(input: StepInput<'_>) -> Step {
-    let handle = spec_of(&input.deployment, &input.ctx.default_instance)
-        .ok()
-        .and_then(|spec| handle_of(&input.deployment, input.provider.as_ref(), &spec));
+    // An unreadable spec with no recorded name leaves nothing to name here; the orphan
+    // sweep finds such an endpoint by its prefix.
+    let handle = endpoint_of(
+        &input.deployment,
+        input.provider.as_ref(),
+        &input.ctx.default_instance,
+    )
+    .unwrap_or_default();
     let result = match &handle {
         Some(handle) => input.provider.undeploy(handle).await,
         None => Ok(()),
@@ -58,7 +63,7 @@ async fn delete(input: StepInput<'_>) -> Step {
             };
             Step::Commit(Plan::transition(input.deployment, t))
         }
-        Err(error) if error.is_retryable() && !input.retries_exhausted() => input.retry(&error),
+        Err(error) if error.is_retryable() => input.retry(&error),
         Err(error) => Step::DeadLetter {
             plan: Some(Plan::events_only(input.deployment).with_event(
                 "undeploy_failed",

@@ -30,8 +30,8 @@ use self::retry::{RetryPolicy, RetrySleeper};
 use self::wire::{CreateEndpoint, Endpoint};
 use super::config::{HuggingFaceConfig, ProviderConfigError};
 use super::{
-    DeploymentSpec, EndpointHandle, EndpointStatus, PredictRequest, PredictResponse, Provider,
-    ProviderError,
+    DeploymentSpec, EndpointHandle, EndpointStatus, ListedEndpoint, PredictRequest,
+    PredictResponse, Provider, ProviderError,
 };
 
 /// The health route assumed when an Endpoint object has none.
@@ -199,6 +199,11 @@ impl Provider for HuggingFaceProvider {
 
     async fn refresh(&self) -> Result<(), ProviderError> {
         self.refresh_catalogue().await.map(drop)
+    }
+
+    async fn list_endpoints(&self) -> Result<Vec<ListedEndpoint>, ProviderError> {
+        let endpoints = self.management.list().await?;
+        Ok(endpoints.iter().map(Endpoint::to_listed).collect())
     }
 
     fn hourly_cost_usd(&self, spec: &DeploymentSpec) -> Result<Option<f64>, ProviderError> {

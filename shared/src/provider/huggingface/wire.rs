@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::names::EndpointName;
-use crate::provider::types::{DeploymentSpec, EndpointStatus, ProviderState};
+use crate::provider::types::{DeploymentSpec, EndpointStatus, ListedEndpoint, ProviderState};
 
 /// `POST /v2/endpoint/{namespace}` body.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -178,6 +178,9 @@ pub struct WireStatus {
     /// Target replicas.
     #[serde(default)]
     pub target_replica: Option<u32>,
+    /// When the endpoint was created (RFC 3339).
+    #[serde(default)]
+    pub created_at: Option<String>,
 }
 
 /// `GET /v2/endpoint/{namespace}` body.
@@ -201,6 +204,20 @@ impl Endpoint {
                 && c.instance_size.as_deref() == Some(&body.compute.instance_size)
         });
         self.name == body.name && same_model && same_provider && same_compute
+    }
+
+    /// The listing entry of this endpoint (the orphan sweep's view).
+    pub fn to_listed(&self) -> ListedEndpoint {
+        ListedEndpoint {
+            name: self.name.clone(),
+            state: ProviderState::parse(&self.status.state),
+            created_at: self
+                .status
+                .created_at
+                .as_deref()
+                .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+                .map(|at| at.with_timezone(&chrono::Utc)),
+        }
     }
 
     /// The status in provider-neutral terms; `ready` is filled by the health probe.

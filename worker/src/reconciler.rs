@@ -1,0 +1,519 @@
+//! The reconciler: the level-triggered half of the control plane (docs/architecture.md,
+//! "The reconciler").
+//!
+//! The saga acts when a message arrives; a message can be lost, dead-lettered or held up,
+//! and an endpoint can change behind our back. The reconciler periodically compares what
+//! the database says should be with what is, and repairs the difference. One worker runs
+//! it at a time, holding the leader lease `reconciler` in the database (`LEADER_LEASE_SECONDS`,
+//! judged by the database's clock, renewed while a pass runs; a pass is abandoned the
+//! moment the lease is lost). Each pass, every `DEPLOYMENT_RECONCILE_INTERVAL_SECONDS`:
+//!
+//! - every `deployed` deployment is observed at its provider ([`saga::serving::observe`]);
+//!   a lost, failed, paused or wrongly scaled-to-zero endpoint is taken out of service and
+//!   compensated, and replaced under `ON_ENDPOINT_LOST=redeploy`;
+//! - every `pending` or `deploying` deployment with no state transition for
+//!   `DEPLOY_TIMEOUT_SECONDS` gets a `timed_out` event and goes to `rolling_back`;
+//! - every `undeploying` or `rolling_back` deployment past that deadline has its endpoint
+//!   deleted by the pass itself (retried on every pass while the provider fails), then ends
+//!   `stopped` or `failed`;
+//! - every unfinished deployment without activity for `COMMAND_STALL_SECONDS` and with no
+//!   command the database knows of has its command reissued (`command_reissued`, at most
+//!   [`MAX_REISSUES`] times; then the deadline decides);
+//! - endpoints at the provider whose names carry our prefix and that belong to no
+//!   unfinished deployment are deleted once older than `ORPHAN_GRACE_SECONDS`
+//!   (`ORPHAN_SWEEP=report`: only logged and counted).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde_json::json;
+use shared::config::OrphanSweep;
+use shared::db::deployments::{self, Changes, Deployment, Transition};
+use shared::db::{DbError, lease, outbox};
+use shared::domain::{DeploymentId, DeploymentStatus};
+use shared::provider::{EndpointHandle, Provider, ProviderError};
+use shared::queue::{Envelope, MessageKind};
+use shared::telemetry::metrics::names;
+use tokio::sync::{Mutex, watch};
+use uuid::Uuid;
+
+use crate::saga::serving::{self, Observation};
+use crate::saga::{self, Applied, Context, Plan};
+
+/// The lease's name in `leader_leases`.
+pub const LEASE: &str = "reconciler";
+/// The prefix of every endpoint name hokusai-serve gives (`hk-{model}-{short id}`).
+pub const ENDPOINT_PREFIX: &str = "hk-";
+/// Commands reissued per deployment before only its deadline can move it on.
+pub const MAX_REISSUES: u64 = 3;
+/// Unfinished deployments one pass looks at (oldest first).
+const WORKING_SET: u64 = 10_000;
+
+/// The reconciler of one worker process; it acts only while it holds the lease.
+pub struct Reconciler {
+    ctx: Arc<Context>,
+    holder: String,
+    /// When the sweep first saw an endpoint the provider gives no creation time for.
+    first_seen: Mutex<HashMap<String, Instant>>,
+}
+
+/// What one pass did, for logs and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassReport {
+    /// `deployed` deployments observed.
+    pub observed: usize,
+    /// Deployments whose endpoint was found lost (and taken out of service).
+    pub lost: usize,
+    /// Deployments that timed out.
+    pub timed_out: usize,
+    /// Deletes of timed-out `undeploying` / `rolling_back` deployments that completed.
+    pub finished: usize,
+    /// Commands reissued.
+    pub reissued: usize,
+    /// Orphaned endpoints found / deleted.
+    pub orphans_found: usize,
+    /// Orphaned endpoints deleted.
+    pub orphans_deleted: usize,
+}
+
+impl Reconciler {
+    /// A reconciler over the saga's context, identified by a fresh holder id.
+    pub fn new(ctx: Arc<Context>) -> Self {
+        let holder = format!("worker-{}-{}", std::process::id(), Uuid::new_v4().simple());
+        Self {
+            ctx,
+            holder,
+            first_seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// This process's holder id in `leader_leases`.
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    /// Takes or renews the lease; whether this process leads now.
+    pub async fn hold_lease(&self) -> bool {
+        let ttl = self.ctx.settings.reconcile.leader_lease;
+        match lease::try_hold(&self.ctx.db, LEASE, &self.holder, ttl).await {
+            Ok(token) => token.is_some(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot reach the leader lease; not leading");
+                false
+            }
+        }
+    }
+
+    /// Leads when it can, running a pass every interval, until `stop` turns true; then
+    /// gives the lease up.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let settings = self.ctx.settings.reconcile.clone();
+        let renew_every = (settings.leader_lease / 3).max(Duration::from_millis(200));
+        let tick = settings.interval.min(renew_every);
+        let leader_gauge = metrics::gauge!(names::LEADER);
+        let mut leading = false;
+        let mut last_pass: Option<Instant> = None;
+        while !*stop.borrow() {
+            let now_leading = self.hold_lease().await;
+            if now_leading != leading {
+                if now_leading {
+                    tracing::info!(holder = %self.holder, "reconciler: leading");
+                } else {
+                    tracing::warn!(holder = %self.holder, "reconciler: lease lost or held by another worker");
+                }
+                leading = now_leading;
+            }
+            leader_gauge.set(if leading { 1.0 } else { 0.0 });
+            if leading && last_pass.is_none_or(|at| at.elapsed() >= settings.interval) {
+                last_pass = Some(Instant::now());
+                match self.pass_while_leading(renew_every).await {
+                    Some(Ok(report)) => {
+                        metrics::counter!(names::RECONCILE_PASSES, "outcome" => "ok").increment(1);
+                        tracing::debug!(?report, "reconcile pass done");
+                    }
+                    Some(Err(error)) => {
+                        metrics::counter!(names::RECONCILE_PASSES, "outcome" => "failed")
+                            .increment(1);
+                        tracing::warn!(%error, "reconcile pass failed; the next one retries");
+                    }
+                    None => {
+                        leading = false;
+                        leader_gauge.set(0.0);
+                        tracing::warn!("reconcile pass abandoned: the lease was lost");
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = stop.changed() => {}
+            }
+        }
+        if leading && let Err(error) = lease::release(&self.ctx.db, LEASE, &self.holder).await {
+            tracing::warn!(%error, "could not release the leader lease; it expires by itself");
+        }
+        leader_gauge.set(0.0);
+    }
+
+    /// One pass, renewing the lease every `renew_every` while it runs; `None` when the
+    /// lease was lost meanwhile (the pass is dropped where it stood: every write is a
+    /// guarded transaction, so nothing is half-done).
+    async fn pass_while_leading(
+        &self,
+        renew_every: Duration,
+    ) -> Option<Result<PassReport, DbError>> {
+        let pass = self.pass();
+        tokio::pin!(pass);
+        loop {
+            tokio::select! {
+                result = &mut pass => return Some(result),
+                _ = tokio::time::sleep(renew_every) => {
+                    if !self.hold_lease().await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One reconciliation pass over every unfinished deployment and every provider.
+    pub async fn pass(&self) -> Result<PassReport, DbError> {
+        let ctx = &self.ctx;
+        let mut report = PassReport::default();
+        let live = deployments::list_live(&ctx.db, WORKING_SET).await?;
+        let ids: Vec<Uuid> = live.iter().map(|d| d.id).collect();
+        let transitions = deployments::last_event_at(&ctx.db, &ids, Some("transition")).await?;
+        let activity = deployments::last_event_at(&ctx.db, &ids, None).await?;
+        let commands = outbox::deployments_with_commands(&ctx.db, ctx.route, 100_000).await?;
+        let now = Utc::now();
+        let deadline = ctx.settings.deploy_timeout;
+        let stall = ctx.settings.reconcile.command_stall;
+        for deployment in &live {
+            let since = |at: Option<&chrono::DateTime<Utc>>| {
+                let at = at.copied().unwrap_or(deployment.created_at);
+                (now - at).to_std().unwrap_or_default()
+            };
+            let progress = since(transitions.get(&deployment.id));
+            let last_activity = activity
+                .get(&deployment.id)
+                .copied()
+                .unwrap_or(deployment.created_at)
+                .max(deployment.updated_at);
+            let idle = since(Some(&last_activity));
+            let outcome = match deployment.status {
+                DeploymentStatus::Deployed => {
+                    report.observed += 1;
+                    self.observe(deployment.clone(), &mut report).await
+                }
+                DeploymentStatus::Pending | DeploymentStatus::Deploying if progress >= deadline => {
+                    report.timed_out += 1;
+                    self.time_out(deployment.clone(), progress).await
+                }
+                DeploymentStatus::Undeploying | DeploymentStatus::RollingBack
+                    if progress >= deadline =>
+                {
+                    self.finish_delete(deployment.clone(), &mut report).await
+                }
+                _ if idle >= stall && !commands.contains(&deployment.id) => {
+                    self.reissue(deployment.clone(), idle, &mut report).await
+                }
+                _ => Ok(()),
+            };
+            if let Err(error) = outcome {
+                if error.is_unavailable() {
+                    return Err(error);
+                }
+                tracing::warn!(deployment_id = %deployment.id, %error, "reconcile: could not repair; next pass retries");
+            }
+        }
+        self.sweep_orphans(&mut report).await?;
+        Ok(report)
+    }
+
+    fn provider(&self, deployment: &Deployment) -> Option<Arc<dyn Provider>> {
+        self.ctx.providers.get(&deployment.provider).ok()
+    }
+
+    async fn commit(&self, plan: Plan) -> Result<bool, DbError> {
+        Ok(matches!(
+            plan.commit(&self.ctx, None).await?,
+            Applied::Committed
+        ))
+    }
+
+    async fn observe(
+        &self,
+        deployment: Deployment,
+        report: &mut PassReport,
+    ) -> Result<(), DbError> {
+        let Some(provider) = self.provider(&deployment) else {
+            return Ok(());
+        };
+        let id = deployment.id;
+        match serving::observe(&self.ctx, deployment, provider.as_ref()).await? {
+            Observation::Serving(None) => {}
+            Observation::Serving(Some(plan)) => {
+                self.commit(plan).await?;
+            }
+            Observation::Lost { kind, plan } => {
+                if self.commit(plan).await? {
+                    report.lost += 1;
+                    action(kind);
+                    tracing::warn!(deployment_id = %id, event = kind, "reconcile: endpoint lost; taken out of service");
+                }
+            }
+            Observation::Unobserved(why) => {
+                action("observe_failed");
+                tracing::info!(deployment_id = %id, why, "reconcile: provider did not answer; nothing changed");
+            }
+        }
+        Ok(())
+    }
+
+    /// `pending | deploying → rolling_back` with a `timed_out` event.
+    async fn time_out(&self, deployment: Deployment, progress: Duration) -> Result<(), DbError> {
+        let secs = progress.as_secs();
+        let reason = format!(
+            "timed out: no progress for {secs} s in {} (DEPLOY_TIMEOUT_SECONDS is {})",
+            deployment.status,
+            self.ctx.settings.deploy_timeout.as_secs()
+        );
+        let id = deployment.id;
+        let transition = Transition {
+            to: DeploymentStatus::RollingBack,
+            message: format!("{reason}; compensating"),
+            details: Some(json!({"error": reason})),
+            changes: Changes {
+                error_message: Some(Some(reason.clone())),
+                is_active: Some(false),
+                ..Changes::default()
+            },
+        };
+        let compensate = Envelope::new(MessageKind::CheckStatus, DeploymentId(id), json!({}));
+        let plan = Plan::transition(deployment, transition)
+            .with_event(
+                "timed_out",
+                &reason,
+                Some(json!({"seconds_without_progress": secs})),
+            )
+            .then(compensate, None);
+        if self.commit(plan).await? {
+            action("timed_out");
+            tracing::warn!(deployment_id = %id, reason, "reconcile: deployment timed out");
+        }
+        Ok(())
+    }
+
+    /// Deletes the endpoint of an `undeploying` / `rolling_back` deployment past its
+    /// deadline, then ends it `stopped` / `failed`; a provider failure leaves it for the
+    /// next pass.
+    async fn finish_delete(
+        &self,
+        deployment: Deployment,
+        report: &mut PassReport,
+    ) -> Result<(), DbError> {
+        let Some(provider) = self.provider(&deployment) else {
+            return Ok(());
+        };
+        let handle = saga::endpoint_of(&deployment, provider.as_ref(), &self.ctx.default_instance)
+            .unwrap_or_default();
+        if let Some(handle) = &handle {
+            let call =
+                tokio::time::timeout(self.ctx.settings.step_timeout, provider.undeploy(handle));
+            match call.await {
+                Ok(Ok(()) | Err(ProviderError::NotFound { .. })) => {}
+                Ok(Err(error)) => {
+                    action("delete_failed");
+                    tracing::warn!(deployment_id = %deployment.id, %error, "reconcile: endpoint delete failed; next pass retries");
+                    return Ok(());
+                }
+                Err(_) => {
+                    action("delete_failed");
+                    return Ok(());
+                }
+            }
+        }
+        let (to, message) = match deployment.status {
+            DeploymentStatus::Undeploying => (
+                DeploymentStatus::Stopped,
+                "endpoint deleted (by the reconciler)".to_owned(),
+            ),
+            _ => (
+                DeploymentStatus::Failed,
+                format!(
+                    "endpoint deleted (by the reconciler); deployment failed: {}",
+                    deployment.error_message.as_deref().unwrap_or("compensated")
+                ),
+            ),
+        };
+        let transition = Transition {
+            to,
+            message,
+            details: handle.map(|h| json!({"provider_model_id": h.provider_model_id})),
+            changes: Changes {
+                provider_status: Some("deleted".into()),
+                is_active: Some(false),
+                ..Changes::default()
+            },
+        };
+        if self
+            .commit(Plan::transition(deployment, transition))
+            .await?
+        {
+            report.finished += 1;
+            action("delete_finished");
+        }
+        Ok(())
+    }
+
+    /// Reissues the command that moves `deployment` on, when it has had none for too long.
+    async fn reissue(
+        &self,
+        deployment: Deployment,
+        idle: Duration,
+        report: &mut PassReport,
+    ) -> Result<(), DbError> {
+        let id = DeploymentId(deployment.id);
+        let reissued = deployments::count_events(&self.ctx.db, id, "command_reissued").await?;
+        if reissued >= MAX_REISSUES {
+            return Ok(());
+        }
+        let kind = match deployment.status {
+            DeploymentStatus::Pending => MessageKind::Deploy,
+            DeploymentStatus::Undeploying => MessageKind::Undeploy,
+            DeploymentStatus::Deploying | DeploymentStatus::RollingBack => MessageKind::CheckStatus,
+            _ => return Ok(()),
+        };
+        let command = Envelope::new(kind, id, json!({}));
+        let message = format!(
+            "no activity for {} s and no {} command queued; reissued ({} of {MAX_REISSUES})",
+            idle.as_secs(),
+            kind.as_str(),
+            reissued + 1
+        );
+        let details = json!({"kind": kind.as_str(), "message_id": command.message_id, "reissue": reissued + 1});
+        let plan = Plan::events_only(deployment)
+            .with_event("command_reissued", &message, Some(details))
+            .then(command, None);
+        if self.commit(plan).await? {
+            report.reissued += 1;
+            action("command_reissued");
+            tracing::warn!(deployment_id = %id, message, "reconcile: command reissued");
+        }
+        Ok(())
+    }
+
+    /// Deletes (or reports) provider endpoints with our prefix that no unfinished deployment
+    /// owns, once older than `ORPHAN_GRACE_SECONDS`.
+    async fn sweep_orphans(&self, report: &mut PassReport) -> Result<(), DbError> {
+        let settings = &self.ctx.settings.reconcile;
+        // Read the owners after the deployments were listed above and before the provider's
+        // listing: an endpoint created meanwhile is younger than the grace period.
+        let live = deployments::list_live(&self.ctx.db, WORKING_SET).await?;
+        let mut seen_now = HashSet::new();
+        for name in self.ctx.providers.names() {
+            let Ok(provider) = self.ctx.providers.get(name) else {
+                continue;
+            };
+            let owned: HashSet<String> = live
+                .iter()
+                .filter(|d| d.provider == name)
+                .filter_map(|d| {
+                    saga::endpoint_of(d, provider.as_ref(), &self.ctx.default_instance)
+                        .ok()
+                        .flatten()
+                })
+                .map(|h| h.provider_model_id)
+                .collect();
+            let listed = match tokio::time::timeout(
+                self.ctx.settings.step_timeout,
+                provider.list_endpoints(),
+            )
+            .await
+            {
+                Ok(Ok(listed)) => listed,
+                Ok(Err(error)) => {
+                    action("list_failed");
+                    tracing::info!(provider = name, %error, "reconcile: cannot list endpoints; sweep skipped");
+                    continue;
+                }
+                Err(_) => {
+                    action("list_failed");
+                    continue;
+                }
+            };
+            for endpoint in listed {
+                if !endpoint.name.starts_with(ENDPOINT_PREFIX) || owned.contains(&endpoint.name) {
+                    continue;
+                }
+                seen_now.insert(endpoint.name.clone());
+                let age = match endpoint.created_at {
+                    Some(at) => (Utc::now() - at).to_std().unwrap_or_default(),
+                    None => {
+                        let mut first = self.first_seen.lock().await;
+                        first
+                            .entry(endpoint.name.clone())
+                            .or_insert_with(Instant::now)
+                            .elapsed()
+                    }
+                };
+                if age < settings.orphan_grace {
+                    continue;
+                }
+                report.orphans_found += 1;
+                metrics::counter!(names::ORPHANS_FOUND).increment(1);
+                let owner =
+                    deployments::find_by_endpoint(&self.ctx.db, name, &endpoint.name).await?;
+                if settings.orphan_sweep == OrphanSweep::Report {
+                    tracing::warn!(endpoint = endpoint.name, provider = name, age_s = age.as_secs(), owner = ?owner.as_ref().map(|d| d.id), "reconcile: orphaned endpoint (ORPHAN_SWEEP=report: not deleted)");
+                    continue;
+                }
+                let handle = EndpointHandle::new(&endpoint.name, None);
+                match tokio::time::timeout(
+                    self.ctx.settings.step_timeout,
+                    provider.undeploy(&handle),
+                )
+                .await
+                {
+                    Ok(Ok(()) | Err(ProviderError::NotFound { .. })) => {}
+                    Ok(Err(error)) => {
+                        tracing::warn!(endpoint = endpoint.name, %error, "reconcile: orphan delete failed; next pass retries");
+                        continue;
+                    }
+                    Err(_) => continue,
+                }
+                report.orphans_deleted += 1;
+                metrics::counter!(names::ORPHANS_DELETED).increment(1);
+                tracing::warn!(endpoint = endpoint.name, provider = name, age_s = age.as_secs(), state = endpoint.state.as_str(), owner = ?owner.as_ref().map(|d| d.id), "reconcile: orphaned endpoint deleted");
+                if let Some(owner) = owner {
+                    let message = format!(
+                        "orphaned endpoint {} deleted ({} s old, deployment {})",
+                        endpoint.name,
+                        age.as_secs(),
+                        owner.status
+                    );
+                    let details = json!({"endpoint": endpoint.name, "provider_state": endpoint.state.as_str()});
+                    deployments::record_event(
+                        &self.ctx.db,
+                        &owner,
+                        "orphan_deleted",
+                        Some(owner.status),
+                        &message,
+                        Some(details),
+                    )
+                    .await?;
+                }
+            }
+        }
+        self.first_seen
+            .lock()
+            .await
+            .retain(|name, _| seen_now.contains(name));
+        Ok(())
+    }
+}
+
+fn action(kind: &'static str) {
+    metrics::counter!(names::RECONCILE_ACTIONS, "action" => kind).increment(1);
+}
