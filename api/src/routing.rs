@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use sea_orm::DatabaseConnection;
 use shared::db::DbError;
-use shared::db::deployments;
+use shared::db::deployments::{self, NotServing};
 use shared::domain::ModelId;
 use shared::provider::EndpointHandle;
 use shared::telemetry::metrics::names;
@@ -80,6 +80,9 @@ pub enum Routed {
     /// Nowhere yet: the serving deployment's endpoint was lost and its replacement is on its
     /// way (the reconciler's heal redeploy); clients should retry (503 `MODEL_NOT_READY`).
     Replacing(Uuid),
+    /// Nowhere: the serving deployment's endpoint was lost and nothing replaces it
+    /// (`ON_ENDPOINT_LOST=fail`, or the heal budget is spent): 503 `MODEL_NOT_READY`.
+    Lost(Uuid),
     /// Nowhere: the model has no active deployment (404 `MODEL_NOT_DEPLOYED`).
     Nowhere,
 }
@@ -131,9 +134,10 @@ impl RoutingCache {
         });
         let route = match active {
             Some(route) => Routed::Active(route),
-            None => match deployments::replacement_in_flight(db, model).await? {
-                Some(replacement) => Routed::Replacing(replacement.id),
-                None => Routed::Nowhere,
+            None => match deployments::why_not_serving(db, model).await? {
+                NotServing::Replacing(id) => Routed::Replacing(id),
+                NotServing::Lost(id) => Routed::Lost(id),
+                NotServing::NotDeployed => Routed::Nowhere,
             },
         };
         self.store(model, route.clone());

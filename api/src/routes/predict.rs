@@ -110,7 +110,7 @@ pub(super) struct PredictResponse<'a> {
         (status = 429, description = "RATE_LIMITED: the model endpoint is throttling (`Retry-After`)", body = ErrorResponse),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
         (status = 403, description = "FORBIDDEN: the key has neither `predict` nor `predict:{model_id}`", body = ErrorResponse),
-        (status = 503, description = "MODEL_NOT_READY: the endpoint is waking up or provisioning (`Retry-After`); AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`); SERVICE_UNAVAILABLE: the database is unreachable (`Retry-After`)", body = ErrorResponse),
+        (status = 503, description = "MODEL_NOT_READY: the endpoint is waking up or provisioning, or was lost at the provider (being replaced, or not: the detail says) (`Retry-After`); AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`); SERVICE_UNAVAILABLE: the database is unreachable (`Retry-After`)", body = ErrorResponse),
         (status = 502, description = "UPSTREAM_ERROR: the model endpoint failed", body = ErrorResponse),
         (status = 504, description = "UPSTREAM_TIMEOUT: the model endpoint did not answer in time", body = ErrorResponse),
         (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
@@ -138,6 +138,14 @@ async fn predict(
                     "the model's endpoint was lost; its replacement (deployment {replacement}) is provisioning"
                 ),
                 retry_after: Duration::from_secs(30),
+            });
+        }
+        Routed::Lost(lost) => {
+            return Err(ApiError::ModelNotReady {
+                detail: format!(
+                    "the model's endpoint was lost at the provider (deployment {lost}) and is not being replaced; redeploy the model"
+                ),
+                retry_after: Duration::from_secs(60),
             });
         }
         Routed::Nowhere => {

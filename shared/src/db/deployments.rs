@@ -308,13 +308,26 @@ pub async fn find_by_endpoint<C: ConnectionTrait>(
         .await?)
 }
 
-/// A `pending` or `deploying` deployment of `model` that replaces a lost one (its metadata
-/// names it under `replaces`), if any.
-pub async fn replacement_in_flight<C: ConnectionTrait>(
+/// Why a model without an active deployment does not serve.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotServing {
+    /// Its serving deployment's endpoint was lost; this replacement is on its way.
+    Replacing(Uuid),
+    /// Its last serving deployment's endpoint was lost and nothing replaces it.
+    Lost(Uuid),
+    /// It is not deployed (never, or undeployed).
+    NotDeployed,
+}
+
+/// Why `model`, which has no active deployment, does not serve: a replacement of a lost
+/// deployment in flight (metadata `replaces`), else whether the deployment that served it
+/// last ended through a lost endpoint (`rolling_back` or `failed` after having been
+/// `deployed`; an operator's undeploy ends `stopped`).
+pub async fn why_not_serving<C: ConnectionTrait>(
     conn: &C,
     model: &ModelId,
-) -> Result<Option<Deployment>, DbError> {
-    let candidates = deployed_models::Entity::find()
+) -> Result<NotServing, DbError> {
+    let in_flight = deployed_models::Entity::find()
         .filter(deployed_models::Column::ModelId.eq(model.as_str()))
         .filter(
             deployed_models::Column::Status
@@ -323,9 +336,28 @@ pub async fn replacement_in_flight<C: ConnectionTrait>(
         .limit(100)
         .all(conn)
         .await?;
-    Ok(candidates.into_iter().find(|d| {
+    if let Some(replacement) = in_flight.into_iter().find(|d| {
         d.metadata
             .as_ref()
             .is_some_and(|m| m.get("replaces").is_some())
-    }))
+    }) {
+        return Ok(NotServing::Replacing(replacement.id));
+    }
+    let last_served = deployed_models::Entity::find()
+        .filter(deployed_models::Column::ModelId.eq(model.as_str()))
+        .filter(deployed_models::Column::DeployedAt.is_not_null())
+        .order_by_desc(deployed_models::Column::DeployedAt)
+        .one(conn)
+        .await?;
+    Ok(match last_served {
+        Some(d)
+            if matches!(
+                d.status,
+                DeploymentStatus::RollingBack | DeploymentStatus::Failed
+            ) =>
+        {
+            NotServing::Lost(d.id)
+        }
+        _ => NotServing::NotDeployed,
+    })
 }
