@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use futures_util::StreamExt;
 use serde_json::json;
 use shared::config::OrphanSweep;
 use shared::db::deployments::{self, Changes, Deployment, Transition};
@@ -48,6 +49,8 @@ pub const LEASE: &str = "reconciler";
 pub const ENDPOINT_PREFIX: &str = "hk-";
 /// Commands reissued per deployment before only its deadline can move it on.
 pub const MAX_REISSUES: u64 = 3;
+/// Provider observations one pass runs at once.
+const OBSERVE_CONCURRENCY: usize = 8;
 /// Unfinished deployments one pass looks at (oldest first).
 const WORKING_SET: u64 = 10_000;
 
@@ -189,6 +192,10 @@ impl Reconciler {
         let now = Utc::now();
         let deadline = ctx.settings.deploy_timeout;
         let stall = ctx.settings.reconcile.command_stall;
+        // First what the database alone decides (deadlines, lost commands), so a provider
+        // that answers slowly or not at all cannot hold it up; then the observations and
+        // the sweep, each provider call bounded by `probe_timeout`.
+        let mut serving = Vec::new();
         for deployment in &live {
             let since = |at: Option<&chrono::DateTime<Utc>>| {
                 let at = at.copied().unwrap_or(deployment.created_at);
@@ -203,8 +210,8 @@ impl Reconciler {
             let idle = since(Some(&last_activity));
             let outcome = match deployment.status {
                 DeploymentStatus::Deployed => {
-                    report.observed += 1;
-                    self.observe(deployment.clone(), &mut report).await
+                    serving.push(deployment.clone());
+                    Ok(())
                 }
                 DeploymentStatus::Pending | DeploymentStatus::Deploying if progress >= deadline => {
                     report.timed_out += 1;
@@ -220,15 +227,40 @@ impl Reconciler {
                 }
                 _ => Ok(()),
             };
-            if let Err(error) = outcome {
-                if error.is_unavailable() {
-                    return Err(error);
-                }
-                tracing::warn!(deployment_id = %deployment.id, %error, "reconcile: could not repair; next pass retries");
-            }
+            check(deployment, outcome)?;
         }
-        self.sweep_orphans(&mut report).await?;
+        // Observations run a few at a time, beside the sweep: a provider that hangs costs
+        // one probe timeout per pass, not one per deployment.
+        let observations = futures_util::stream::iter(serving)
+            .map(|deployment| async move {
+                let mut found = PassReport::default();
+                let outcome = self.observe(deployment.clone(), &mut found).await;
+                check(&deployment, outcome).map(|()| found)
+            })
+            .buffer_unordered(OBSERVE_CONCURRENCY)
+            .collect::<Vec<_>>();
+        let mut swept = PassReport::default();
+        let (observed, sweep) = tokio::join!(observations, self.sweep_orphans(&mut swept));
+        for found in observed {
+            let found = found?;
+            report.observed += 1;
+            report.lost += found.lost;
+        }
+        sweep?;
+        report.orphans_found = swept.orphans_found;
+        report.orphans_deleted = swept.orphans_deleted;
         Ok(report)
+    }
+
+    /// How long one provider call of a pass may take: `STEP_TIMEOUT_SECONDS`, but no more
+    /// than the interval (at least 10 s), so that a provider that hangs or keeps failing
+    /// (its client retries 5xx for tens of seconds) delays the next pass's deadlines by
+    /// little.
+    fn probe_timeout(&self) -> Duration {
+        let settings = &self.ctx.settings;
+        settings
+            .step_timeout
+            .min(settings.reconcile.interval.max(Duration::from_secs(10)))
     }
 
     fn provider(&self, deployment: &Deployment) -> Option<Arc<dyn Provider>> {
@@ -251,7 +283,14 @@ impl Reconciler {
             return Ok(());
         };
         let id = deployment.id;
-        match serving::observe(&self.ctx, deployment, provider.as_ref()).await? {
+        match serving::observe(
+            &self.ctx,
+            deployment,
+            provider.as_ref(),
+            self.probe_timeout(),
+        )
+        .await?
+        {
             Observation::Serving(None) => {}
             Observation::Serving(Some(plan)) => {
                 self.commit(plan).await?;
@@ -319,8 +358,7 @@ impl Reconciler {
         let handle = saga::endpoint_of(&deployment, provider.as_ref(), &self.ctx.default_instance)
             .unwrap_or_default();
         if let Some(handle) = &handle {
-            let call =
-                tokio::time::timeout(self.ctx.settings.step_timeout, provider.undeploy(handle));
+            let call = tokio::time::timeout(self.probe_timeout(), provider.undeploy(handle));
             match call.await {
                 Ok(Ok(()) | Err(ProviderError::NotFound { .. })) => {}
                 Ok(Err(error)) => {
@@ -426,11 +464,8 @@ impl Reconciler {
                 })
                 .map(|h| h.provider_model_id)
                 .collect();
-            let listed = match tokio::time::timeout(
-                self.ctx.settings.step_timeout,
-                provider.list_endpoints(),
-            )
-            .await
+            let listed = match tokio::time::timeout(self.probe_timeout(), provider.list_endpoints())
+                .await
             {
                 Ok(Ok(listed)) => listed,
                 Ok(Err(error)) => {
@@ -470,12 +505,7 @@ impl Reconciler {
                     continue;
                 }
                 let handle = EndpointHandle::new(&endpoint.name, None);
-                match tokio::time::timeout(
-                    self.ctx.settings.step_timeout,
-                    provider.undeploy(&handle),
-                )
-                .await
-                {
+                match tokio::time::timeout(self.probe_timeout(), provider.undeploy(&handle)).await {
                     Ok(Ok(()) | Err(ProviderError::NotFound { .. })) => {}
                     Ok(Err(error)) => {
                         tracing::warn!(endpoint = endpoint.name, %error, "reconcile: orphan delete failed; next pass retries");
@@ -511,6 +541,18 @@ impl Reconciler {
             .await
             .retain(|name, _| seen_now.contains(name));
         Ok(())
+    }
+}
+
+/// A repair that failed is retried by the next pass; an unreachable database ends this one.
+fn check(deployment: &Deployment, outcome: Result<(), DbError>) -> Result<(), DbError> {
+    match outcome {
+        Err(error) if error.is_unavailable() => Err(error),
+        Err(error) => {
+            tracing::warn!(deployment_id = %deployment.id, %error, "reconcile: could not repair; next pass retries");
+            Ok(())
+        }
+        Ok(()) => Ok(()),
     }
 }
 

@@ -361,3 +361,20 @@ pub async fn why_not_serving<C: ConnectionTrait>(
         _ => NotServing::NotDeployed,
     })
 }
+
+/// `current` as read, if nobody changed it since (same `lock_version`); else
+/// [`DbError::StaleTransition`]. For writes that depend on the row without changing it.
+pub async fn unchanged<C: ConnectionTrait>(
+    conn: &C,
+    current: &Deployment,
+) -> Result<Deployment, DbError> {
+    let id = DeploymentId(current.id);
+    match get(conn, id).await? {
+        Some(now) if now.lock_version == current.lock_version => Ok(now),
+        Some(_) => Err(DbError::StaleTransition {
+            id,
+            expected: current.lock_version,
+        }),
+        None => Err(DbError::NotFound(id)),
+    }
+}

@@ -224,7 +224,8 @@ async fn compensate(input: StepInput<'_>) -> Step {
 
 async fn observe_deployed(input: StepInput<'_>) -> Step {
     let provider = input.provider.clone();
-    match super::serving::observe(input.ctx, input.deployment, provider.as_ref()).await {
+    let timeout = input.ctx.settings.step_timeout;
+    match super::serving::observe(input.ctx, input.deployment, provider.as_ref(), timeout).await {
         Ok(Observation::Serving(Some(plan)) | Observation::Lost { plan, .. }) => Step::Commit(plan),
         Ok(Observation::Serving(None)) => Step::Ignore("endpoint serving; nothing changed".into()),
         Ok(Observation::Unobserved(why)) => {

@@ -146,7 +146,8 @@ impl Plan {
             deployments::set_active(txn, previous, false, &message).await?;
         }
         let row = match self.change {
-            Change::None => self.deployment,
+            // Events and commands decided from a row someone changed since are stale too.
+            Change::None => deployments::unchanged(txn, &self.deployment).await?,
             Change::Transition(t) => deployments::transition(txn, &self.deployment, t).await?,
             Change::Observe(changes, details) => {
                 deployments::observe(txn, &self.deployment, changes, details).await?

@@ -42,11 +42,13 @@ pub enum Observation {
     Unobserved(String),
 }
 
-/// Observes `deployment` (which is `deployed`) at `provider`.
+/// Observes `deployment` (which is `deployed`) at `provider`, waiting at most `timeout`
+/// for its answer.
 pub async fn observe(
     ctx: &Context,
     deployment: Deployment,
     provider: &dyn Provider,
+    timeout: std::time::Duration,
 ) -> Result<Observation, DbError> {
     let handle = match endpoint_of(&deployment, provider, &ctx.default_instance) {
         Ok(Some(handle)) => handle,
@@ -57,7 +59,7 @@ pub async fn observe(
     let min_replica = spec_of(&deployment, &ctx.default_instance)
         .map(|spec| spec.scaling.min_replica)
         .unwrap_or(1);
-    let answer = tokio::time::timeout(ctx.settings.step_timeout, provider.get_status(&handle));
+    let answer = tokio::time::timeout(timeout, provider.get_status(&handle));
     let (kind, state, reason) = match answer.await {
         Err(_) => return Ok(Observation::Unobserved("status call timed out".into())),
         Ok(Err(ProviderError::NotFound { message })) => (
