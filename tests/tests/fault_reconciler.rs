@@ -535,8 +535,17 @@ async fn orphan_sweep_report_only_logs() {
 }
 
 #[tokio::test]
-async fn one_leader_at_a_time_and_a_silent_leader_is_replaced_within_one_lease() {
-    let app = TestApp::start(Engine::Postgres, &[("LEADER_LEASE_SECONDS", "1")]).await;
+async fn one_leader_at_a_time_on_postgres() {
+    one_leader_at_a_time_and_a_silent_leader_is_replaced_within_one_lease(Engine::Postgres).await;
+}
+
+#[tokio::test]
+async fn one_leader_at_a_time_on_sqlite() {
+    one_leader_at_a_time_and_a_silent_leader_is_replaced_within_one_lease(Engine::Sqlite).await;
+}
+
+async fn one_leader_at_a_time_and_a_silent_leader_is_replaced_within_one_lease(engine: Engine) {
+    let app = TestApp::start(engine, &[("LEADER_LEASE_SECONDS", "1")]).await;
     let (a, b) = (app.worker(), app.worker());
     let ttl = Duration::from_secs(1);
     shared::db::lease::try_hold(&app.db.conn, "probe", "probe", ttl)

@@ -95,7 +95,7 @@ impl DeploymentStatus {
                     Deploying,
                     Deploying | Deployed | RollingBack | Failed | Undeploying
                 )
-                | (Deployed, Undeploying | Failed | RollingBack)
+                | (Deployed, Undeploying | RollingBack)
                 | (Undeploying, Undeploying | Stopped)
                 | (RollingBack, Failed | RollbackFailed)
                 | (RollbackFailed, RollingBack)
