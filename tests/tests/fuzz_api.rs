@@ -154,7 +154,7 @@ impl Fuzz {
     fn run(&self, cases: u32, strategy: impl Strategy<Value = Case>) {
         let mut runner = TestRunner::new(Config {
             cases,
-            failure_persistence: None,
+            failure_persistence: fuzz::regressions("proptest-regressions/fuzz_api.txt"),
             ..Config::default()
         });
         let result = runner.run(&strategy, |case| {
