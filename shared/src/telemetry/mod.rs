@@ -1,9 +1,12 @@
-//! Telemetry of every role: logging set-up (one subscriber for the process, pretty in
-//! development and JSON lines elsewhere, filtered by `RUST_LOG`), the Prometheus
-//! [`metrics`] registry and the [`cloudwatch`] metrics.
+//! Telemetry of every role: logging set-up (one subscriber for the process writing to
+//! stderr, pretty in development and JSON lines elsewhere, filtered by `RUST_LOG`, coloured
+//! only when stderr is a terminal), the Prometheus [`metrics`] registry and the
+//! [`cloudwatch`] metrics.
 
 pub mod cloudwatch;
 pub mod metrics;
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -19,7 +22,10 @@ pub fn init(settings: &TelemetrySettings) {
         EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Escape codes only for a terminal: a file or a pipe (`dev 2> log`, a log shipper)
+        // gets plain text.
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match settings.log_format {
         LogFormat::Json => builder
             .json()
