@@ -19,10 +19,15 @@ resource "aws_cloudwatch_log_group" "task" {
 
 # --- log metric filters (JSON log lines, DESIGN.md §11) -------------------------------------
 
+# The worker's one line per deployment that reaches rollback_failed: the consumer's
+# dead-letter warning whose reason is the failed compensation (worker/src/saga/check_status.rs).
+# The queue layer's own "dead-lettering" line carries the same reason, so the pattern names
+# both phrases to count each failure once. tests/tests/cloudwatch_claims.rs matches this
+# pattern against the lines a real failed compensation writes.
 resource "aws_cloudwatch_log_metric_filter" "rollback_failed" {
   name           = "hokusai-rollback-failed-${local.env}"
   log_group_name = aws_cloudwatch_log_group.task["worker"].name
-  pattern        = "\"rollback_failed\""
+  pattern        = "\"compensation failed\" \"dead-lettering the command for an operator\""
 
   metric_transformation {
     name          = "RollbackFailed"
@@ -32,6 +37,8 @@ resource "aws_cloudwatch_log_metric_filter" "rollback_failed" {
   }
 }
 
+# The API's request line of every 503 AUTH_UNAVAILABLE (tests/tests/cloudwatch_claims.rs
+# checks the match too).
 resource "aws_cloudwatch_log_metric_filter" "auth_unavailable" {
   name           = "hokusai-auth-unavailable-${local.env}"
   log_group_name = aws_cloudwatch_log_group.task["api"].name
@@ -317,3 +324,4 @@ resource "aws_cloudwatch_metric_alarm" "alb_unhealthy_hosts" {
   alarm_actions       = var.alarm_sns_topic_arns
   ok_actions          = var.alarm_sns_topic_arns
 }
+
