@@ -57,6 +57,11 @@ resource "aws_cloudwatch_log_metric_filter" "auth_unavailable" {
 locals {
   alarm_prefix = "hokusai-${local.env}"
   provider_dim = { Provider = var.alarm_provider }
+  # The on-call topics, by name, in this deployment's account and region.
+  alarm_topic_arns = [
+    for name in var.alarm_sns_topic_names :
+    "arn:${local.partition}:sns:${var.aws_region}:${local.account_id}:${name}"
+  ]
 }
 
 resource "aws_cloudwatch_metric_alarm" "deployment_failures" {
@@ -66,8 +71,8 @@ resource "aws_cloudwatch_metric_alarm" "deployment_failures" {
   threshold           = 0
   evaluation_periods  = 1
   treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_sns_topic_arns
-  ok_actions          = var.alarm_sns_topic_arns
+  alarm_actions       = local.alarm_topic_arns
+  ok_actions          = local.alarm_topic_arns
 
   metric_query {
     id          = "failures"
@@ -88,8 +93,8 @@ resource "aws_cloudwatch_metric_alarm" "rollback_failed" {
   comparison_operator = "GreaterThanThreshold"
   threshold           = 0
   treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_sns_topic_arns
-  ok_actions          = var.alarm_sns_topic_arns
+  alarm_actions       = local.alarm_topic_arns
+  ok_actions          = local.alarm_topic_arns
 }
 
 resource "aws_cloudwatch_metric_alarm" "dlq_not_empty" {
@@ -104,8 +109,8 @@ resource "aws_cloudwatch_metric_alarm" "dlq_not_empty" {
   comparison_operator = "GreaterThanThreshold"
   threshold           = 0
   treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_sns_topic_arns
-  ok_actions          = var.alarm_sns_topic_arns
+  alarm_actions       = local.alarm_topic_arns
+  ok_actions          = local.alarm_topic_arns
 }
 
 resource "aws_cloudwatch_metric_alarm" "predict_error_ratio" {
@@ -116,8 +121,8 @@ resource "aws_cloudwatch_metric_alarm" "predict_error_ratio" {
   evaluation_periods  = 2
   datapoints_to_alarm = 2
   treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_sns_topic_arns
-  ok_actions          = var.alarm_sns_topic_arns
+  alarm_actions       = local.alarm_topic_arns
+  ok_actions          = local.alarm_topic_arns
 
   metric_query {
     id          = "ratio"
@@ -161,8 +166,8 @@ resource "aws_cloudwatch_metric_alarm" "predict_p99_latency" {
   comparison_operator = "GreaterThanThreshold"
   threshold           = var.alarm_predict_p99_latency_ms
   treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_sns_topic_arns
-  ok_actions          = var.alarm_sns_topic_arns
+  alarm_actions       = local.alarm_topic_arns
+  ok_actions          = local.alarm_topic_arns
 }
 
 resource "aws_cloudwatch_metric_alarm" "auth_unavailable" {
@@ -177,8 +182,8 @@ resource "aws_cloudwatch_metric_alarm" "auth_unavailable" {
   comparison_operator = "GreaterThanThreshold"
   threshold           = 0
   treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_sns_topic_arns
-  ok_actions          = var.alarm_sns_topic_arns
+  alarm_actions       = local.alarm_topic_arns
+  ok_actions          = local.alarm_topic_arns
 }
 
 resource "aws_cloudwatch_metric_alarm" "outbox_backlog" {
@@ -194,8 +199,8 @@ resource "aws_cloudwatch_metric_alarm" "outbox_backlog" {
   # Missing data stays visible (INSUFFICIENT_DATA) rather than silently OK: the relay
   # publishes this gauge every cycle, so its absence is itself a symptom.
   treat_missing_data = "missing"
-  alarm_actions      = var.alarm_sns_topic_arns
-  ok_actions         = var.alarm_sns_topic_arns
+  alarm_actions      = local.alarm_topic_arns
+  ok_actions         = local.alarm_topic_arns
 }
 
 resource "aws_cloudwatch_metric_alarm" "idle_costly_endpoints" {
@@ -206,8 +211,8 @@ resource "aws_cloudwatch_metric_alarm" "idle_costly_endpoints" {
   evaluation_periods  = var.alarm_idle_hours
   datapoints_to_alarm = var.alarm_idle_hours
   treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_sns_topic_arns
-  ok_actions          = var.alarm_sns_topic_arns
+  alarm_actions       = local.alarm_topic_arns
+  ok_actions          = local.alarm_topic_arns
 
   metric_query {
     id          = "idle"
@@ -248,8 +253,8 @@ resource "aws_cloudwatch_metric_alarm" "dead_lettered_messages" {
   threshold           = 0
   evaluation_periods  = 1
   treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_sns_topic_arns
-  ok_actions          = var.alarm_sns_topic_arns
+  alarm_actions       = local.alarm_topic_arns
+  ok_actions          = local.alarm_topic_arns
 
   metric_query {
     id          = "dead_lettered"
@@ -276,8 +281,8 @@ resource "aws_cloudwatch_metric_alarm" "alb_target_5xx_ratio" {
   evaluation_periods  = 2
   datapoints_to_alarm = 2
   treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_sns_topic_arns
-  ok_actions          = var.alarm_sns_topic_arns
+  alarm_actions       = local.alarm_topic_arns
+  ok_actions          = local.alarm_topic_arns
 
   metric_query {
     id          = "ratio"
@@ -321,7 +326,27 @@ resource "aws_cloudwatch_metric_alarm" "alb_unhealthy_hosts" {
   comparison_operator = "GreaterThanThreshold"
   threshold           = 0
   treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_sns_topic_arns
-  ok_actions          = var.alarm_sns_topic_arns
+  alarm_actions       = local.alarm_topic_arns
+  ok_actions          = local.alarm_topic_arns
 }
 
+# --- the worker service (Container Insights, enabled on the cluster) ------------------------
+
+# The CloudWatch twin of HokusaiWorkerDown: no worker task running. Missing data breaches:
+# without a running task (or without Container Insights) there is no figure at all.
+resource "aws_cloudwatch_metric_alarm" "worker_down" {
+  alarm_name          = "${local.alarm_prefix}-worker-down"
+  alarm_description   = "No hokusai-worker task has been running for 2 minutes: deployments do not progress and the outbox is not relayed. Runbook: docs/troubleshooting.md#hokusaiworkerdown."
+  namespace           = "ECS/ContainerInsights"
+  metric_name         = "RunningTaskCount"
+  dimensions          = { ClusterName = aws_ecs_cluster.hokusai.name, ServiceName = aws_ecs_service.worker.name }
+  statistic           = "Minimum"
+  period              = 60
+  evaluation_periods  = 2
+  datapoints_to_alarm = 2
+  comparison_operator = "LessThanThreshold"
+  threshold           = 1
+  treat_missing_data  = "breaching"
+  alarm_actions       = local.alarm_topic_arns
+  ok_actions          = local.alarm_topic_arns
+}
