@@ -1,6 +1,6 @@
 # Logs, alarms and the dashboard. The alarms mirror the alerts of infra/prometheus/alerts.yml
-# (issue 9) on CloudWatch data: the Hokusai/API metrics of DESIGN.md §11, two log metric
-# filters for the signals §11 has no CloudWatch metric for, and the DLQ's own SQS metric.
+# (issue 9) on CloudWatch data: the Hokusai/API metrics of docs/design/observability.md, two log
+# metric filters for the signals §11 has no CloudWatch metric for, and the DLQ's own SQS metric.
 #
 # Which series each alarm reads (see README.md, "Alarms"):
 # - sums across every ModelId/Provider series use a Metrics Insights query, so they hold
@@ -17,7 +17,7 @@ resource "aws_cloudwatch_log_group" "task" {
   kms_key_id        = aws_kms_key.hokusai.arn
 }
 
-# --- log metric filters (JSON log lines, DESIGN.md §11) -------------------------------------
+# --- log metric filters (JSON log lines, docs/design/observability.md) ----------------------
 
 # The worker's one line per deployment that reaches rollback_failed: the consumer's
 # dead-letter warning whose reason is the failed compensation (worker/src/saga/check_status.rs).

@@ -129,7 +129,7 @@ variable "queue_visibility_timeout_seconds" {
 }
 
 variable "queue_max_receive_count" {
-  description = "Receives before SQS moves a message to the DLQ (QUEUE_MAX_ATTEMPTS of DESIGN.md §4)."
+  description = "Receives before SQS moves a message to the DLQ (the worker's QUEUE_MAX_ATTEMPTS)."
   type        = number
   default     = 8
 }

@@ -1,4 +1,4 @@
-//! A faithful fake of auth.hokus.ai (contracts/hokusai-auth.md) for tests: an axum app on
+//! A faithful fake of auth.hokus.ai (docs/contracts/hokusai-auth.md) for tests: an axum app on
 //! `127.0.0.1:0` speaking the validation and usage routes.
 //!
 //! Tests add keys with scopes, then change them while the API runs (revoke, expire, make

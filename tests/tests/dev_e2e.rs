@@ -118,7 +118,7 @@ impl Dev {
     }
 }
 
-/// The shape of DESIGN.md §9 for a prediction served by deployment `id`.
+/// The shape of docs/design/http-api.md for a prediction served by deployment `id`.
 fn assert_prediction(body: &Value, id: &str, version: &str) {
     assert_eq!(body["model_id"], MODEL, "{body}");
     let predictions = body["predictions"].as_array().expect("predictions array");

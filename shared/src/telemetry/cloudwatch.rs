@@ -1,4 +1,4 @@
-//! CloudWatch metrics (DESIGN.md §11, namespace `CLOUDWATCH_NAMESPACE`, default
+//! CloudWatch metrics (docs/design/observability.md, namespace `CLOUDWATCH_NAMESPACE`, default
 //! `Hokusai/API`) written as the Embedded Metric Format: JSON lines on stdout that the
 //! CloudWatch Logs agent of ECS (`awslogs` driver) turns into metrics.
 //!
@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 
 use crate::config::TelemetrySettings;
 
-/// The metrics of DESIGN.md §11.
+/// The metrics of docs/design/observability.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Metric {
     /// Predictions answered (Count).
