@@ -13,6 +13,10 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "hokusai-serve", version, about)]
 struct Cli {
+    /// Log the progress of one-off verbs (migrate, dlq, mlflow) to stderr; without it they
+    /// print only their result, warnings and errors. The serving roles always log.
+    #[arg(short, long, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -154,9 +158,9 @@ fn main() -> ExitCode {
                     MigrateAction::Status => commands::migrate::Action::Status,
                     MigrateAction::Fresh => commands::migrate::Action::Fresh,
                 };
-                commands::migrate::run(action).await
+                commands::migrate::run(action, cli.verbose).await
             }
-            Command::Dlq { action } => commands::dlq::run(dlq_command(action)).await,
+            Command::Dlq { action } => commands::dlq::run(dlq_command(action), cli.verbose).await,
             Command::HfEmulator {
                 port,
                 host,
@@ -165,7 +169,7 @@ fn main() -> ExitCode {
             Command::CheckConfig => commands::check_config::run(),
             Command::Mlflow {
                 action: MlflowAction::RegisterWebhook { url, name },
-            } => commands::mlflow::register_webhook(url, name).await,
+            } => commands::mlflow::register_webhook(url, name, cli.verbose).await,
         }
     });
     match result {

@@ -1,5 +1,5 @@
 //! The API's one error type. HTTP status codes exist only here: [`ApiError::status_code`]
-//! maps each variant, and the stable body of DESIGN.md §9 is rendered in one place,
+//! maps each variant, and the stable body of docs/design/http-api.md is rendered in one place,
 //! `{"detail": "<sentence>", "error": "<CODE>", "request_id": "…"}`.
 //!
 //! A handler returns `Err(ApiError)`; [`IntoResponse`] stores the error in the response's
@@ -98,7 +98,7 @@ impl ApiError {
         }
     }
 
-    /// The stable machine-readable code of each variant (DESIGN.md §9).
+    /// The stable machine-readable code of each variant (docs/design/http-api.md).
     pub fn code(&self) -> &'static str {
         match self {
             Self::Unauthorized(_) => "UNAUTHORIZED",
@@ -161,7 +161,7 @@ impl From<shared::db::DbError> for ApiError {
     }
 }
 
-/// The JSON body of every error response (DESIGN.md §9); also its OpenAPI schema.
+/// The JSON body of every error response (docs/design/http-api.md); also its OpenAPI schema.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorResponse {
     /// A sentence for humans.

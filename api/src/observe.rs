@@ -1,7 +1,8 @@
-//! Request observation (DESIGN.md §11): one middleware around every route that counts and
-//! times the request (`hokusai_http_requests_total`, `hokusai_http_request_duration_seconds`,
-//! labelled by route template, never by raw path), writes one structured log line for it,
-//! and opens the span that carries the request id into every log line the handler writes.
+//! Request observation (docs/design/observability.md): one middleware around every route that
+//! counts and times the request (`hokusai_http_requests_total`,
+//! `hokusai_http_request_duration_seconds`, labelled by route template, never by raw path),
+//! writes one structured log line for it, and opens the span that carries the request id into
+//! every log line the handler writes.
 //!
 //! Handlers and extractors report what only they know through the request's
 //! [`RequestContext`]: the authenticated principal (key id and user id, never the key), the

@@ -1,4 +1,4 @@
-//! An emulator of the HuggingFace Inference Endpoints v2 API (DESIGN.md §8), used by
+//! An emulator of the HuggingFace Inference Endpoints v2 API (docs/design/providers.md), used by
 //! `hokusai-serve dev`, `hokusai-serve hf-emulator` and the tests.
 //!
 //! It implements the management routes (`/v2/endpoint/{namespace}[/{name}[/pause|resume|

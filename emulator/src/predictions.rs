@@ -1,5 +1,5 @@
 //! Deterministic predictions in the shapes of the default serving containers
-//! (contracts/huggingface-endpoints.md, "Response shapes"). The same input always gives
+//! (docs/contracts/huggingface-endpoints.md, "Response shapes"). The same input always gives
 //! the same answer, so tests can assert on values.
 
 use serde_json::{Value, json};

@@ -1,5 +1,5 @@
 # The API behind the existing main ALB: one target group (health check on /health) and
-# listener rules for `/api/*` and the ops paths of DESIGN.md §9. /metrics is only routed
+# listener rules for `/api/*` and the ops paths of docs/design/http-api.md. /metrics is only routed
 # for the scrapers' CIDRs (it names models and costs). TLS ends at the ALB's listener.
 
 resource "aws_lb_target_group" "api" {

@@ -1,6 +1,6 @@
 # Logs, alarms and the dashboard. The alarms mirror the alerts of infra/prometheus/alerts.yml
-# (issue 9) on CloudWatch data: the Hokusai/API metrics of DESIGN.md §11, two log metric
-# filters for the signals §11 has no CloudWatch metric for, and the DLQ's own SQS metric.
+# (issue 9) on CloudWatch data: the Hokusai/API metrics of docs/design/observability.md, two log
+# metric filters for the signals §11 has no CloudWatch metric for, and the DLQ's own SQS metric.
 #
 # Which series each alarm reads (see README.md, "Alarms"):
 # - sums across every ModelId/Provider series use a Metrics Insights query, so they hold
@@ -17,12 +17,17 @@ resource "aws_cloudwatch_log_group" "task" {
   kms_key_id        = aws_kms_key.hokusai.arn
 }
 
-# --- log metric filters (JSON log lines, DESIGN.md §11) -------------------------------------
+# --- log metric filters (JSON log lines, docs/design/observability.md) ----------------------
 
+# The worker's one line per deployment that reaches rollback_failed: the consumer's
+# dead-letter warning whose reason is the failed compensation (worker/src/saga/check_status.rs).
+# The queue layer's own "dead-lettering" line carries the same reason, so the pattern names
+# both phrases to count each failure once. tests/tests/cloudwatch_claims.rs matches this
+# pattern against the lines a real failed compensation writes.
 resource "aws_cloudwatch_log_metric_filter" "rollback_failed" {
   name           = "hokusai-rollback-failed-${local.env}"
   log_group_name = aws_cloudwatch_log_group.task["worker"].name
-  pattern        = "\"rollback_failed\""
+  pattern        = "\"compensation failed\" \"dead-lettering the command for an operator\""
 
   metric_transformation {
     name          = "RollbackFailed"
@@ -32,6 +37,8 @@ resource "aws_cloudwatch_log_metric_filter" "rollback_failed" {
   }
 }
 
+# The API's request line of every 503 AUTH_UNAVAILABLE (tests/tests/cloudwatch_claims.rs
+# checks the match too).
 resource "aws_cloudwatch_log_metric_filter" "auth_unavailable" {
   name           = "hokusai-auth-unavailable-${local.env}"
   log_group_name = aws_cloudwatch_log_group.task["api"].name
@@ -50,6 +57,11 @@ resource "aws_cloudwatch_log_metric_filter" "auth_unavailable" {
 locals {
   alarm_prefix = "hokusai-${local.env}"
   provider_dim = { Provider = var.alarm_provider }
+  # The on-call topics, by name, in this deployment's account and region.
+  alarm_topic_arns = [
+    for name in var.alarm_sns_topic_names :
+    "arn:${local.partition}:sns:${var.aws_region}:${local.account_id}:${name}"
+  ]
 }
 
 resource "aws_cloudwatch_metric_alarm" "deployment_failures" {
@@ -59,8 +71,8 @@ resource "aws_cloudwatch_metric_alarm" "deployment_failures" {
   threshold           = 0
   evaluation_periods  = 1
   treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_sns_topic_arns
-  ok_actions          = var.alarm_sns_topic_arns
+  alarm_actions       = local.alarm_topic_arns
+  ok_actions          = local.alarm_topic_arns
 
   metric_query {
     id          = "failures"
@@ -81,8 +93,8 @@ resource "aws_cloudwatch_metric_alarm" "rollback_failed" {
   comparison_operator = "GreaterThanThreshold"
   threshold           = 0
   treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_sns_topic_arns
-  ok_actions          = var.alarm_sns_topic_arns
+  alarm_actions       = local.alarm_topic_arns
+  ok_actions          = local.alarm_topic_arns
 }
 
 resource "aws_cloudwatch_metric_alarm" "dlq_not_empty" {
@@ -97,8 +109,8 @@ resource "aws_cloudwatch_metric_alarm" "dlq_not_empty" {
   comparison_operator = "GreaterThanThreshold"
   threshold           = 0
   treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_sns_topic_arns
-  ok_actions          = var.alarm_sns_topic_arns
+  alarm_actions       = local.alarm_topic_arns
+  ok_actions          = local.alarm_topic_arns
 }
 
 resource "aws_cloudwatch_metric_alarm" "predict_error_ratio" {
@@ -109,8 +121,8 @@ resource "aws_cloudwatch_metric_alarm" "predict_error_ratio" {
   evaluation_periods  = 2
   datapoints_to_alarm = 2
   treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_sns_topic_arns
-  ok_actions          = var.alarm_sns_topic_arns
+  alarm_actions       = local.alarm_topic_arns
+  ok_actions          = local.alarm_topic_arns
 
   metric_query {
     id          = "ratio"
@@ -154,8 +166,8 @@ resource "aws_cloudwatch_metric_alarm" "predict_p99_latency" {
   comparison_operator = "GreaterThanThreshold"
   threshold           = var.alarm_predict_p99_latency_ms
   treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_sns_topic_arns
-  ok_actions          = var.alarm_sns_topic_arns
+  alarm_actions       = local.alarm_topic_arns
+  ok_actions          = local.alarm_topic_arns
 }
 
 resource "aws_cloudwatch_metric_alarm" "auth_unavailable" {
@@ -170,8 +182,8 @@ resource "aws_cloudwatch_metric_alarm" "auth_unavailable" {
   comparison_operator = "GreaterThanThreshold"
   threshold           = 0
   treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_sns_topic_arns
-  ok_actions          = var.alarm_sns_topic_arns
+  alarm_actions       = local.alarm_topic_arns
+  ok_actions          = local.alarm_topic_arns
 }
 
 resource "aws_cloudwatch_metric_alarm" "outbox_backlog" {
@@ -187,8 +199,8 @@ resource "aws_cloudwatch_metric_alarm" "outbox_backlog" {
   # Missing data stays visible (INSUFFICIENT_DATA) rather than silently OK: the relay
   # publishes this gauge every cycle, so its absence is itself a symptom.
   treat_missing_data = "missing"
-  alarm_actions      = var.alarm_sns_topic_arns
-  ok_actions         = var.alarm_sns_topic_arns
+  alarm_actions      = local.alarm_topic_arns
+  ok_actions         = local.alarm_topic_arns
 }
 
 resource "aws_cloudwatch_metric_alarm" "idle_costly_endpoints" {
@@ -199,8 +211,8 @@ resource "aws_cloudwatch_metric_alarm" "idle_costly_endpoints" {
   evaluation_periods  = var.alarm_idle_hours
   datapoints_to_alarm = var.alarm_idle_hours
   treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_sns_topic_arns
-  ok_actions          = var.alarm_sns_topic_arns
+  alarm_actions       = local.alarm_topic_arns
+  ok_actions          = local.alarm_topic_arns
 
   metric_query {
     id          = "idle"
@@ -241,8 +253,8 @@ resource "aws_cloudwatch_metric_alarm" "dead_lettered_messages" {
   threshold           = 0
   evaluation_periods  = 1
   treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_sns_topic_arns
-  ok_actions          = var.alarm_sns_topic_arns
+  alarm_actions       = local.alarm_topic_arns
+  ok_actions          = local.alarm_topic_arns
 
   metric_query {
     id          = "dead_lettered"
@@ -269,8 +281,8 @@ resource "aws_cloudwatch_metric_alarm" "alb_target_5xx_ratio" {
   evaluation_periods  = 2
   datapoints_to_alarm = 2
   treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_sns_topic_arns
-  ok_actions          = var.alarm_sns_topic_arns
+  alarm_actions       = local.alarm_topic_arns
+  ok_actions          = local.alarm_topic_arns
 
   metric_query {
     id          = "ratio"
@@ -314,6 +326,27 @@ resource "aws_cloudwatch_metric_alarm" "alb_unhealthy_hosts" {
   comparison_operator = "GreaterThanThreshold"
   threshold           = 0
   treat_missing_data  = "notBreaching"
-  alarm_actions       = var.alarm_sns_topic_arns
-  ok_actions          = var.alarm_sns_topic_arns
+  alarm_actions       = local.alarm_topic_arns
+  ok_actions          = local.alarm_topic_arns
+}
+
+# --- the worker service (Container Insights, enabled on the cluster) ------------------------
+
+# The CloudWatch twin of HokusaiWorkerDown: no worker task running. Missing data breaches:
+# without a running task (or without Container Insights) there is no figure at all.
+resource "aws_cloudwatch_metric_alarm" "worker_down" {
+  alarm_name          = "${local.alarm_prefix}-worker-down"
+  alarm_description   = "No hokusai-worker task has been running for 2 minutes: deployments do not progress and the outbox is not relayed. Runbook: docs/troubleshooting.md#hokusaiworkerdown."
+  namespace           = "ECS/ContainerInsights"
+  metric_name         = "RunningTaskCount"
+  dimensions          = { ClusterName = aws_ecs_cluster.hokusai.name, ServiceName = aws_ecs_service.worker.name }
+  statistic           = "Minimum"
+  period              = 60
+  evaluation_periods  = 2
+  datapoints_to_alarm = 2
+  comparison_operator = "LessThanThreshold"
+  threshold           = 1
+  treat_missing_data  = "breaching"
+  alarm_actions       = local.alarm_topic_arns
+  ok_actions          = local.alarm_topic_arns
 }

@@ -12,7 +12,7 @@ resource "aws_ecs_cluster" "hokusai" {
 }
 
 locals {
-  # Non-secret settings; names and values match DESIGN.md §4 and config/{env}.toml.
+  # Non-secret settings; names and values match docs/design/configuration.md and config/{env}.toml.
   common_env = {
     ENVIRONMENT                = local.env
     QUEUE_BACKEND              = "sqs"

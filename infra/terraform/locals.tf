@@ -15,7 +15,7 @@ locals {
     for c in local.components : c => "hokusai-${c}-${local.env}"
   }
 
-  # CloudWatch namespace of DESIGN.md §11 (must equal CLOUDWATCH_NAMESPACE).
+  # CloudWatch namespace of docs/design/observability.md (must equal CLOUDWATCH_NAMESPACE).
   metrics_namespace = "Hokusai/API"
 
   api_port = 8001

@@ -1,4 +1,4 @@
-# The deployment-command queue of DESIGN.md §6 and its dead-letter queue. SQS moves a
+# The deployment-command queue of docs/design/queue.md and its dead-letter queue. SQS moves a
 # message to the DLQ after `queue_max_receive_count` receives (a crash-loop backstop: the
 # worker itself dead-letters after QUEUE_MAX_ATTEMPTS). Both are encrypted with the KMS key.
 resource "aws_sqs_queue" "dlq" {

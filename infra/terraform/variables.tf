@@ -129,7 +129,7 @@ variable "queue_visibility_timeout_seconds" {
 }
 
 variable "queue_max_receive_count" {
-  description = "Receives before SQS moves a message to the DLQ (QUEUE_MAX_ATTEMPTS of DESIGN.md §4)."
+  description = "Receives before SQS moves a message to the DLQ (the worker's QUEUE_MAX_ATTEMPTS)."
   type        = number
   default     = 8
 }
@@ -142,10 +142,15 @@ variable "log_retention_days" {
   default     = 365
 }
 
-variable "alarm_sns_topic_arns" {
-  description = "SNS topics notified when an alarm fires or recovers (the platform's on-call topics)."
+variable "alarm_sns_topic_names" {
+  description = "Names of the SNS topics (in this account and region) notified when an alarm fires or recovers: the platform's on-call topics. The ARNs are built from the account Terraform runs in."
   type        = list(string)
   default     = []
+
+  validation {
+    condition     = alltrue([for name in var.alarm_sns_topic_names : can(regex("^[A-Za-z0-9_-]{1,256}$", name))])
+    error_message = "alarm_sns_topic_names holds topic names (letters, digits, - and _), not ARNs or placeholders."
+  }
 }
 
 variable "alarm_provider" {

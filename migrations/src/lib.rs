@@ -1,4 +1,4 @@
-//! Schema migrations of hokusai-serve (DESIGN.md §5), run by `hokusai-serve migrate`, by
+//! Schema migrations of hokusai-serve (docs/design/domain.md), run by `hokusai-serve migrate`, by
 //! `dev` at start-up and by the tests.
 //!
 //! Each migration declares its tables by name, never through the entities of `shared`, so an

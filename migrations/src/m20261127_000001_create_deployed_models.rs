@@ -1,4 +1,4 @@
-//! `deployed_models`: one row per deployment of a model (DESIGN.md §5). The first eleven
+//! `deployed_models`: one row per deployment of a model (docs/design/domain.md). The first eleven
 //! columns keep the names of Hokusai's original table so existing tools keep working.
 
 use sea_orm_migration::{prelude::*, schema::*};

@@ -1,5 +1,5 @@
 //! `outbox`: commands written in the same transaction as the business change, published to
-//! the queue by the relay (transactional outbox, DESIGN.md §6).
+//! the queue by the relay (transactional outbox, docs/design/queue.md).
 
 use sea_orm_migration::{prelude::*, schema::*};
 

@@ -3,14 +3,15 @@
 //! binary; `api` and `worker` depend on it, never the other way round.
 //!
 //! Layout:
-//! - [`config`]: typed, layered [`Settings`](config::Settings) (DESIGN.md §4).
+//! - [`config`]: typed, layered [`Settings`](config::Settings) (docs/design/configuration.md).
 //! - [`cost`]: billable time × price.
-//! - [`domain`]: newtypes and the deployment status machine (DESIGN.md §5).
+//! - [`domain`]: newtypes and the deployment status machine (docs/design/domain.md).
 //! - [`db`]: connection, sea-orm entities and repositories.
-//! - [`queue`]: the command queue of DESIGN.md §6 and its backends.
+//! - [`queue`]: the command queue of docs/design/queue.md and its backends.
 //! - [`mlflow`]: MLflow REST client, webhook signatures and payloads, metadata extraction.
 //! - [`request`]: deploy requests validated into new deployments.
-//! - [`provider`]: the provider trait, its registry, HuggingFace and `http` (DESIGN.md §7).
+//! - [`provider`]: the provider trait, its registry, HuggingFace and `http`
+//!   (docs/design/providers.md).
 //! - [`telemetry`]: logging set-up.
 
 pub mod config;

@@ -11,7 +11,7 @@ use crate::db::deployments::{Deployment, NewDeployment};
 use crate::domain::{DeploymentId, ModelId};
 use crate::provider::{DeploymentSpec, InstanceSpec, ProviderRegistry, ScalingSpec};
 
-/// Tasks the serving containers answer (contracts/huggingface-endpoints.md).
+/// Tasks the serving containers answer (docs/contracts/huggingface-endpoints.md).
 pub const SUPPORTED_TASKS: [&str; 12] = [
     "text-classification",
     "token-classification",

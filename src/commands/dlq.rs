@@ -3,11 +3,11 @@
 
 use worker::dlq::{DlqCommand, DlqError};
 
-use super::{Failure, load_settings};
+use super::{Failure, load_verb_settings};
 
 /// Runs one dead-letter operation and prints its result.
-pub async fn run(command: DlqCommand) -> Result<(), Failure> {
-    let settings = load_settings()?;
+pub async fn run(command: DlqCommand, verbose: bool) -> Result<(), Failure> {
+    let settings = load_verb_settings(verbose)?;
     let mut out = Vec::new();
     let result = worker::dlq::execute(&settings, command, &mut out).await;
     super::print(&String::from_utf8_lossy(&out));

@@ -1,5 +1,5 @@
 //! `hokusai-serve hf-emulator`: the HuggingFace Inference Endpoints emulator on its own
-//! (DESIGN.md §8), for the compose stack and manual runs. It says loudly that it is not
+//! (docs/design/providers.md), for the compose stack and manual runs. It says loudly that it is not
 //! the real service; every response carries `X-Hokusai-Emulator: 1`.
 
 use anyhow::Context;

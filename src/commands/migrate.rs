@@ -6,7 +6,7 @@ use sea_orm::DatabaseConnection;
 use sea_orm_migration::MigrationStatus;
 use shared::config::Environment;
 
-use super::{Failure, load_settings};
+use super::{Failure, load_verb_settings};
 
 /// What to do.
 #[derive(Debug, Clone, Copy)]
@@ -22,8 +22,8 @@ pub enum Action {
 }
 
 /// Runs `action` and reports what was done.
-pub async fn run(action: Action) -> Result<(), Failure> {
-    let settings = load_settings()?;
+pub async fn run(action: Action, verbose: bool) -> Result<(), Failure> {
+    let settings = load_verb_settings(verbose)?;
     if matches!(action, Action::Fresh) && settings.environment != Environment::Development {
         return Err(Failure::Config(format!(
             "ENVIRONMENT: `migrate fresh` drops every table and is refused in {}",

@@ -6,14 +6,18 @@ use shared::config::Settings;
 use shared::mlflow::MlflowClient;
 use shared::mlflow::registration::{self, Registered};
 
-use super::{Failure, load_settings, print};
+use super::{Failure, load_verb_settings, print};
 
 /// The webhook's name when `--name` is not given.
 pub const DEFAULT_NAME: &str = "hokusai-serve";
 
 /// Registers the webhook; prints what was done.
-pub async fn register_webhook(url: Option<String>, name: String) -> Result<(), Failure> {
-    let settings = load_settings()?;
+pub async fn register_webhook(
+    url: Option<String>,
+    name: String,
+    verbose: bool,
+) -> Result<(), Failure> {
+    let settings = load_verb_settings(verbose)?;
     let client = MlflowClient::from_settings(&settings.mlflow)
         .map_err(|e| Failure::Config(e.to_string()))?
         .ok_or_else(|| Failure::Config("MLFLOW_TRACKING_URI: is required".into()))?;

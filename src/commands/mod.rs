@@ -49,12 +49,27 @@ pub fn fail(failure: Failure) -> ExitCode {
     }
 }
 
-/// Loads the configuration and installs logging.
+/// Loads the configuration and installs logging as configured (`LOG_FORMAT`, `RUST_LOG`).
 pub fn load_settings() -> Result<Settings, Failure> {
     let (settings, _) = Settings::load()?;
     shared::telemetry::init(&settings.telemetry);
     Ok(settings)
 }
+
+/// Loads the configuration of a one-off verb (`migrate`, `dlq`, `mlflow`): its result goes
+/// to stdout, so its logs stay quiet (warnings and errors only) unless `verbose` (`-v`), and
+/// `dlq list --json 2>err` leaves `err` empty.
+pub fn load_verb_settings(verbose: bool) -> Result<Settings, Failure> {
+    let (mut settings, _) = Settings::load()?;
+    if !verbose {
+        settings.telemetry.log_filter = QUIET_LOG_FILTER.to_owned();
+    }
+    shared::telemetry::init(&settings.telemetry);
+    Ok(settings)
+}
+
+/// The log filter of a verb run without `-v`.
+const QUIET_LOG_FILTER: &str = "warn";
 
 /// Loads the configuration of a serving role (`api`, `worker`, `dev`): also refuses what
 /// production must never run with.

@@ -1,5 +1,11 @@
 //! The API as production builds it, on port 0 over a fresh database, with static keys of
 //! chosen scopes or with the `hokusai` backend pointed at a fake auth service.
+//!
+//! `HOKUSAI_TEST_PROFILE=production` (scripts/test sets it for one more run of the `api_*`
+//! tests) starts every app with `ENVIRONMENT=production` and what production requires: the
+//! `hokusai` auth backend (a [`FakeAuth`] holding the same test keys and scopes), a
+//! HuggingFace token and API base (the emulator's, through the real adapter) and the
+//! serving policy checked, as `hokusai-serve api` checks it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,10 +13,11 @@ use std::sync::Arc;
 use api::auth::Authenticator;
 use api::auth::static_keys::StaticKeys;
 use emulator::{Emulator, EmulatorConfig, EmulatorHandle};
-use shared::config::{LoadOptions, Secret, Settings};
+use shared::config::{Environment, LoadOptions, Secret, Settings};
 use shared::provider::{ProviderRegistry, ProvidersConfig};
 
 use crate::db::{Engine, TestDb};
+use crate::fake_auth::FakeAuth;
 
 /// A key with every scope.
 pub const ADMIN_KEY: &str = "hk_test_admin000000000000000000000000";
@@ -18,6 +25,37 @@ pub const ADMIN_KEY: &str = "hk_test_admin000000000000000000000000";
 pub const READ_KEY: &str = "hk_test_read0000000000000000000000000";
 /// A key that may predict with `model-a` only.
 pub const MODEL_A_KEY: &str = "hk_test_modela00000000000000000000000";
+
+/// The test keys: key, user id, scopes.
+const TEST_KEYS: [(&str, &str, &[&str]); 3] = [
+    (
+        ADMIN_KEY,
+        "admin-user",
+        &["predict", "read", "model:write", "admin"],
+    ),
+    (READ_KEY, "reader", &["read"]),
+    (MODEL_A_KEY, "model-a-user", &["predict:model-a"]),
+];
+
+/// The settings profile the test apps run with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// `ENVIRONMENT` unset: development defaults, static keys.
+    Development,
+    /// `ENVIRONMENT=production` with the settings it requires.
+    Production,
+}
+
+impl Profile {
+    /// From `HOKUSAI_TEST_PROFILE` (`production`, else development).
+    pub fn from_env() -> Profile {
+        match std::env::var("HOKUSAI_TEST_PROFILE").as_deref() {
+            Ok("production") => Profile::Production,
+            Ok("" | "development") | Err(_) => Profile::Development,
+            Ok(other) => panic!("HOKUSAI_TEST_PROFILE={other}: use production or development"),
+        }
+    }
+}
 
 /// Settings for tests: defaults plus `overrides`, never the developer's files.
 pub fn settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings {
@@ -37,6 +75,14 @@ pub fn settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings {
         .0
 }
 
+/// Who checks the keys of a test app.
+enum Keys {
+    /// [`TEST_KEYS`]: static keys, or a fake auth service holding them in production.
+    Test,
+    /// The backend the settings choose (`AUTH_BACKEND=hokusai` and its URL given).
+    Configured,
+}
+
 /// A running API.
 pub struct TestApp {
     /// `http://127.0.0.1:PORT`.
@@ -51,20 +97,18 @@ pub struct TestApp {
     pub providers: Arc<ProviderRegistry>,
     /// The settings it was built with.
     pub settings: Settings,
+    /// The profile it runs with.
+    pub profile: Profile,
+    /// The `key_id` the authenticator reports for each test key.
+    key_ids: HashMap<&'static str, String>,
+    /// The fake auth service of [`TEST_KEYS`] in the production profile.
+    _auth: Option<FakeAuth>,
 }
 
 impl TestApp {
     /// Starts the API on a fresh, migrated database of `engine`.
     pub async fn start(engine: Engine, overrides: &[(&str, &str)]) -> TestApp {
-        let keys = StaticKeys::new()
-            .with_key(
-                ADMIN_KEY,
-                "admin-user",
-                &["predict", "read", "model:write", "admin"],
-            )
-            .with_key(READ_KEY, "reader", &["read"])
-            .with_key(MODEL_A_KEY, "model-a-user", &["predict:model-a"]);
-        Self::start_with(engine, overrides, Some(Arc::new(keys))).await
+        Self::start_with(engine, overrides, Keys::Test).await
     }
 
     /// Starts the API with `AUTH_BACKEND=hokusai` validating keys against `auth_url` (a
@@ -79,19 +123,14 @@ impl TestApp {
             ("HOKUSAI_AUTH_SERVICE_URL", auth_url),
         ];
         all.extend_from_slice(overrides);
-        Self::start_with(engine, &all, None).await
+        Self::start_with(engine, &all, Keys::Configured).await
     }
 
-    /// With `authenticator`, or the one configuration selects when `None`.
-    async fn start_with(
-        engine: Engine,
-        overrides: &[(&str, &str)],
-        authenticator: Option<Arc<dyn Authenticator>>,
-    ) -> TestApp {
+    async fn start_with(engine: Engine, overrides: &[(&str, &str)], keys: Keys) -> TestApp {
         let db = TestDb::migrated(engine).await;
         let conn = db.conn.clone();
         let url = db.url.clone();
-        Self::start_on(db, &url, conn, overrides, authenticator).await
+        Self::start_on(db, &url, conn, overrides, keys).await
     }
 
     /// Starts the API (static test keys) on `db`, reaching it through `app_url` (e.g. a
@@ -100,15 +139,7 @@ impl TestApp {
         let conn = shared::db::connect(app_url)
             .await
             .expect("connect through the proxy");
-        let keys = StaticKeys::new()
-            .with_key(
-                ADMIN_KEY,
-                "admin-user",
-                &["predict", "read", "model:write", "admin"],
-            )
-            .with_key(READ_KEY, "reader", &["read"])
-            .with_key(MODEL_A_KEY, "model-a-user", &["predict:model-a"]);
-        Self::start_on(db, app_url, conn, overrides, Some(Arc::new(keys))).await
+        Self::start_on(db, app_url, conn, overrides, Keys::Test).await
     }
 
     async fn start_on(
@@ -116,14 +147,43 @@ impl TestApp {
         app_url: &str,
         conn: sea_orm::DatabaseConnection,
         overrides: &[(&str, &str)],
-        authenticator: Option<Arc<dyn Authenticator>>,
+        keys: Keys,
     ) -> TestApp {
-        let settings = settings(app_url, overrides);
+        let profile = Profile::from_env();
         let emulator = Emulator::start(EmulatorConfig::default())
             .await
             .expect("emulator starts");
-        let token = Secret::new(emulator.token.clone());
-        let config = ProvidersConfig::with_hf_emulator(&settings, &emulator.base_url, token);
+        let (authenticator, auth, key_ids) = test_keys(profile, &keys).await;
+        let mut all: Vec<(&str, &str)> = Vec::new();
+        if profile == Profile::Production {
+            all.extend([
+                ("ENVIRONMENT", "production"),
+                ("HUGGINGFACE_API_KEY", emulator.token.as_str()),
+                ("HUGGINGFACE_API_BASE", emulator.base_url.as_str()),
+                ("HUGGINGFACE_NAMESPACE", "hokusai"),
+            ]);
+            if let Some(auth) = &auth {
+                all.extend([
+                    ("AUTH_BACKEND", "hokusai"),
+                    ("HOKUSAI_AUTH_SERVICE_URL", auth.url.as_str()),
+                ]);
+            }
+        }
+        all.extend_from_slice(overrides);
+        let settings = settings(app_url, &all);
+        let config = match profile {
+            Profile::Development => {
+                let token = Secret::new(emulator.token.clone());
+                ProvidersConfig::with_hf_emulator(&settings, &emulator.base_url, token)
+            }
+            Profile::Production => {
+                assert_eq!(settings.environment, Environment::Production);
+                settings
+                    .check_serving_policy()
+                    .expect("production accepts the test settings");
+                ProvidersConfig::from_settings(&settings).expect("HuggingFace settings")
+            }
+        };
         let providers = Arc::new(ProviderRegistry::build(&config).expect("providers"));
         let built = settings.clone();
         let app = match authenticator {
@@ -140,7 +200,18 @@ impl TestApp {
             emulator,
             providers,
             settings,
+            profile,
+            key_ids,
+            _auth: auth,
         }
+    }
+
+    /// The `key_id` the API reports (prediction metadata, logs) for test key `key`.
+    pub fn key_id(&self, key: &str) -> &str {
+        self.key_ids
+            .get(key)
+            .map(String::as_str)
+            .expect("one of the test keys")
     }
 
     /// A worker over the same database, queue and providers (not running; drive it with
@@ -231,6 +302,42 @@ impl TestApp {
             .send()
             .await
             .expect("request")
+    }
+}
+
+/// The authenticator of [`TEST_KEYS`] for `profile` (`None`: the one settings choose), the
+/// fake auth service holding them in production, and their key ids.
+async fn test_keys(
+    profile: Profile,
+    keys: &Keys,
+) -> (
+    Option<Arc<dyn Authenticator>>,
+    Option<FakeAuth>,
+    HashMap<&'static str, String>,
+) {
+    let mut key_ids = HashMap::new();
+    match (keys, profile) {
+        (Keys::Configured, _) => (None, None, key_ids),
+        (Keys::Test, Profile::Development) => {
+            let mut keys = StaticKeys::new();
+            for (key, user, scopes) in TEST_KEYS {
+                keys = keys.with_key(key, user, scopes);
+            }
+            for (key, _, _) in TEST_KEYS {
+                let principal = keys.authenticate(key, None).await.expect("a test key");
+                key_ids.insert(key, principal.key_id);
+            }
+            (Some(Arc::new(keys)), None, key_ids)
+        }
+        (Keys::Test, Profile::Production) => {
+            let auth = FakeAuth::start().await;
+            for (key, user, scopes) in TEST_KEYS {
+                let key_id = format!("key-of-{user}");
+                auth.add_user_key(key, &key_id, user, scopes);
+                key_ids.insert(key, key_id);
+            }
+            (None, Some(auth), key_ids)
+        }
     }
 }
 

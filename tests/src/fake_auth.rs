@@ -1,4 +1,4 @@
-//! A faithful fake of auth.hokus.ai (contracts/hokusai-auth.md) for tests: an axum app on
+//! A faithful fake of auth.hokus.ai (docs/contracts/hokusai-auth.md) for tests: an axum app on
 //! `127.0.0.1:0` speaking the validation and usage routes.
 //!
 //! Tests add keys with scopes, then change them while the API runs (revoke, expire, make
@@ -91,11 +91,16 @@ impl FakeAuth {
         self.inner.lock().expect("fake auth state")
     }
 
-    /// Accepts `key` (as `key_id`) with `scopes`.
+    /// Accepts `key` (as `key_id`, held by `user-of-{key_id}`) with `scopes`.
     pub fn add_key(&self, key: &str, key_id: &str, scopes: &[&str]) {
+        self.add_user_key(key, key_id, &format!("user-of-{key_id}"), scopes);
+    }
+
+    /// Accepts `key` (as `key_id`, held by `user_id`) with `scopes`.
+    pub fn add_user_key(&self, key: &str, key_id: &str, user_id: &str, scopes: &[&str]) {
         let fake = FakeKey {
             key_id: key_id.to_owned(),
-            user_id: format!("user-of-{key_id}"),
+            user_id: user_id.to_owned(),
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             state: KeyState::Active,
         };

@@ -1,7 +1,17 @@
-//! Strategies the property-based tests share (`fuzz_api`, `fuzz_parsers`).
+//! Strategies the property-based tests share (`fuzz_api`, `fuzz_parsers`), and where they
+//! keep the seeds of failing cases ([`regressions`]).
 
 use proptest::prelude::*;
+use proptest::test_runner::{FailurePersistence, FileFailurePersistence};
 use serde_json::{Value, json};
+
+/// proptest's failure persistence at `file`, relative to the `tests` crate (the directory
+/// cargo runs its tests in), e.g. `proptest-regressions/fuzz_api.txt`. A failing case's seed
+/// is written there; the files are committed (`tests/proptest-regressions/README.md`), and
+/// every run replays them before generating new cases.
+pub fn regressions(file: &'static str) -> Option<Box<dyn FailurePersistence>> {
+    Some(Box::new(FileFailurePersistence::Direct(file)))
+}
 
 /// Arbitrary JSON up to 4 levels deep, whose object keys come from `keys` (names the code
 /// under test reads, mixed with noise).

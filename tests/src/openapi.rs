@@ -84,3 +84,18 @@ pub fn api_reference(doc: &Value) -> String {
     }
     out
 }
+
+/// Whether the API-reference check rewrites `docs/api-reference.md` instead of comparing it,
+/// from the values of `HOKUSAI_UPDATE_DOCS` and `CI`. A rewrite makes the check pass by
+/// construction, so it is a developer's tool only: in CI (`CI` set to anything but empty,
+/// `0` or `false`, as `.ci/run` and CI services set it) asking for it is an error.
+pub fn rewrite_docs(update: Option<&str>, ci: Option<&str>) -> Result<bool, String> {
+    let update = update == Some("1");
+    let ci = ci.is_some_and(|v| !matches!(v.trim(), "" | "0" | "false"));
+    if update && ci {
+        return Err("HOKUSAI_UPDATE_DOCS=1 is refused in CI: regenerate \
+                    docs/api-reference.md locally and commit it"
+            .to_owned());
+    }
+    Ok(update)
+}

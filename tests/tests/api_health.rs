@@ -2,7 +2,8 @@
 //! follows the database, request ids are echoed or generated, unknown routes answer the
 //! documented error body.
 
-use tests::app::TestApp;
+use shared::config::{AuthBackend, Environment, LogFormat};
+use tests::app::{Profile, TestApp};
 use tests::db::Engine;
 
 #[tokio::test]
@@ -72,4 +73,35 @@ async fn request_ids_are_echoed_or_generated_and_unknown_routes_use_the_error_sh
     assert_eq!(body["request_id"], generated.as_str());
     assert!(body["detail"].as_str().expect("detail").contains("/nope"));
     app.db.drop_database().await;
+}
+
+#[tokio::test]
+async fn the_app_runs_the_profile_the_run_asked_for() {
+    let app = TestApp::start(Engine::Sqlite, &[]).await;
+
+    let (environment, auth, logs, emulator) = match Profile::from_env() {
+        Profile::Development => (
+            Environment::Development,
+            AuthBackend::Static,
+            LogFormat::Pretty,
+            true,
+        ),
+        Profile::Production => (
+            Environment::Production,
+            AuthBackend::Hokusai,
+            LogFormat::Json,
+            false,
+        ),
+    };
+    assert_eq!(app.profile, Profile::from_env());
+    assert_eq!(app.settings.environment, environment);
+    assert_eq!(app.settings.auth.backend, auth);
+    assert_eq!(app.settings.telemetry.log_format, logs);
+    assert_eq!(app.settings.uses_hf_emulator(), emulator);
+    let response = app.get("/api/v1/models", tests::app::READ_KEY).await;
+    assert_eq!(
+        response.status(),
+        200,
+        "the test keys work in either profile"
+    );
 }

@@ -43,11 +43,7 @@ async fn predictions_have_hokusai_response_shape() {
     assert_eq!(meta["model_version"], "3");
     assert_eq!(meta["provider"], "huggingface");
     assert_eq!(meta["user_id"], "model-a-user");
-    assert!(
-        meta["api_key_id"]
-            .as_str()
-            .is_some_and(|k| k.starts_with("static-"))
-    );
+    assert_eq!(meta["api_key_id"], app.key_id(MODEL_A_KEY));
     assert!(meta["response_time_ms"].is_u64());
     chrono::DateTime::parse_from_rfc3339(body["timestamp"].as_str().expect("timestamp"))
         .expect("RFC 3339");

@@ -1,5 +1,6 @@
 //! The real binary: configuration errors exit 2 with a one-line reason, check-config redacts
-//! secrets, `migrate` works against PostgreSQL, and `dev` serves `/health` and `/ready`.
+//! secrets, `migrate` works against PostgreSQL, one-off verbs print only their result unless
+//! `-v`, and `dev` serves `/health` and `/ready`.
 
 use tests::db::{Engine, TestDb};
 use tests::process::{DevServer, run, scratch_dir};
@@ -195,4 +196,41 @@ async fn hf_emulator_verb_serves_the_v2_api_and_says_it_is_an_emulator() {
         "{body}"
     );
     child.kill().await.ok();
+}
+
+/// `dlq list --json 2>err` leaves `err` empty; `-v` brings the logs back, without colour on
+/// a pipe. RabbitMQ is the backend whose connection logs an INFO line.
+#[tokio::test]
+async fn dlq_list_json_writes_only_json_unless_verbose() {
+    let dir = scratch_dir();
+    let envs = [("QUEUE_BACKEND", "rabbitmq")];
+
+    let quiet = run(&dir, &["dlq", "list", "--json"], &envs).await;
+    let verbose = run(&dir, &["-v", "dlq", "list", "--json"], &envs).await;
+
+    assert_eq!(quiet.code, Some(0), "{quiet:?}");
+    let listed: serde_json::Value = serde_json::from_str(&quiet.stdout).expect("JSON on stdout");
+    assert!(listed.is_array(), "{listed}");
+    assert_eq!(quiet.stderr, "", "stderr stays empty without -v");
+    assert_eq!(verbose.code, Some(0), "{verbose:?}");
+    assert_eq!(verbose.stdout, quiet.stdout, "-v changes only the logs");
+    assert!(
+        verbose.stderr.contains("INFO") && verbose.stderr.contains("connected to RabbitMQ"),
+        "{}",
+        verbose.stderr
+    );
+    assert!(!verbose.stderr.contains('\u{1b}'), "{:?}", verbose.stderr);
+}
+
+#[tokio::test]
+async fn migrate_is_quiet_unless_verbose() {
+    let db = TestDb::empty(Engine::Sqlite).await;
+    let dir = scratch_dir();
+    let envs = [("DATABASE_URL", db.url.as_str())];
+
+    let up = run(&dir, &["migrate", "up"], &envs).await;
+
+    assert_eq!(up.code, Some(0), "{up:?}");
+    assert!(up.stdout.contains("applied"), "{}", up.stdout);
+    assert_eq!(up.stderr, "", "stderr stays empty without -v");
 }

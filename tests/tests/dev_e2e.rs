@@ -118,7 +118,7 @@ impl Dev {
     }
 }
 
-/// The shape of DESIGN.md §9 for a prediction served by deployment `id`.
+/// The shape of docs/design/http-api.md for a prediction served by deployment `id`.
 fn assert_prediction(body: &Value, id: &str, version: &str) {
     assert_eq!(body["model_id"], MODEL, "{body}");
     let predictions = body["predictions"].as_array().expect("predictions array");
@@ -185,4 +185,64 @@ async fn dev_deploys_switches_rolls_back_and_undeploys_over_http() {
         .await;
     assert_eq!(error["error"], "MODEL_NOT_DEPLOYED", "{error}");
     assert!(error["request_id"].is_string(), "{error}");
+}
+
+/// `hokusai-serve dev > file 2>&1`: the banner and the logs reach the file as plain text.
+#[tokio::test]
+async fn dev_writes_no_escape_codes_to_a_file() {
+    // Arrange
+    let dir = process::scratch_dir();
+    let log = dir.join("dev.log");
+    let file = std::fs::File::create(&log).expect("log file");
+    let mut child = process::command(
+        &dir,
+        &["dev", "--port", "0", "--data-dir", ".hokusai"],
+        &[("HOKUSAI_DEV_API_KEY", KEY)],
+    )
+    .stdout(file.try_clone().expect("log file"))
+    .stderr(file)
+    .spawn()
+    .expect("dev starts");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let started = Instant::now();
+    while !read().contains("Stop with Ctrl-C.") {
+        assert!(
+            started.elapsed() < LIMIT,
+            "no banner in {LIMIT:?}:\n{}",
+            read()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let url = read()
+        .split_whitespace()
+        .find(|w| {
+            w.starts_with("http://127.0.0.1:") && !w.contains("/health") && !w.contains("/ready")
+        })
+        .expect("the banner shows the URL")
+        .to_owned();
+
+    // Act: a request, so the file also holds a request log line.
+    let health = reqwest::get(format!("{url}/health")).await.expect("health");
+    while !read().contains("/health") {
+        assert!(
+            started.elapsed() < LIMIT * 2,
+            "no request log line:\n{}",
+            read()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    child.kill().await.ok();
+
+    // Assert
+    assert_eq!(health.status(), 200);
+    let text = read();
+    assert!(text.contains(&format!("  API key    {KEY}")), "{text}");
+    assert!(
+        text.contains("route=/health"),
+        "logs went to the file too:\n{text}"
+    );
+    assert!(
+        !text.contains('\u{1b}'),
+        "escape codes in the file:\n{text:?}"
+    );
 }

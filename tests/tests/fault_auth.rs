@@ -13,7 +13,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sea_orm::EntityTrait;
 use serde_json::{Value, json};
+use shared::db::entities::deployed_models;
 use tests::app::{ADMIN_KEY, TestApp};
 use tests::db::Engine;
 use tests::fake_auth::{FakeAuth, KeyState};
@@ -149,9 +151,19 @@ async fn auth_outages_fail_closed_with_a_stale_window_and_never_500() {
         .filter(|((_, _, o), _)| o.starts_with("500"))
         .map(|(_, n)| n)
         .sum::<usize>();
+    let rows = deployed_models::Entity::find()
+        .all(&app.db.conn)
+        .await
+        .expect("list deployments");
+    let orphaned = tests::fault::orphaned_endpoints(
+        app.emulator.endpoints().into_iter().map(|e| e.name),
+        &rows,
+    );
     tests::fault::report(&format!(
-        "fault auth: requested {total} / terminal {total} / orphaned 0 / lost {errors_500} \
-         (predict requests, answered; lost = 500s; {} validations, {:.1} s)",
+        "fault auth: requested {total} / terminal {total} / orphaned {} / lost {errors_500} \
+         (predict requests, answered; lost = 500s; orphaned = endpoints no deployed row names; \
+         {} validations, {:.1} s)",
+        orphaned.len(),
         auth.validations(),
         started.elapsed().as_secs_f64()
     ));
@@ -185,4 +197,5 @@ async fn auth_outages_fail_closed_with_a_stale_window_and_never_500() {
         );
     }
     assert_eq!(errors_500, 0);
+    assert!(orphaned.is_empty(), "orphaned endpoints: {orphaned:?}");
 }

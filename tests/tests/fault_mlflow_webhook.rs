@@ -7,7 +7,9 @@
 //! `hokusai.deploy=true` tag delivery — all shuffled by a seeded generator and sent eight at
 //! a time, while a real worker (intake, saga) runs. Afterwards each version has exactly one
 //! deployment, every deployment is settled, every delivery is answered 2xx and recorded
-//! once per delivery id, and the emulator holds only endpoints of `deployed` deployments.
+//! once per delivery id, every deployment reached `deployed` (a version a newer one replaced
+//! is then retired: `stopped`; `failed` is never a fine end), each model has one active
+//! deployment, and the emulator holds only endpoints of `deployed` deployments.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -226,10 +228,34 @@ async fn duplicated_and_reordered_deliveries_make_one_deployment_per_version() {
         .iter()
         .filter(|r| r.status == DeploymentStatus::Deployed || r.status.is_terminal())
         .count();
+    // Reached `deployed` (and, if replaced since, retired): the one acceptable ending.
+    let ended_well = |r: &deployed_models::Model| {
+        r.deployed_at.is_some()
+            && matches!(
+                r.status,
+                DeploymentStatus::Deployed | DeploymentStatus::Stopped
+            )
+    };
     let lost = versions
         .iter()
-        .filter(|(m, v)| !per_version.contains_key(&(m.clone(), v.clone())))
+        .filter(|(m, v)| {
+            !rows
+                .iter()
+                .any(|r| &r.model_id == m && r.model_version.as_ref() == Some(v) && ended_well(r))
+        })
         .count();
+    let not_deployed: Vec<String> = rows
+        .iter()
+        .filter(|r| !ended_well(r))
+        .map(|r| format!("{} v{:?} {}", r.model_id, r.model_version, r.status))
+        .collect();
+    let active: BTreeMap<&String, usize> = rows
+        .iter()
+        .filter(|r| r.is_active && r.status == DeploymentStatus::Deployed)
+        .fold(BTreeMap::new(), |mut m, r| {
+            *m.entry(&r.model_id).or_default() += 1;
+            m
+        });
     let recorded: BTreeSet<String> = events.iter().map(|e| e.delivery_id.clone()).collect();
     tests::fault::report(&format!(
         "fault mlflow_webhook: requested {} / terminal {terminal} / orphaned {} / lost {lost} \
@@ -251,12 +277,18 @@ async fn duplicated_and_reordered_deliveries_make_one_deployment_per_version() {
         statuses.iter().all(|s| *s == 200 || *s == 202),
         "every delivery answered 2xx: {statuses:?}"
     );
+    assert!(not_deployed.is_empty(), "never deployed: {not_deployed:?}");
     assert_eq!(lost, 0, "every version deployed: {per_version:?}");
     assert!(
         per_version.values().all(|n| *n == 1) && per_version.len() == versions.len(),
         "exactly one deployment per version: {per_version:?}"
     );
     assert_eq!(terminal, versions.len());
+    assert_eq!(
+        active.values().copied().collect::<Vec<_>>(),
+        vec![1; MODELS],
+        "one active deployed version per model: {active:?}"
+    );
     assert_eq!(
         recorded, distinct_ids,
         "each delivery id recorded exactly once"

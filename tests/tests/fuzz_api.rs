@@ -1,7 +1,7 @@
 //! Bad-input fuzzing of the public API (issue 11) with proptest: request bodies, headers and
-//! path parameters generated against every route of DESIGN.md §9 on a real API (one app per
-//! test, many cases per app). Whatever arrives, the API never answers 500, never drops the
-//! connection (a panic), and every non-2xx answer has the documented error body
+//! path parameters generated against every route of docs/design/http-api.md on a real API (one
+//! app per test, many cases per app). Whatever arrives, the API never answers 500, never drops
+//! the connection (a panic), and every non-2xx answer has the documented error body
 //! `{"detail", "error", "request_id"}` with a documented code and the request's id.
 
 use std::sync::Mutex;
@@ -26,7 +26,7 @@ const MAX_BODY: usize = 65_536;
 /// The model a setup deploys, so predict bodies reach the upstream.
 const SERVED: &str = "fuzz-served";
 
-/// The documented error codes (DESIGN.md §9, plus `SERVICE_UNAVAILABLE`) except `INTERNAL`.
+/// The documented error codes (docs/design/http-api.md) except `INTERNAL`.
 const CODES: &[&str] = &[
     "UNAUTHORIZED",
     "FORBIDDEN",
@@ -43,7 +43,7 @@ const CODES: &[&str] = &[
     "UPSTREAM_TIMEOUT",
 ];
 
-/// Every route of DESIGN.md §9 (`{p}` is the path parameter).
+/// Every route of docs/design/http-api.md (`{p}` is the path parameter).
 const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/models/{p}/predict"),
     ("POST", "/api/v1/models/{p}/deployments"),
@@ -154,7 +154,7 @@ impl Fuzz {
     fn run(&self, cases: u32, strategy: impl Strategy<Value = Case>) {
         let mut runner = TestRunner::new(Config {
             cases,
-            failure_persistence: None,
+            failure_persistence: fuzz::regressions("proptest-regressions/fuzz_api.txt"),
             ..Config::default()
         });
         let result = runner.run(&strategy, |case| {

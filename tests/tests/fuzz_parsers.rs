@@ -99,7 +99,11 @@ fn now() -> chrono::DateTime<Utc> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig {
+        cases: 2000,
+        failure_persistence: fuzz::regressions("proptest-regressions/fuzz_parsers.txt"),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn the_webhook_parser_never_panics(body in webhook_body()) {

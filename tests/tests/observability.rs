@@ -1,7 +1,7 @@
-//! Observability (DESIGN.md §11) after real traffic: every `hokusai_*` series on `/metrics`
-//! with the right labels and counts (API and the worker's metrics listener), CloudWatch
-//! Embedded Metric Format lines written by the real binary, and one request log line per
-//! request, with no key material and redacted payloads.
+//! Observability (docs/design/observability.md) after real traffic: every `hokusai_*` series on
+//! `/metrics` with the right labels and counts (API and the worker's metrics listener),
+//! CloudWatch Embedded Metric Format lines written by the real binary, and one request log line
+//! per request, with no key material and redacted payloads.
 //!
 //! The Prometheus registry is global to the process, so every figure asserted here belongs
 //! to a model name no other test uses, or is a difference taken around this test's own

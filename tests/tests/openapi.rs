@@ -12,7 +12,7 @@ use shared::domain::{DeploymentId, ModelId};
 use shared::queue::{Envelope, MessageKind};
 use tests::app::{READ_KEY, TestApp};
 use tests::db::Engine;
-use tests::openapi::{api_reference, operations};
+use tests::openapi::{api_reference, operations, rewrite_docs};
 
 /// Every route of `api/src/routes/*.rs`, by hand: update it with the router.
 const ROUTES: [(&str, &str); 22] = [
@@ -228,7 +228,9 @@ async fn the_api_reference_is_current() {
 
     let rendered = api_reference(&document(&app).await);
 
-    if std::env::var_os("HOKUSAI_UPDATE_DOCS").is_some_and(|v| v == "1") {
+    let update = std::env::var("HOKUSAI_UPDATE_DOCS").ok();
+    let ci = std::env::var("CI").ok();
+    if rewrite_docs(update.as_deref(), ci.as_deref()).unwrap_or_else(|e| panic!("{e}")) {
         std::fs::write(path, &rendered).expect("write docs/api-reference.md");
     }
     let committed = std::fs::read_to_string(path).unwrap_or_default();
@@ -237,4 +239,16 @@ async fn the_api_reference_is_current() {
         "docs/api-reference.md is out of date; regenerate it with \
          `HOKUSAI_UPDATE_DOCS=1 cargo test -p tests --test openapi`"
     );
+}
+
+#[test]
+fn ci_refuses_to_rewrite_the_api_reference() {
+    assert_eq!(rewrite_docs(None, None), Ok(false));
+    assert_eq!(rewrite_docs(Some("1"), None), Ok(true));
+    assert_eq!(rewrite_docs(Some("1"), Some("false")), Ok(true));
+    assert_eq!(rewrite_docs(Some("0"), Some("true")), Ok(false));
+    assert_eq!(rewrite_docs(None, Some("true")), Ok(false));
+    for ci in ["true", "1", "yes"] {
+        assert!(rewrite_docs(Some("1"), Some(ci)).is_err(), "CI={ci}");
+    }
 }

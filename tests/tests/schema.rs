@@ -1,5 +1,5 @@
 //! The schema and the deployment repository on both engines: migrations go up, down and up
-//! again; the indexes of DESIGN.md §5 exist in the catalogs; the database itself refuses a
+//! again; the indexes of docs/design/domain.md exist in the catalogs; the database itself refuses a
 //! second active deployment; stale transitions fail; creation is all-or-nothing.
 
 use migrations::{Migrator, MigratorTrait};

@@ -1,5 +1,5 @@
 //! The consumer: takes one command from the queue, runs its saga step, and settles the
-//! delivery only after the step's transaction committed (DESIGN.md §6).
+//! delivery only after the step's transaction committed (docs/design/queue.md).
 //! [`Consumer::try_process_one`] is callable alone, so tests drive the saga step by step;
 //! the worker's loop around it is trivial.
 

@@ -1,7 +1,7 @@
-//! `hokusai-serve dlq …` (DESIGN.md §3): list, show, replay and purge dead-lettered
+//! `hokusai-serve dlq …` (README.md, "Commands"): list, show, replay and purge dead-lettered
 //! commands on whichever queue backend is configured. The CLI parses arguments into a
 //! [`DlqCommand`] and calls [`execute`]; output goes to the writer it passes, a readable
-//! table by default and the JSON of DESIGN.md §9 with `--json`.
+//! table by default and the JSON of docs/design/http-api.md with `--json`.
 
 use std::io::Write;
 

@@ -1,4 +1,4 @@
-//! The gauges read from the database and the queue (DESIGN.md §11), refreshed by the
+//! The gauges read from the database and the queue (docs/design/observability.md), refreshed by the
 //! worker every [`EVERY`]: deployments by status, outbox backlog, queue and dead-letter
 //! depth, and per model the accrued cost, hourly burn and idle flag. Each refresh also
 //! sends CloudWatch `ProviderCostUSD`: the cost accrued since the previous refresh, so the

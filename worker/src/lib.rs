@@ -1,5 +1,5 @@
 //! The hokusai-serve worker: a stateless process that consumes deployment commands from the
-//! queue and drives providers (DESIGN.md §1, §5–§7). Any number of workers may run; a
+//! queue and drives providers (docs/architecture.md). Any number of workers may run; a
 //! worker killed at any instant leaves nothing half-done that another cannot finish.
 //!
 //! Layout:

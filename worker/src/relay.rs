@@ -1,5 +1,5 @@
 //! The outbox relay: publishes committed `outbox` rows to the queue, in creation order,
-//! and marks them published (DESIGN.md §6).
+//! and marks them published (docs/design/queue.md).
 //!
 //! Only the broker backends need it (`db::outbox::Route::Relay`); with the `db` backend
 //! producers write straight into the queue table. A row is marked published only after the

@@ -1,4 +1,4 @@
-//! The in-process cache of key validations (contracts/hokusai-auth.md, "Cache").
+//! The in-process cache of key validations (docs/contracts/hokusai-auth.md, "Cache").
 //!
 //! Entries are keyed by the SHA-256 digest of the key, never the key. A valid verdict lives
 //! the positive TTL, an invalid one the (short) negative TTL, so a flood of bad keys cannot

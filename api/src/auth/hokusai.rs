@@ -1,5 +1,5 @@
 //! The `hokusai` authenticator: keys validated by auth.hokus.ai
-//! (contracts/hokusai-auth.md), behind the [`ValidationCache`].
+//! (docs/contracts/hokusai-auth.md), behind the [`ValidationCache`].
 //!
 //! One call: `POST {HOKUSAI_AUTH_SERVICE_URL}/api/v1/keys/validate` with the key as Bearer
 //! and `{"service_id", "client_ip"}` (the IP omitted when unknown), bounded by

@@ -1,8 +1,8 @@
 //! Authentication and authorization of API keys.
 //!
 //! Routes take an [`Authenticated`] extractor and call [`Principal::require`] (or
-//! [`Principal::require_predict`]) with the scope of DESIGN.md §9. Who validates a key is
-//! an [`Authenticator`] chosen once at start-up: [`static_keys`] (development, tests) or
+//! [`Principal::require_predict`]) with the scope of docs/design/http-api.md. Who validates a
+//! key is an [`Authenticator`] chosen once at start-up: [`static_keys`] (development, tests) or
 //! [`hokusai`] (auth.hokus.ai, behind the [`cache`]) — route code does not change with the
 //! backend. [`usage`] reports authenticated requests back to auth.hokus.ai when enabled;
 //! [`counters`] counts validations, cache results and usage reports.
@@ -67,7 +67,7 @@ impl Scope {
         }
     }
 
-    /// Scope names that grant this scope (contracts/hokusai-auth.md).
+    /// Scope names that grant this scope (docs/contracts/hokusai-auth.md).
     fn granted_by(self) -> &'static [&'static str] {
         match self {
             Self::Read => &["read", "admin", "full_access"],

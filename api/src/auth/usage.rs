@@ -1,5 +1,5 @@
 //! Usage reporting to the auth service (`AUTH_USAGE_REPORTING=true`,
-//! contracts/hokusai-auth.md "Usage reporting").
+//! docs/contracts/hokusai-auth.md "Usage reporting").
 //!
 //! [`track`] is a middleware around every route, inside the observation middleware: the
 //! [`super::Authenticated`] extractor records the [`super::Principal`] in the request's

@@ -34,7 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/api/v1/models/{model_id}/status", get(status))
 }
 
-/// The deploy body of DESIGN.md §9; every field optional.
+/// The deploy body of docs/design/http-api.md; every field optional.
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeployBody {

@@ -34,7 +34,7 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/api/v1/models/{model_id}/predict", post(predict))
 }
 
-/// The request body of DESIGN.md §9.
+/// The request body of docs/design/http-api.md.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PredictBody {

@@ -1,4 +1,4 @@
-//! `POST /api/v1/webhooks/mlflow`: the MLflow listener (DESIGN.md §10, contracts/mlflow.md).
+//! `POST /api/v1/webhooks/mlflow`: the MLflow listener (docs/contracts/mlflow.md).
 //!
 //! It answers fast and never calls MLflow or a provider: it checks the v1 signature against
 //! `MLFLOW_WEBHOOK_SECRET` and the timestamp's freshness (401 otherwise), parses the body
@@ -49,13 +49,13 @@ pub(super) struct WebhookAnswer {
     tag = "webhooks",
     operation_id = "mlflow_webhook",
     summary = "MLflow webhook listener (HMAC-signed)",
-    description = "No API key: MLflow signs each delivery with HMAC-SHA256 of the shared secret `MLFLOW_WEBHOOK_SECRET` (v1 signature header over the delivery id, timestamp and body; contracts/mlflow.md). A bad signature or a stale timestamp answers 401.",
+    description = "No API key: MLflow signs each delivery with HMAC-SHA256 of the shared secret `MLFLOW_WEBHOOK_SECRET` (v1 signature header over the delivery id, timestamp and body; docs/contracts/mlflow.md). A bad signature or a stale timestamp answers 401.",
     params(
         ("X-MLflow-Delivery-Id" = String, Header, description = "Delivery id; a repeat answers 200 `duplicate`"),
         ("X-MLflow-Timestamp" = String, Header, description = "Unix seconds; must be fresh"),
         ("X-MLflow-Signature" = String, Header, description = "`v1,<base64 HMAC-SHA256>`"),
     ),
-    request_body(content = Object, description = "An MLflow webhook payload (contracts/mlflow.md)"),
+    request_body(content = Object, description = "An MLflow webhook payload (docs/contracts/mlflow.md)"),
     responses(
         (status = 200, description = "Duplicate delivery or ignored event", body = WebhookAnswer),
         (status = 202, description = "Accepted: the worker will handle the event", body = WebhookAnswer),

@@ -28,4 +28,4 @@ task_size = {
 }
 log_retention_days = 731
 
-alarm_sns_topic_arns = ["arn:aws:sns:us-east-1:<account>:hokusai-production-alerts"]
+alarm_sns_topic_names = ["hokusai-production-alerts"]

@@ -23,4 +23,4 @@ api_desired_count    = 1
 worker_desired_count = 1
 log_retention_days   = 365
 
-alarm_sns_topic_arns = ["arn:aws:sns:us-east-1:<account>:hokusai-staging-alerts"]
+alarm_sns_topic_names = ["hokusai-staging-alerts"]

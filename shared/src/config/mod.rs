@@ -1,4 +1,4 @@
-//! Typed configuration of hokusai-serve (DESIGN.md §4).
+//! Typed configuration of hokusai-serve (docs/design/configuration.md).
 //!
 //! [`Settings::load`] merges the layers of [`sources`] and parses every variable once into
 //! typed fields; an invalid value is a [`ConfigError`] naming the variable and why. Nothing

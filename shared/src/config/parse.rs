@@ -9,7 +9,7 @@ use super::*;
 /// The default sqlite database of development (`dev` points it into `--data-dir`).
 pub const DEV_DATABASE_URL: &str = "sqlite://.hokusai/hokusai.db?mode=rwc";
 
-/// The built-in layer. Some defaults depend on the environment (DESIGN.md §4).
+/// The built-in layer. Some defaults depend on the environment (docs/design/configuration.md).
 pub fn defaults(environment: Environment) -> Sources {
     let dev = environment == Environment::Development;
     let mut s = Sources::default();

@@ -1,9 +1,9 @@
 //! The layers of configuration: built-in defaults, then `config/{ENVIRONMENT}.toml`, then
 //! environment variables (`.env` only in development). Later layers win.
 //!
-//! Every setting has one name, the environment variable of DESIGN.md §4. A TOML file may
-//! spell it flat (`api_port = 8001`) or in a section (`[api]` then `port = 8001`); both
-//! flatten to `API_PORT`. Unknown keys in a file are errors (typos must not be silently
+//! Every setting has one name, the environment variable of docs/design/configuration.md. A TOML
+//! file may spell it flat (`api_port = 8001`) or in a section (`[api]` then `port = 8001`);
+//! both flatten to `API_PORT`. Unknown keys in a file are errors (typos must not be silently
 //! ignored); unknown environment variables are simply not ours.
 
 use std::collections::{BTreeMap, HashMap};
@@ -54,7 +54,7 @@ const fn url(name: &'static str) -> Variable {
     }
 }
 
-/// Every variable of DESIGN.md §4.
+/// Every variable (listed for operators in docs/operator-guide.md, "Configuration reference").
 pub const VARIABLES: &[Variable] = &[
     plain("ENVIRONMENT"),
     plain("API_HOST"),

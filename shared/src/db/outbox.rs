@@ -1,4 +1,4 @@
-//! Writing commands inside the caller's transaction (transactional outbox, DESIGN.md §6).
+//! Writing commands inside the caller's transaction (transactional outbox, docs/design/queue.md).
 //!
 //! Where the row goes depends on the queue backend, decided once at start-up
 //! ([`Route::for_backend`]):

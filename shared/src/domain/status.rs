@@ -1,4 +1,4 @@
-//! The deployment status machine of DESIGN.md §5.
+//! The deployment status machine of docs/design/domain.md.
 //!
 //! ```text
 //! pending ──► deploying ──► deployed ──► undeploying ──► stopped

@@ -1,4 +1,4 @@
-//! A small MLflow REST client: the calls of contracts/mlflow.md and nothing more.
+//! A small MLflow REST client: the calls of docs/contracts/mlflow.md and nothing more.
 //!
 //! Authentication is chosen once from configuration: Bearer (`MLFLOW_TRACKING_TOKEN`,
 //! proxies and Databricks), Basic (`MLFLOW_TRACKING_USERNAME`/`_PASSWORD`, the

@@ -136,9 +136,9 @@ pub fn parse_mlmodel(text: &str) -> Option<TransformersFlavor> {
     #[derive(Deserialize)]
     struct MlModel {
         #[serde(default)]
-        flavors: std::collections::BTreeMap<String, serde_yaml::Value>,
+        flavors: std::collections::BTreeMap<String, serde_norway::Value>,
     }
-    let model: MlModel = match serde_yaml::from_str(text) {
+    let model: MlModel = match serde_norway::from_str(text) {
         Ok(model) => model,
         Err(error) => {
             tracing::warn!(%error, "MLmodel is not readable YAML; ignoring it");
@@ -146,7 +146,7 @@ pub fn parse_mlmodel(text: &str) -> Option<TransformersFlavor> {
         }
     };
     let flavor = model.flavors.get("transformers")?.clone();
-    serde_yaml::from_value(flavor).ok()
+    serde_norway::from_value(flavor).ok()
 }
 
 /// The deploy request the facts describe (pure: no I/O).

@@ -1,6 +1,6 @@
 //! Named events of the MLflow integration: each one logs a line and counts a metric
-//! (DESIGN.md §11), so the listener, the intake, the status sync and the reconciliation
-//! report the same way. Without an installed recorder the counters cost nothing.
+//! (docs/design/observability.md), so the listener, the intake, the status sync and the
+//! reconciliation report the same way. Without an installed recorder the counters cost nothing.
 
 /// A webhook delivery was answered: `hokusai_mlflow_webhooks_total{event,outcome}`.
 /// `event` is a known event name or `unknown` (labels stay few).

@@ -1,4 +1,4 @@
-//! The MLflow integration's shared half (DESIGN.md §10, contracts/mlflow.md): a REST
+//! The MLflow integration's shared half (docs/contracts/mlflow.md): a REST
 //! [`client`] with Bearer or Basic auth, the [`webhook`] signature check and payloads, and
 //! [`metadata`] extraction that turns a registered model version into a
 //! [`DeployRequest`](crate::request::DeployRequest). The API's listener uses the webhook

@@ -5,7 +5,7 @@
 
 /// `true` on a version or its registered model: deploy it.
 pub const DEPLOY: &str = "hokusai.deploy";
-/// Written back: the deployment status (DESIGN.md §5), or `rejected`.
+/// Written back: the deployment status (docs/design/domain.md), or `rejected`.
 pub const STATUS: &str = "hokusai.deployment.status";
 /// Written back: the deployment id.
 pub const DEPLOYMENT_ID: &str = "hokusai.deployment.id";

@@ -2,7 +2,7 @@
 //!
 //! A delivery is `POST`ed with `X-MLflow-Delivery-Id`, `X-MLflow-Timestamp` (unix seconds)
 //! and `X-MLflow-Signature` = `"v1," + base64(HMAC-SHA256(secret, id + "." + timestamp +
-//! "." + raw_body))` (contracts/mlflow.md). [`authenticate`] checks all three — the
+//! "." + raw_body))` (docs/contracts/mlflow.md). [`authenticate`] checks all three — the
 //! signature in constant time through `hmac`'s own comparison — before a byte of the body
 //! is parsed; [`parse`] then reads the body into an [`Event`] and [`Event::decision`] says
 //! what the listener does with it. The listener never calls MLflow or a provider inline.
@@ -202,8 +202,8 @@ fn text(value: &Value) -> Option<String> {
 }
 
 impl Event {
-    /// DESIGN.md §10: new versions, `hokusai.deploy=true` tags and the `production` alias
-    /// are handled; tags the service writes itself are ignored (no loops).
+    /// docs/contracts/mlflow.md: new versions, `hokusai.deploy=true` tags and the `production`
+    /// alias are handled; tags the service writes itself are ignored (no loops).
     pub fn decision(&self) -> Decision {
         match self.name.as_str() {
             "model_version.created" => Decision::Handle,

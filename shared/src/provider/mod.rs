@@ -1,4 +1,4 @@
-//! Providers: where model endpoints run (DESIGN.md §7).
+//! Providers: where model endpoints run (docs/design/providers.md).
 //!
 //! The [`Provider`] trait is the whole contract between the worker/API and a hosting
 //! service: deploy, status, undeploy, predict. Its values live in [`types`], its failures

@@ -224,7 +224,7 @@ pub struct EndpointStatus {
     pub ready: bool,
 }
 
-/// A prediction request, as received by the API (DESIGN.md §9).
+/// A prediction request, as received by the API (docs/design/http-api.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PredictRequest {
     /// The model inputs (any JSON).

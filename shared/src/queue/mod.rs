@@ -1,4 +1,4 @@
-//! The deployment command queue (DESIGN.md §6): the versioned [`Envelope`], the [`Queue`]
+//! The deployment command queue (docs/design/queue.md): the versioned [`Envelope`], the [`Queue`]
 //! trait every backend implements, and [`connect`], which picks the backend named by
 //! `QUEUE_BACKEND` with one explicit `match`.
 //!
@@ -109,7 +109,7 @@ pub struct Depth {
     pub dead: u64,
 }
 
-/// A dead-lettered message as operators see it (`dlq list --json`, DESIGN.md §9).
+/// A dead-lettered message as operators see it (`dlq list --json`, docs/design/http-api.md).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeadLetter {

@@ -1,4 +1,4 @@
-//! CloudWatch metrics (DESIGN.md §11, namespace `CLOUDWATCH_NAMESPACE`, default
+//! CloudWatch metrics (docs/design/observability.md, namespace `CLOUDWATCH_NAMESPACE`, default
 //! `Hokusai/API`) written as the Embedded Metric Format: JSON lines on stdout that the
 //! CloudWatch Logs agent of ECS (`awslogs` driver) turns into metrics.
 //!
@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 
 use crate::config::TelemetrySettings;
 
-/// The metrics of DESIGN.md §11.
+/// The metrics of docs/design/observability.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Metric {
     /// Predictions answered (Count).
@@ -180,15 +180,22 @@ static SINK: OnceLock<Arc<Emf>> = OnceLock::new();
 /// Starts writing CloudWatch metrics to stdout when `METRICS_CLOUDWATCH_ENABLED=true`, with
 /// a thread flushing every `CLOUDWATCH_FLUSH_SECONDS`. Once per process.
 pub fn install(settings: &TelemetrySettings) {
+    install_to(settings, Box::new(std::io::stdout()));
+}
+
+/// [`install`] writing the lines to `out` instead of stdout (tests read what the process
+/// sends). Returns whether this call installed the sink (false when disabled or when one
+/// was installed before).
+pub fn install_to(settings: &TelemetrySettings, out: Box<dyn Write + Send>) -> bool {
     if !settings.cloudwatch_enabled {
-        return;
+        return false;
     }
     let every = settings.cloudwatch_flush;
     let namespace = settings.cloudwatch_namespace.clone();
     let mut installed = false;
     let sink = SINK.get_or_init(|| {
         installed = true;
-        Arc::new(Emf::new(namespace, Box::new(std::io::stdout())))
+        Arc::new(Emf::new(namespace, out))
     });
     if installed {
         let sink = sink.clone();
@@ -202,6 +209,7 @@ pub fn install(settings: &TelemetrySettings) {
             })
             .expect("spawning the CloudWatch flush thread");
     }
+    installed
 }
 
 /// Records a figure when CloudWatch metrics are enabled (a no-op otherwise).

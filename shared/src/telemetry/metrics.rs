@@ -1,5 +1,6 @@
-//! The process's Prometheus registry (DESIGN.md §11): installed once as the global `metrics`
-//! recorder, rendered by `GET /metrics` on the API and on the worker's metrics port.
+//! The process's Prometheus registry (docs/design/observability.md): installed once as the
+//! global `metrics` recorder, rendered by `GET /metrics` on the API and on the worker's metrics
+//! port.
 //!
 //! Every series is named here, with its help text and, for histograms, its buckets, so the
 //! exposition is the same whichever role records first. Label values are bounded: model ids
@@ -21,7 +22,7 @@ const DEPLOYMENT_BUCKETS: &[f64] = &[
     5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1200.0, 1800.0, 3600.0,
 ];
 
-/// The names of DESIGN.md §11.
+/// The names of docs/design/observability.md.
 pub mod names {
     /// Requests answered, by method, route template and status.
     pub const HTTP_REQUESTS: &str = "hokusai_http_requests_total";

@@ -1,11 +1,17 @@
-//! Telemetry of every role: logging set-up (one subscriber for the process, pretty in
-//! development and JSON lines elsewhere, filtered by `RUST_LOG`), the Prometheus
-//! [`metrics`] registry and the [`cloudwatch`] metrics.
+//! Telemetry of every role: logging set-up (one subscriber for the process writing to
+//! stderr, pretty in development and JSON lines elsewhere, filtered by `RUST_LOG`, coloured
+//! only when stderr is a terminal), the Prometheus [`metrics`] registry and the
+//! [`cloudwatch`] metrics.
 
 pub mod cloudwatch;
 pub mod metrics;
 
+use std::io::IsTerminal;
+
+use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{LogFormat, TelemetrySettings};
 
@@ -15,17 +21,38 @@ use crate::config::{LogFormat, TelemetrySettings};
 pub fn init(settings: &TelemetrySettings) {
     metrics::install();
     cloudwatch::install(settings);
+    // Escape codes only for a terminal: a file or a pipe (`dev 2> log`, a log shipper)
+    // gets plain text.
+    let ansi = std::io::stderr().is_terminal();
+    let _ = log_subscriber(settings, std::io::stderr, ansi).try_init();
+}
+
+/// The log subscriber [`init`] installs, writing to `writer`: JSON lines (every field at the
+/// top level, with the current span) or compact text, filtered by `RUST_LOG`. Tests install
+/// it with their own writer to read the very lines production writes (the CloudWatch log
+/// metric filters of infra/terraform match them).
+pub fn log_subscriber<W>(
+    settings: &TelemetrySettings,
+    writer: W,
+    ansi: bool,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter =
         EnvFilter::try_new(&settings.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match settings.log_format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
-    };
+        .with_writer(writer)
+        .with_ansi(ansi);
+    match settings.log_format {
+        LogFormat::Json => Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .finish(),
+        ),
+        LogFormat::Pretty => Box::new(builder.compact().finish()),
+    }
 }

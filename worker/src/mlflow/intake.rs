@@ -81,7 +81,7 @@ fn backoff(attempts: i32) -> Duration {
     Duration::from_secs(1u64 << exponent).min(Duration::from_secs(300))
 }
 
-/// DESIGN.md §10: what each event does.
+/// docs/contracts/mlflow.md: what each event does.
 async fn handle(ctx: &MlflowContext, event: &MlflowEvent) -> Result<&'static str, HandleError> {
     let name = event.model_name.as_str();
     let Some(version) = event.version.as_deref() else {

@@ -1,4 +1,4 @@
-//! The worker's half of the MLflow integration (DESIGN.md §10). Three loops, started by
+//! The worker's half of the MLflow integration (docs/contracts/mlflow.md). Three loops, started by
 //! [`Worker::run_until_stopped`](crate::Worker::run_until_stopped) only when
 //! `MLFLOW_TRACKING_URI` is set, none of them touching the saga:
 //!

@@ -1,5 +1,6 @@
 //! The deployment saga: one module per command kind, each deciding from the deployment's
-//! current status and the provider's answer what happens next (DESIGN.md §5–§7).
+//! current status and the provider's answer what happens next (docs/design/domain.md, queue.md,
+//! providers.md).
 //!
 //! A step makes at most one provider call and returns a [`Step`]: a [`Plan`] to commit
 //! (status transition, activation switch, events, follow-up commands — one transaction,

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::domain::DeploymentStatus;
 
-/// A deployment. Serializes as the `Deployment` JSON of DESIGN.md §9.
+/// A deployment. Serializes as the `Deployment` JSON of docs/design/http-api.md.
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Deployment))]
 #[sea_orm(table_name = "deployed_models")]

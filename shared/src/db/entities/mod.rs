@@ -1,5 +1,5 @@
-//! sea-orm entities, one module per table of DESIGN.md §5. The schema itself is owned by the
-//! `migrations` crate; these types only map it.
+//! sea-orm entities, one module per table of docs/design/domain.md. The schema itself is owned
+//! by the `migrations` crate; these types only map it.
 
 pub mod deployed_models;
 pub mod deployment_events;

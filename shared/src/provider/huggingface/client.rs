@@ -1,5 +1,5 @@
 //! The HF v2 management API: one pooled `reqwest` client, one method per route of
-//! contracts/huggingface-endpoints.md, each retried by [`RetryPolicy`].
+//! docs/contracts/huggingface-endpoints.md, each retried by [`RetryPolicy`].
 //!
 //! Create is the exception to blind retries: a create that may have happened (409, a
 //! timeout, a 5xx) is reconciled by reading the endpoint back and adopting it when it matches

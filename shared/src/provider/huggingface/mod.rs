@@ -1,4 +1,5 @@
-//! The HuggingFace Inference Endpoints adapter (DESIGN.md §7, contracts/huggingface-endpoints.md).
+//! The HuggingFace Inference Endpoints adapter (docs/design/providers.md,
+//! docs/contracts/huggingface-endpoints.md).
 //!
 //! Files by concern: [`client`] (management routes), [`wire`] (their JSON), [`names`]
 //! (deterministic endpoint names), [`catalogue`] (hardware and prices), [`retry`] (backon

@@ -1,4 +1,4 @@
-//! The JSON of the HF v2 management API (contracts/huggingface-endpoints.md): the create
+//! The JSON of the HF v2 management API (docs/contracts/huggingface-endpoints.md): the create
 //! body we send and the Endpoint object we read.
 //!
 //! The create body mirrors what the official client sends (nested `provider`, `compute`,
