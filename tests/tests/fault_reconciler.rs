@@ -581,3 +581,54 @@ async fn one_leader_at_a_time_and_a_silent_leader_is_replaced_within_one_lease(e
     );
     println!("takeover after {took:?} (lease 1 s)");
 }
+
+#[tokio::test]
+async fn a_command_lost_in_the_broker_is_reissued_and_the_deployment_completes() {
+    // RabbitMQ, SQLite: the outbox row is published (so the database holds no command) and
+    // the broker's message is then swallowed (taken and acked, never handled).
+    let world = tests::world::World::on_rabbitmq(
+        emulator::EmulatorConfig::default(),
+        &[("COMMAND_STALL_SECONDS", "1")],
+    )
+    .await;
+    let requested = world.request("sentiment", "1").await;
+    let relay = world.worker.relay().expect("a broker world relays");
+    assert_eq!(relay.try_relay_batch().await.expect("relay"), 1);
+    let swallowed = world
+        .worker
+        .queue()
+        .receive(Duration::from_secs(5))
+        .await
+        .expect("queue")
+        .expect("the deploy command");
+    assert_eq!(swallowed.envelope().deployment_id.0, requested.id);
+    swallowed.ack().await.expect("ack");
+
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let pass = world.worker.reconciler().pass().await.expect("pass");
+    assert_eq!(pass.reissued, 1, "{pass:?}");
+    let deployed = world
+        .run_until_status(requested.id, DeploymentStatus::Deployed, LIMIT)
+        .await;
+
+    assert!(deployed.is_active);
+    let kinds: Vec<String> = world
+        .events(requested.id)
+        .await
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(kinds.contains(&"command_reissued".to_owned()), "{kinds:?}");
+    let held = world.endpoint_names();
+    let lost = usize::from(!settled(&world.get(requested.id).await));
+    let orphaned = held
+        .iter()
+        .filter(|n| Some(n.as_str()) != deployed.provider_model_id.as_deref())
+        .count();
+    tests::fault::report(&format!(
+        "fault reconcile_command_lost_in_broker: requested 1 / terminal {} / orphaned {orphaned} / lost {lost}",
+        1 - lost
+    ));
+    assert_eq!((orphaned, lost), (0, 0));
+    world.cleanup().await;
+}
