@@ -350,10 +350,6 @@ async fn a_provider_failing_past_the_deadline_times_out_and_compensates_once_it_
     )
     .await;
     let worker = app.worker();
-    app.emulator.set_chaos(ChaosConfig {
-        server_error_every: 1,
-        ..ChaosConfig::default()
-    });
     let response = app
         .post("/api/v1/models/sentiment/deployments", ADMIN_KEY, &body())
         .await;
@@ -363,13 +359,23 @@ async fn a_provider_failing_past_the_deadline_times_out_and_compensates_once_it_
         .expect("id")
         .parse()
         .expect("uuid");
+    // The endpoint is created; then the management API fails every call.
+    app.work_until(&worker, &id.to_string(), |d| {
+        d.status == DeploymentStatus::Deploying
+    })
+    .await;
+    assert_eq!(app.emulator.endpoints().len(), 1);
+    app.emulator.set_chaos(ChaosConfig {
+        server_error_every: 1,
+        ..ChaosConfig::default()
+    });
 
-    // The deploy step keeps failing on 500s (retried, spending no attempt) past the deadline.
+    // The status polls keep failing on 500s (retried, spending no attempt) past the deadline.
     let start = Instant::now();
     while start.elapsed() < Duration::from_millis(2_500) {
         worker.consumer().try_process_one().await.expect("queue");
     }
-    assert_eq!(row(&app, id).await.status, DeploymentStatus::Pending);
+    assert_eq!(row(&app, id).await.status, DeploymentStatus::Deploying);
     let pass = worker.reconciler().pass().await.expect("pass");
     assert_eq!(pass.timed_out, 1, "{pass:?}");
     let timed_out = row(&app, id).await;
@@ -380,13 +386,19 @@ async fn a_provider_failing_past_the_deadline_times_out_and_compensates_once_it_
             .contains(&"timed_out".to_owned())
     );
 
-    // While the provider fails, the compensation keeps trying and stays rolling_back.
+    // While the provider fails, the compensation keeps trying, stays rolling_back, and the
+    // endpoint is still there.
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(3) {
         worker.consumer().try_process_one().await.expect("queue");
         worker.reconciler().pass().await.expect("pass");
     }
     assert_eq!(row(&app, id).await.status, DeploymentStatus::RollingBack);
+    assert_eq!(
+        app.emulator.endpoints().len(),
+        1,
+        "not deleted while the provider fails"
+    );
 
     app.emulator.set_chaos(ChaosConfig::default());
     let start = Instant::now();
@@ -412,7 +424,7 @@ async fn a_provider_failing_past_the_deadline_times_out_and_compensates_once_it_
 
 #[tokio::test]
 async fn a_command_removed_from_the_queue_is_reissued_and_the_deployment_completes() {
-    let app = TestApp::start(Engine::Postgres, &[("COMMAND_STALL_SECONDS", "1")]).await;
+    let app = TestApp::start(Engine::Postgres, &[("COMMAND_STALL_SECONDS", "3")]).await;
     let worker = app.worker();
     let response = app
         .post("/api/v1/models/sentiment/deployments", ADMIN_KEY, &body())
@@ -433,7 +445,7 @@ async fn a_command_removed_from_the_queue_is_reissued_and_the_deployment_complet
 
     let early = worker.reconciler().pass().await.expect("pass");
     assert_eq!(early.reissued, 0, "not stalled yet: {early:?}");
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
     let pass = worker.reconciler().pass().await.expect("pass");
     assert_eq!(pass.reissued, 1, "{pass:?}");
     let again = worker.reconciler().pass().await.expect("pass");
@@ -472,7 +484,7 @@ async fn create_behind_our_back(emulator: &EmulatorHandle, name: &str) {
 
 #[tokio::test]
 async fn an_endpoint_with_our_prefix_created_behind_our_back_is_deleted_after_the_grace() {
-    let app = TestApp::start(Engine::Postgres, &[("ORPHAN_GRACE_SECONDS", "1")]).await;
+    let app = TestApp::start(Engine::Postgres, &[("ORPHAN_GRACE_SECONDS", "3")]).await;
     let worker = app.worker();
     let ours: uuid::Uuid = app
         .deploy_and_serve(&worker, "sentiment", body())
@@ -487,7 +499,7 @@ async fn an_endpoint_with_our_prefix_created_behind_our_back_is_deleted_after_th
         young.orphans_deleted, 0,
         "inside the grace period: {young:?}"
     );
-    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
     let pass = worker.reconciler().pass().await.expect("pass");
 
     assert_eq!(pass.orphans_deleted, 1, "{pass:?}");
@@ -557,6 +569,7 @@ async fn one_leader_at_a_time_and_a_silent_leader_is_replaced_within_one_lease(e
         "the first takes the free lease"
     );
     assert!(!b.reconciler().hold_lease().await, "the second must wait");
+    let silent = Instant::now();
     assert!(a.reconciler().hold_lease().await, "the holder renews");
     let holder = shared::db::lease::holder(&app.db.conn, worker::reconciler::LEASE)
         .await
@@ -564,7 +577,6 @@ async fn one_leader_at_a_time_and_a_silent_leader_is_replaced_within_one_lease(e
     assert_eq!(holder.as_deref(), Some(a.reconciler().holder()));
 
     // `a` stops renewing (a SIGKILL): within one lease `b` takes over.
-    let silent = Instant::now();
     let start = Instant::now();
     while !b.reconciler().hold_lease().await {
         assert!(start.elapsed() < Duration::from_secs(3), "no takeover");
@@ -588,7 +600,7 @@ async fn a_command_lost_in_the_broker_is_reissued_and_the_deployment_completes()
     // the broker's message is then swallowed (taken and acked, never handled).
     let world = tests::world::World::on_rabbitmq(
         emulator::EmulatorConfig::default(),
-        &[("COMMAND_STALL_SECONDS", "1")],
+        &[("COMMAND_STALL_SECONDS", "3")],
     )
     .await;
     let requested = world.request("sentiment", "1").await;
@@ -604,7 +616,7 @@ async fn a_command_lost_in_the_broker_is_reissued_and_the_deployment_completes()
     assert_eq!(swallowed.envelope().deployment_id.0, requested.id);
     swallowed.ack().await.expect("ack");
 
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
     let pass = world.worker.reconciler().pass().await.expect("pass");
     assert_eq!(pass.reissued, 1, "{pass:?}");
     let deployed = world

@@ -12,6 +12,7 @@ use shared::queue::{Delivery, Queue, QueueError};
 use tracing::Instrument;
 
 use crate::saga::{self, Applied, Context, Step};
+use shared::db::DbError;
 
 /// What one call did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +81,7 @@ impl Consumer {
         let step =
             match tokio::time::timeout(step_timeout, saga::decide(&self.ctx, &envelope)).await {
                 Ok(Ok(step)) => step,
-                Ok(Err(error)) => return retry_infrastructure(delivery, &error.to_string()).await,
+                Ok(Err(error)) => return retry_db_error(delivery, &error).await,
                 Err(_) => {
                     let error = format!(
                         "the step took longer than {} s (STEP_TIMEOUT_SECONDS)",
@@ -98,12 +99,9 @@ impl Consumer {
                 Ok(Applied::Duplicate) => delivery.ack().await,
                 Ok(Applied::Conflict(error)) => {
                     tracing::info!(%error, "deployment changed concurrently; deciding again shortly");
-                    delivery
-                        .retry_later(Duration::from_millis(200), &error.to_string())
-                        .await
-                        .map(drop)
+                    decide_again(delivery, &error.to_string()).await
                 }
-                Err(error) => retry_infrastructure(delivery, &error.to_string()).await,
+                Err(error) => retry_db_error(delivery, &error).await,
             },
             Step::Ignore(reason) => {
                 tracing::info!(reason, "nothing to do");
@@ -114,14 +112,9 @@ impl Consumer {
                     match plan.commit(&self.ctx, None).await {
                         Ok(Applied::Committed | Applied::Duplicate) => {}
                         Ok(Applied::Conflict(error)) => {
-                            return delivery
-                                .retry_later(Duration::from_millis(200), &error.to_string())
-                                .await
-                                .map(drop);
+                            return decide_again(delivery, &error.to_string()).await;
                         }
-                        Err(error) => {
-                            return retry_infrastructure(delivery, &error.to_string()).await;
-                        }
+                        Err(error) => return retry_db_error(delivery, &error).await,
                     }
                 }
                 tracing::warn!(reason, "dead-lettering the command for an operator");
@@ -129,6 +122,29 @@ impl Consumer {
             }
         }
     }
+}
+
+/// Someone changed the deployment while the step decided: nothing was written; the same
+/// command decides again from the new state after a short backoff. Not the command's
+/// fault, so it spends no attempt (the new decision is usually "nothing to do").
+async fn decide_again(delivery: Delivery, error: &str) -> Result<(), QueueError> {
+    let delay = saga::retry_delay(delivery.envelope().postponed, None) / 4;
+    delivery.postpone(delay, error).await
+}
+
+/// A database error under the step: an unreachable database is infrastructure (postponed,
+/// spending no attempt); any other error (a refused statement) spends one, so a command
+/// that keeps failing the same way ends in the dead letters instead of looping.
+async fn retry_db_error(delivery: Delivery, error: &DbError) -> Result<(), QueueError> {
+    if error.is_unavailable() {
+        return retry_infrastructure(delivery, &error.to_string()).await;
+    }
+    let delay = saga::retry_delay(delivery.envelope().attempt, None);
+    tracing::warn!(%error, retry_in = ?delay, "step failed on a database error; retrying");
+    delivery
+        .retry_later(delay, &error.to_string())
+        .await
+        .map(drop)
 }
 
 /// The database failed under the step, or the step outran `STEP_TIMEOUT_SECONDS`: nothing

@@ -17,7 +17,8 @@
 //!   deleted by the pass itself (retried on every pass while the provider fails), then ends
 //!   `stopped` or `failed`;
 //! - every unfinished deployment without activity for `COMMAND_STALL_SECONDS` and with no
-//!   command the database knows of has its command reissued (`command_reissued`, at most
+//!   command the database knows of (and, on a broker, while the broker holds none) has its
+//!   command reissued (`command_reissued`, at most
 //!   [`MAX_REISSUES`] times; then the deadline decides);
 //! - endpoints at the provider whose names carry our prefix and that belong to no
 //!   unfinished deployment are deleted once older than `ORPHAN_GRACE_SECONDS`
@@ -35,7 +36,7 @@ use shared::db::deployments::{self, Changes, Deployment, Transition};
 use shared::db::{DbError, lease, outbox};
 use shared::domain::{DeploymentId, DeploymentStatus};
 use shared::provider::{EndpointHandle, Provider, ProviderError};
-use shared::queue::{Envelope, MessageKind};
+use shared::queue::{Envelope, MessageKind, Queue};
 use shared::telemetry::metrics::names;
 use tokio::sync::{Mutex, watch};
 use uuid::Uuid;
@@ -57,6 +58,8 @@ const WORKING_SET: u64 = 10_000;
 /// The reconciler of one worker process; it acts only while it holds the lease.
 pub struct Reconciler {
     ctx: Arc<Context>,
+    /// The command queue (its depth tells whether a broker still holds commands).
+    queue: Arc<dyn Queue>,
     holder: String,
     /// When the sweep first saw an endpoint the provider gives no creation time for.
     first_seen: Mutex<HashMap<String, Instant>>,
@@ -83,10 +86,11 @@ pub struct PassReport {
 
 impl Reconciler {
     /// A reconciler over the saga's context, identified by a fresh holder id.
-    pub fn new(ctx: Arc<Context>) -> Self {
+    pub fn new(ctx: Arc<Context>, queue: Arc<dyn Queue>) -> Self {
         let holder = format!("worker-{}-{}", std::process::id(), Uuid::new_v4().simple());
         Self {
             ctx,
+            queue,
             holder,
             first_seen: Mutex::new(HashMap::new()),
         }
@@ -99,12 +103,20 @@ impl Reconciler {
 
     /// Takes or renews the lease; whether this process leads now.
     pub async fn hold_lease(&self) -> bool {
+        self.hold_lease_until().await.is_some()
+    }
+
+    /// Takes or renews the lease; while this process leads, the instant its lease surely
+    /// still runs until by its own clock: the TTL counted from *before* the statement was
+    /// sent, less a tenth for clock rate differences.
+    async fn hold_lease_until(&self) -> Option<Instant> {
         let ttl = self.ctx.settings.reconcile.leader_lease;
+        let sent = Instant::now();
         match lease::try_hold(&self.ctx.db, LEASE, &self.holder, ttl).await {
-            Ok(token) => token.is_some(),
+            Ok(token) => token.map(|_| sent + ttl - ttl / 10),
             Err(error) => {
                 tracing::warn!(%error, "cannot reach the leader lease; not leading");
-                false
+                None
             }
         }
     }
@@ -166,16 +178,18 @@ impl Reconciler {
         &self,
         renew_every: Duration,
     ) -> Option<Result<PassReport, DbError>> {
+        let mut valid_until = self.hold_lease_until().await?;
         let pass = self.pass();
         tokio::pin!(pass);
         loop {
             tokio::select! {
                 result = &mut pass => return Some(result),
                 _ = tokio::time::sleep(renew_every) => {
-                    if !self.hold_lease().await {
-                        return None;
-                    }
+                    valid_until = self.hold_lease_until().await?;
                 }
+                // A renewal that did not come back in time (a stalled process, a slow
+                // database): stop before another worker may take over.
+                _ = tokio::time::sleep_until(valid_until.into()) => return None,
             }
         }
     }
@@ -196,6 +210,16 @@ impl Reconciler {
         // that answers slowly or not at all cannot hold it up; then the observations and
         // the sweep, each provider call bounded by `probe_timeout`.
         let mut serving = Vec::new();
+        let mut overdue_deletes = Vec::new();
+        // On a broker, a command already handed over is invisible here: while the broker
+        // holds messages, a quiet deployment may simply be waiting its turn.
+        let broker_busy = ctx.route == outbox::Route::Relay
+            && self
+                .queue
+                .depth()
+                .await
+                .map(|d| d.pending > 0)
+                .unwrap_or(true);
         for deployment in &live {
             let since = |at: Option<&chrono::DateTime<Utc>>| {
                 let at = at.copied().unwrap_or(deployment.created_at);
@@ -214,15 +238,16 @@ impl Reconciler {
                     Ok(())
                 }
                 DeploymentStatus::Pending | DeploymentStatus::Deploying if progress >= deadline => {
-                    report.timed_out += 1;
-                    self.time_out(deployment.clone(), progress).await
+                    self.time_out(deployment.clone(), progress, &mut report)
+                        .await
                 }
                 DeploymentStatus::Undeploying | DeploymentStatus::RollingBack
                     if progress >= deadline =>
                 {
-                    self.finish_delete(deployment.clone(), &mut report).await
+                    overdue_deletes.push(deployment.clone());
+                    Ok(())
                 }
-                _ if idle >= stall && !commands.contains(&deployment.id) => {
+                _ if idle >= stall && !commands.contains(&deployment.id) && !broker_busy => {
                     self.reissue(deployment.clone(), idle, &mut report).await
                 }
                 _ => Ok(()),
@@ -231,10 +256,19 @@ impl Reconciler {
         }
         // Observations run a few at a time, beside the sweep: a provider that hangs costs
         // one probe timeout per pass, not one per deployment.
-        let observations = futures_util::stream::iter(serving)
-            .map(|deployment| async move {
+        let probes = serving
+            .into_iter()
+            .map(|d| (true, d))
+            .chain(overdue_deletes.into_iter().map(|d| (false, d)));
+        let observations = futures_util::stream::iter(probes)
+            .map(|(serving, deployment)| async move {
                 let mut found = PassReport::default();
-                let outcome = self.observe(deployment.clone(), &mut found).await;
+                let outcome = if serving {
+                    found.observed += 1;
+                    self.observe(deployment.clone(), &mut found).await
+                } else {
+                    self.finish_delete(deployment.clone(), &mut found).await
+                };
                 check(&deployment, outcome).map(|()| found)
             })
             .buffer_unordered(OBSERVE_CONCURRENCY)
@@ -243,8 +277,9 @@ impl Reconciler {
         let (observed, sweep) = tokio::join!(observations, self.sweep_orphans(&mut swept));
         for found in observed {
             let found = found?;
-            report.observed += 1;
+            report.observed += found.observed;
             report.lost += found.lost;
+            report.finished += found.finished;
         }
         sweep?;
         report.orphans_found = swept.orphans_found;
@@ -311,7 +346,12 @@ impl Reconciler {
     }
 
     /// `pending | deploying → rolling_back` with a `timed_out` event.
-    async fn time_out(&self, deployment: Deployment, progress: Duration) -> Result<(), DbError> {
+    async fn time_out(
+        &self,
+        deployment: Deployment,
+        progress: Duration,
+        report: &mut PassReport,
+    ) -> Result<(), DbError> {
         let secs = progress.as_secs();
         let reason = format!(
             "timed out: no progress for {secs} s in {} (DEPLOY_TIMEOUT_SECONDS is {})",
@@ -338,6 +378,7 @@ impl Reconciler {
             )
             .then(compensate, None);
         if self.commit(plan).await? {
+            report.timed_out += 1;
             action("timed_out");
             tracing::warn!(deployment_id = %id, reason, "reconcile: deployment timed out");
         }
@@ -446,24 +487,14 @@ impl Reconciler {
     /// owns, once older than `ORPHAN_GRACE_SECONDS`.
     async fn sweep_orphans(&self, report: &mut PassReport) -> Result<(), DbError> {
         let settings = &self.ctx.settings.reconcile;
-        // Read the owners after the deployments were listed above and before the provider's
-        // listing: an endpoint created meanwhile is younger than the grace period.
-        let live = deployments::list_live(&self.ctx.db, WORKING_SET).await?;
         let mut seen_now = HashSet::new();
         for name in self.ctx.providers.names() {
             let Ok(provider) = self.ctx.providers.get(name) else {
                 continue;
             };
-            let owned: HashSet<String> = live
-                .iter()
-                .filter(|d| d.provider == name)
-                .filter_map(|d| {
-                    saga::endpoint_of(d, provider.as_ref(), &self.ctx.default_instance)
-                        .ok()
-                        .flatten()
-                })
-                .map(|h| h.provider_model_id)
-                .collect();
+            // The listing first, the owners after: every endpoint listed was requested by a
+            // deployment whose row committed before, so it is among the owners read now
+            // unless it is finished (and then the endpoint is indeed an orphan).
             let listed = match tokio::time::timeout(self.probe_timeout(), provider.list_endpoints())
                 .await
             {
@@ -478,6 +509,24 @@ impl Reconciler {
                     continue;
                 }
             };
+            let live = deployments::list_live(&self.ctx.db, WORKING_SET).await?;
+            if live.len() as u64 >= WORKING_SET {
+                tracing::warn!(
+                    limit = WORKING_SET,
+                    "reconcile: too many unfinished deployments to know every owner; sweep skipped"
+                );
+                return Ok(());
+            }
+            let owned: HashSet<String> = live
+                .iter()
+                .filter(|d| d.provider == name)
+                .filter_map(|d| {
+                    saga::endpoint_of(d, provider.as_ref(), &self.ctx.default_instance)
+                        .ok()
+                        .flatten()
+                })
+                .map(|h| h.provider_model_id)
+                .collect();
             for endpoint in listed {
                 if !endpoint.name.starts_with(ENDPOINT_PREFIX) || owned.contains(&endpoint.name) {
                     continue;

@@ -80,6 +80,7 @@ impl Worker {
             providers,
             route: Route::for_backend(settings.queue.backend),
             settings: settings.worker.clone(),
+            max_attempts: settings.queue.max_attempts,
             default_instance: InstanceSpec {
                 vendor: hf.default_vendor.clone(),
                 region: hf.default_region.clone(),
@@ -100,7 +101,7 @@ impl Worker {
             settings.telemetry.idle_after,
         ));
         let ctx = Arc::new(ctx);
-        let reconciler = Arc::new(Reconciler::new(ctx.clone()));
+        let reconciler = Arc::new(Reconciler::new(ctx.clone(), queue.clone()));
         let consumer = Consumer::new(queue.clone(), ctx);
         Self {
             consumer,

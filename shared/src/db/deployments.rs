@@ -320,9 +320,9 @@ pub enum NotServing {
 }
 
 /// Why `model`, which has no active deployment, does not serve: a replacement of a lost
-/// deployment in flight (metadata `replaces`), else whether the deployment that served it
-/// last ended through a lost endpoint (`rolling_back` or `failed` after having been
-/// `deployed`; an operator's undeploy ends `stopped`).
+/// deployment in flight (metadata `replaces`), else whether the once-serving deployment
+/// that changed last ended through a lost endpoint (`rolling_back` or `failed` after
+/// having been `deployed`; an operator's undeploy ends `stopped`, which answers 404).
 pub async fn why_not_serving<C: ConnectionTrait>(
     conn: &C,
     model: &ModelId,
@@ -346,7 +346,7 @@ pub async fn why_not_serving<C: ConnectionTrait>(
     let last_served = deployed_models::Entity::find()
         .filter(deployed_models::Column::ModelId.eq(model.as_str()))
         .filter(deployed_models::Column::DeployedAt.is_not_null())
-        .order_by_desc(deployed_models::Column::DeployedAt)
+        .order_by_desc(deployed_models::Column::UpdatedAt)
         .one(conn)
         .await?;
     Ok(match last_served {

@@ -117,6 +117,9 @@ async fn redeploy(
 pub fn copy_of(previous: &Deployment, relation: &str) -> Result<NewDeployment, DbError> {
     let mut metadata = previous.metadata.clone().unwrap_or_else(|| json!({}));
     if let Some(map) = metadata.as_object_mut() {
+        // The copy's own relation only: a redeploy of a former replacement is no replacement.
+        map.remove("rollback_of");
+        map.remove("replaces");
         map.insert(relation.into(), json!(previous.id));
     }
     Ok(NewDeployment {

@@ -124,7 +124,11 @@ async fn clean_up_late_create(input: StepInput<'_>) -> Step {
         Ok(()) => Step::Ignore(format!(
             "deploy of a deployment already {status}; any late endpoint deleted"
         )),
-        Err(error) if error.is_retryable() => input.retry(&error),
+        // Bounded: the deployment is finished, so no deadline ends this; past
+        // QUEUE_MAX_ATTEMPTS postponements the orphan sweep takes over.
+        Err(error) if error.is_retryable() && input.envelope.postponed < input.ctx.max_attempts => {
+            input.retry(&error)
+        }
         Err(error) => Step::Ignore(format!(
             "deploy of a deployment already {status}; deleting a late endpoint failed ({error}); the orphan sweep will retry"
         )),

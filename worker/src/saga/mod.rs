@@ -48,6 +48,9 @@ pub struct Context {
     pub route: Route,
     /// Timeouts and poll intervals.
     pub settings: WorkerSettings,
+    /// `QUEUE_MAX_ATTEMPTS`: also bounds retries that no deadline ends (the clean-up of an
+    /// endpoint created after its deployment finished).
+    pub max_attempts: u32,
     /// Hardware used when a deployment row leaves it out.
     pub default_instance: InstanceSpec,
 }
@@ -115,16 +118,16 @@ impl StepInput<'_> {
     /// as long as it lasts. The deployment's deadline ends the work: past it, the
     /// reconciler moves the deployment on and this command finds it changed.
     pub fn retry(self, error: &ProviderError) -> Step {
-        let delay = retry_delay(self.envelope.attempt, error.retry_after());
+        let delay = retry_delay(self.envelope.postponed, error.retry_after());
         let details = serde_json::json!({
             "error": error.message(), "error_kind": error.kind(),
-            "attempt": self.envelope.attempt + 1, "retry_in_seconds": delay.as_secs_f64(),
+            "postponed": self.envelope.postponed + 1, "retry_in_seconds": delay.as_secs_f64(),
         });
         let message = format!("{} failed, retrying: {error}", self.envelope.kind.as_str());
         Step::Commit(
             Plan::events_only(self.deployment)
                 .with_event("provider_error", &message, Some(details))
-                .then(self.envelope.retry(), Some(delay)),
+                .then(self.envelope.postpone(), Some(delay)),
         )
     }
 }

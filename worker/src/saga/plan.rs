@@ -178,11 +178,15 @@ fn record_outcome(to: DeploymentStatus, deployment: &Deployment) {
         DeploymentStatus::Failed | DeploymentStatus::RollbackFailed => "failed",
         _ => return,
     };
-    let took = (Utc::now() - deployment.created_at)
-        .to_std()
-        .unwrap_or_default();
-    metrics::histogram!(names::DEPLOYMENT_DURATION, "outcome" => outcome)
-        .record(took.as_secs_f64());
+    // A deployment that served and then lost its endpoint ends `failed` too: a failure, but
+    // its lifetime is no deploy duration.
+    if deployment.deployed_at.is_none() || to == DeploymentStatus::Deployed {
+        let took = (Utc::now() - deployment.created_at)
+            .to_std()
+            .unwrap_or_default();
+        metrics::histogram!(names::DEPLOYMENT_DURATION, "outcome" => outcome)
+            .record(took.as_secs_f64());
+    }
     if outcome == "failed" {
         cloudwatch::record(
             Metric::DeploymentFailures,
