@@ -1,6 +1,7 @@
 # Logs, alarms and the dashboard. The alarms mirror the alerts of infra/prometheus/alerts.yml
-# (issue 9) on CloudWatch data: the Hokusai/API metrics of docs/design/observability.md, two log
-# metric filters for the signals §11 has no CloudWatch metric for, and the DLQ's own SQS metric.
+# (issue 9) on CloudWatch data: the Hokusai/API metrics of docs/design/observability.md, two
+# log metric filters for the signals without a CloudWatch metric of their own, and the DLQ's
+# own SQS metric.
 #
 # Which series each alarm reads (see README.md, "Alarms"):
 # - sums across every ModelId/Provider series use a Metrics Insights query, so they hold

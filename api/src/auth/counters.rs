@@ -1,7 +1,7 @@
 //! Counters of the authentication layer, kept in process (tests and `/metrics` read them)
 //! and mirrored to the `metrics` facade under the names of docs/design/observability.md:
 //! `hokusai_auth_validations_total{outcome}`, `hokusai_auth_cache_total{result}` and
-//! `hokusai_auth_usage_reports_total{outcome}` (not in §11's list: usage reporting is
+//! `hokusai_auth_usage_reports_total{outcome}` (an addition to the design's list: usage reporting is
 //! optional, and its drops must be visible). Without a recorder installed the facade
 //! calls are no-ops; the atomics always count.
 

@@ -1,5 +1,5 @@
 //! [`ProviderError`]: what went wrong at a provider, typed so that callers decide retry,
-//! compensation and HTTP mapping from the variant, never from strings (STYLE.md §7).
+//! compensation and HTTP mapping from the variant, never from strings.
 //!
 //! Every variant carries the provider's own message (already stripped of secrets) so it can
 //! be written to `deployed_models.error_message` and to the event log as is.

@@ -1,5 +1,5 @@
 //! [`ProviderRegistry`]: provider names to configured instances, built once at start-up
-//! from [`ProvidersConfig`] with one explicit line per provider (STYLE.md §8).
+//! from [`ProvidersConfig`] with one explicit line per provider.
 
 use std::collections::HashMap;
 use std::sync::Arc;
