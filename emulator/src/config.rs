@@ -67,4 +67,7 @@ pub struct ChaosConfig {
     pub latency_ms: u64,
     /// The next n endpoints created end `failed` instead of `running`.
     pub fail_next_deploys: u32,
+    /// The next n management requests answer 403, as HF does for a token without the
+    /// permission (a permanent failure to the adapter, never retried).
+    pub forbidden_next: u32,
 }

@@ -205,6 +205,13 @@ impl Store {
                 "Too many requests (emulated rate limit)".into(),
             ));
         }
+        if chaos.forbidden_next > 0 {
+            chaos.forbidden_next -= 1;
+            return Some(ApiError::Json(
+                StatusCode::FORBIDDEN,
+                "Forbidden: the token lacks the permission (emulated)".into(),
+            ));
+        }
         if chaos.server_error_next > 0 || every(chaos.server_error_every) {
             chaos.server_error_next = chaos.server_error_next.saturating_sub(1);
             return Some(ApiError::Json(

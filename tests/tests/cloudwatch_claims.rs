@@ -193,9 +193,11 @@ async fn a_failed_compensation_trips_the_rollback_filter_once_and_counts_in_emf(
         .run_until_status(requested.id, RollingBack, LIMIT)
         .await;
 
-    // Act: every management call now fails, so the endpoint cannot be deleted.
+    // Act: the delete is refused for good (403), so the endpoint cannot be deleted. (A
+    // provider that fails with 5xx is retried until it answers: that is no rollback
+    // failure.)
     world.emulator.set_chaos(ChaosConfig {
-        server_error_every: 1,
+        forbidden_next: 100,
         ..ChaosConfig::default()
     });
     world

@@ -61,10 +61,19 @@ async fn start() -> Setup {
     let options = QueueOptions::new(queue::DEPLOYMENTS_QUEUE, settings.queue.max_attempts);
     let queue: Arc<dyn Queue> = Arc::new(queue::db::DbQueue::new(app.db.conn.clone(), options));
     let worker = Worker::assemble(settings, app.db.conn.clone(), app.providers.clone(), queue);
+    let passes = worker
+        .mlflow_reconcile_passes()
+        .expect("MLflow is configured");
     let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(worker.run_until_stopped(async {
         stopped.await.ok();
     }));
+    // The worker reconciles once at start-up; versions created before that pass ended could
+    // be deployed by it instead of by their webhook, which the tests below tell apart.
+    eventually(LIMIT, "the start-up reconciliation pass", || async {
+        (passes.load(std::sync::atomic::Ordering::SeqCst) >= 1).then_some(())
+    })
+    .await;
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     Setup {
         app,

@@ -134,6 +134,12 @@ impl Worker {
         &self.reconciler
     }
 
+    /// How many MLflow reconciliation passes have run (`None` without MLflow): the first
+    /// runs at start-up, so a caller can wait until it has before creating versions.
+    pub fn mlflow_reconcile_passes(&self) -> Option<Arc<std::sync::atomic::AtomicU64>> {
+        self.mlflow.as_ref().map(|m| m.reconcile_passes.clone())
+    }
+
     /// The outbox relay, when the queue is a broker.
     pub fn relay(&self) -> Option<&Relay> {
         self.relay.as_ref()

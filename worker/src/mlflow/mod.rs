@@ -48,6 +48,8 @@ pub struct MlflowContext {
     pub retire_after: Duration,
     /// `MLFLOW_RECONCILE_INTERVAL_SECONDS`.
     pub reconcile_interval: Duration,
+    /// Reconciliation passes this process has run (the first runs at start-up).
+    pub reconcile_passes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl MlflowContext {
@@ -75,6 +77,7 @@ impl MlflowContext {
             auto_deploy: settings.mlflow.auto_deploy,
             retire_after: settings.worker.retire_after,
             reconcile_interval: settings.mlflow.reconcile_interval,
+            reconcile_passes: Arc::default(),
         }))
     }
 

@@ -42,6 +42,8 @@ pub async fn run(ctx: Arc<MlflowContext>, mut stop: watch::Receiver<bool>) {
             Ok(report) => tracing::debug!(?report, "MLflow reconciliation pass"),
             Err(error) => tracing::warn!(%error, "MLflow reconciliation failed; next pass later"),
         }
+        ctx.reconcile_passes
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if pause(&mut stop, ctx.reconcile_interval).await {
             return;
         }
