@@ -88,3 +88,20 @@ impl TcpProxy {
         )
     }
 }
+
+/// `host:port` of a database URL (`postgres://user@host:port/db?…`).
+pub fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    rest.split(['/', '?']).next().unwrap_or(rest).to_owned()
+}
+
+impl TcpProxy {
+    /// A proxy in front of the server of `url`, and `url` rewritten to go through it.
+    pub async fn in_front_of(url: &str) -> (TcpProxy, String) {
+        let upstream = host_port(url);
+        let proxy = TcpProxy::start(&upstream).await;
+        let proxied = url.replacen(&upstream, &format!("127.0.0.1:{}", proxy.port), 1);
+        (proxy, proxied)
+    }
+}

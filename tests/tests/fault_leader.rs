@@ -8,8 +8,6 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use std::collections::BTreeSet;
-
 use emulator::{Emulator, EmulatorConfig};
 use sea_orm::EntityTrait;
 use serde_json::json;
@@ -151,16 +149,13 @@ async fn one_leader_and_a_killed_leader_is_replaced_within_one_lease() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     workers[follower].kill().await.expect("stop the follower");
-    let owned: BTreeSet<String> = rows
-        .iter()
-        .filter_map(|r| r.provider_model_id.clone())
-        .collect();
-    let held: BTreeSet<String> = emulator.endpoints().into_iter().map(|e| e.name).collect();
     let terminal = rows
         .iter()
         .filter(|r| r.status == DeploymentStatus::Deployed || r.status.is_terminal())
         .count();
-    let orphaned = held.difference(&owned).count();
+    let orphaned =
+        tests::fault::orphaned_endpoints(emulator.endpoints().into_iter().map(|e| e.name), &rows)
+            .len();
     tests::fault::report(&format!(
         "fault leader_killed: requested {} / terminal {terminal} / orphaned {orphaned} / lost {} \
          (takeover {:.1} s after the SIGKILL, lease {} s)",

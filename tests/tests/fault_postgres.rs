@@ -36,13 +36,6 @@ fn body() -> Value {
            "task": "text-classification", "instance": {"size": "x4"}, "scaling": {"min_replica": 1, "max_replica": 1}})
 }
 
-/// `host:port` of a `postgres://…` URL.
-fn host_port(url: &str) -> String {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-    rest.split(['/', '?']).next().unwrap_or(rest).to_owned()
-}
-
 /// Outcomes seen by clients: "<status> <code>" → count.
 type Outcomes = Arc<Mutex<BTreeMap<String, usize>>>;
 
@@ -76,9 +69,7 @@ async fn the_api_answers_503_while_postgres_is_away_and_nothing_is_lost() {
     let db = TestDb::migrated(Engine::Postgres).await;
     let db_name = db.url.rsplit('/').next().expect("db name").to_owned();
     let db_url = db.url.clone();
-    let upstream = host_port(&db_url);
-    let proxy = TcpProxy::start(&upstream).await;
-    let app_url = db_url.replacen(&upstream, &format!("127.0.0.1:{}", proxy.port), 1);
+    let (proxy, app_url) = TcpProxy::in_front_of(&db_url).await;
     let app = Arc::new(TestApp::start_via(db, &app_url, &[("QUEUE_BACKEND", "db")]).await);
     let admin = shared::db::connect(&postgres_admin_url())
         .await

@@ -97,19 +97,13 @@ fn settled(d: &Deployment) -> bool {
 /// not settled.
 async fn report(name: &str, app: &TestApp, model: &str, extra: &str) -> (usize, usize) {
     let rows = model_rows(app, model).await;
-    let owned: BTreeSet<String> = rows
-        .iter()
-        .filter(|d| d.status == DeploymentStatus::Deployed)
-        .filter_map(|d| d.provider_model_id.clone())
-        .collect();
-    let held: BTreeSet<String> = app
+    let ours = app
         .emulator
         .endpoints()
         .into_iter()
         .map(|e| e.name)
-        .filter(|name| name.starts_with(worker::reconciler::ENDPOINT_PREFIX))
-        .collect();
-    let orphaned = held.difference(&owned).count();
+        .filter(|name| name.starts_with(worker::reconciler::ENDPOINT_PREFIX));
+    let orphaned = tests::fault::orphaned_endpoints(ours, &rows).len();
     let terminal = rows.iter().filter(|d| settled(d)).count();
     let lost = rows.len() - terminal;
     tests::fault::report(&format!(
