@@ -396,50 +396,22 @@ impl Reconciler {
         let Some(provider) = self.provider(&deployment) else {
             return Ok(());
         };
-        let handle = saga::endpoint_of(&deployment, provider.as_ref(), &self.ctx.default_instance)
-            .unwrap_or_default();
-        if let Some(handle) = &handle {
-            let call = tokio::time::timeout(self.probe_timeout(), provider.undeploy(handle));
-            match call.await {
-                Ok(Ok(()) | Err(ProviderError::NotFound { .. })) => {}
-                Ok(Err(error)) => {
-                    action("delete_failed");
-                    tracing::warn!(deployment_id = %deployment.id, %error, "reconcile: endpoint delete failed; next pass retries");
-                    return Ok(());
-                }
-                Err(_) => {
-                    action("delete_failed");
-                    return Ok(());
-                }
+        let id = deployment.id;
+        let instance = &self.ctx.default_instance;
+        let delete = saga::delete_and_finish(deployment, provider.as_ref(), instance);
+        let plan = match tokio::time::timeout(self.probe_timeout(), delete).await {
+            Ok(Ok(plan)) => plan,
+            Ok(Err(error)) => {
+                action("delete_failed");
+                tracing::warn!(deployment_id = %id, %error, "reconcile: endpoint delete failed; next pass retries");
+                return Ok(());
             }
-        }
-        let (to, message) = match deployment.status {
-            DeploymentStatus::Undeploying => (
-                DeploymentStatus::Stopped,
-                "endpoint deleted (by the reconciler)".to_owned(),
-            ),
-            _ => (
-                DeploymentStatus::Failed,
-                format!(
-                    "endpoint deleted (by the reconciler); deployment failed: {}",
-                    deployment.error_message.as_deref().unwrap_or("compensated")
-                ),
-            ),
+            Err(_) => {
+                action("delete_failed");
+                return Ok(());
+            }
         };
-        let transition = Transition {
-            to,
-            message,
-            details: handle.map(|h| json!({"provider_model_id": h.provider_model_id})),
-            changes: Changes {
-                provider_status: Some("deleted".into()),
-                is_active: Some(false),
-                ..Changes::default()
-            },
-        };
-        if self
-            .commit(Plan::transition(deployment, transition))
-            .await?
-        {
+        if self.commit(plan).await? {
             report.finished += 1;
             action("delete_finished");
         }

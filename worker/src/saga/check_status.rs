@@ -18,8 +18,9 @@ use shared::domain::{DeploymentStatus, ModelId};
 use shared::provider::{EndpointStatus, ProviderError};
 use shared::queue::{Envelope, MessageKind};
 
+use super::finish::delete_and_finish;
 use super::serving::Observation;
-use super::spec::{endpoint_of, handle_of, spec_of};
+use super::spec::{handle_of, spec_of};
 use super::{Plan, Step, StepInput};
 
 /// Decides a `check_status` command.
@@ -177,39 +178,10 @@ fn started_at(envelope: &Envelope) -> Option<DateTime<Utc>> {
 }
 
 async fn compensate(input: StepInput<'_>) -> Step {
-    let (handle, unnamed) = match endpoint_of(
-        &input.deployment,
-        input.provider.as_ref(),
-        &input.ctx.default_instance,
-    ) {
-        Ok(handle) => (handle, None),
-        Err(reason) => (None, Some(reason)),
-    };
-    let result = match &handle {
-        Some(handle) => input.provider.undeploy(handle).await,
-        None => Ok(()),
-    };
-    match result {
-        Ok(()) | Err(ProviderError::NotFound { .. }) => {
-            let reason = input
-                .deployment
-                .error_message
-                .clone()
-                .unwrap_or_else(|| "deploy failed".into());
-            let deleted = match unnamed {
-                None => "endpoint deleted".to_owned(),
-                Some(why) => format!(
-                    "no endpoint name known ({why}); the orphan sweep deletes any endpoint left"
-                ),
-            };
-            let mut t = transition(
-                DeploymentStatus::Failed,
-                &format!("{deleted}; deployment failed: {reason}"),
-                None,
-            );
-            t.changes.provider_status = Some("deleted".into());
-            Step::Commit(Plan::transition(input.deployment, t))
-        }
+    let provider = input.provider.clone();
+    let deployment = input.deployment.clone();
+    match delete_and_finish(deployment, provider.as_ref(), &input.ctx.default_instance).await {
+        Ok(plan) => Step::Commit(plan),
         Err(error) if error.is_retryable() => input.retry(&error),
         Err(error) => {
             let reason = format!("compensation failed, endpoint may still exist: {error}");

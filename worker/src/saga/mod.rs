@@ -17,12 +17,14 @@
 
 mod check_status;
 mod deploy;
+mod finish;
 mod plan;
 mod retire;
 pub mod serving;
 mod spec;
 mod undeploy;
 
+pub use finish::delete_and_finish;
 pub use spec::endpoint_of;
 
 use std::sync::Arc;

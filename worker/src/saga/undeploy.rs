@@ -6,10 +6,9 @@
 use serde_json::json;
 use shared::db::deployments::{Changes, Transition};
 use shared::domain::DeploymentStatus;
-use shared::provider::ProviderError;
 use shared::queue::MessageKind;
 
-use super::spec::endpoint_of;
+use super::finish::delete_and_finish;
 use super::{Plan, Step, StepInput};
 
 /// Decides an `undeploy` command.
@@ -38,31 +37,10 @@ pub(crate) fn start(input: StepInput<'_>, why: &str) -> Step {
 }
 
 async fn delete(input: StepInput<'_>) -> Step {
-    // An unreadable spec with no recorded name leaves nothing to name here; the orphan
-    // sweep finds such an endpoint by its prefix.
-    let handle = endpoint_of(
-        &input.deployment,
-        input.provider.as_ref(),
-        &input.ctx.default_instance,
-    )
-    .unwrap_or_default();
-    let result = match &handle {
-        Some(handle) => input.provider.undeploy(handle).await,
-        None => Ok(()),
-    };
-    match result {
-        Ok(()) | Err(ProviderError::NotFound { .. }) => {
-            let t = Transition {
-                to: DeploymentStatus::Stopped,
-                message: "endpoint deleted".into(),
-                details: handle.map(|h| json!({"provider_model_id": h.provider_model_id})),
-                changes: Changes {
-                    provider_status: Some("deleted".into()),
-                    ..Changes::default()
-                },
-            };
-            Step::Commit(Plan::transition(input.deployment, t))
-        }
+    let provider = input.provider.clone();
+    let deployment = input.deployment.clone();
+    match delete_and_finish(deployment, provider.as_ref(), &input.ctx.default_instance).await {
+        Ok(plan) => Step::Commit(plan),
         Err(error) if error.is_retryable() => input.retry(&error),
         Err(error) => Step::DeadLetter {
             plan: Some(Plan::events_only(input.deployment).with_event(
