@@ -12,6 +12,7 @@ use shared::config::{AuthBackend, Secret, Settings};
 use shared::db::outbox::Route;
 use shared::provider::ProviderRegistry;
 use shared::queue::{self, QueueOptions};
+use shared::runtime::{ShutdownTrigger, Tasks};
 use tokio::net::TcpListener;
 
 use crate::activity::{self, PredictionClock};
@@ -32,6 +33,10 @@ pub struct Application {
     dev_api_key: Option<Secret>,
     db: DatabaseConnection,
     activity: Arc<PredictionClock>,
+    /// Fired when [`Application::run_until_stopped`]'s shutdown future resolves.
+    trigger: ShutdownTrigger,
+    /// The supervisor of the API's own loops (reported on `/ready`).
+    tasks: Tasks,
 }
 
 impl Application {
@@ -97,7 +102,18 @@ impl Application {
             .context("connecting to the queue")?;
         let routing = Arc::new(RoutingCache::new(settings.api.routing_ttl, 100_000));
         let activity = Arc::new(PredictionClock::default());
-        tokio::spawn(record_activity(db.clone(), Arc::downgrade(&activity)));
+        let trigger = ShutdownTrigger::new();
+        let tasks = Tasks::new(trigger.subscribe());
+        tasks.every("activity_flush", activity::FLUSH_EVERY, None, {
+            let (db, clock) = (db.clone(), activity.clone());
+            move || {
+                let (db, clock) = (db.clone(), clock.clone());
+                async move {
+                    clock.flush(&db).await;
+                    Ok(())
+                }
+            }
+        });
         let state = AppState::new(Services {
             db: db.clone(),
             settings: Arc::new(settings),
@@ -107,6 +123,7 @@ impl Application {
             queue,
             routing,
             activity: activity.clone(),
+            tasks: tasks.clone(),
         });
         let router = app(state, usage);
         Ok(Self {
@@ -115,7 +132,14 @@ impl Application {
             dev_api_key: None,
             db,
             activity,
+            trigger,
+            tasks,
         })
+    }
+
+    /// The supervisor of the API's loops (`dev` adds the worker's to its `/ready`).
+    pub fn tasks(&self) -> &Tasks {
+        &self.tasks
     }
 
     /// The key a `static` authenticator built from configuration accepts
@@ -144,20 +168,11 @@ impl Application {
         .with_graceful_shutdown(shutdown)
         .await
         .context("serving the API")?;
+        self.trigger.trigger();
+        self.tasks.join().await;
         self.activity.flush(&self.db).await;
         shared::telemetry::cloudwatch::flush();
         Ok(())
-    }
-}
-
-/// Writes prediction times every [`activity::FLUSH_EVERY`] while the application lives.
-async fn record_activity(db: DatabaseConnection, clock: std::sync::Weak<PredictionClock>) {
-    let mut tick = tokio::time::interval(activity::FLUSH_EVERY);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        let Some(clock) = clock.upgrade() else { return };
-        clock.flush(&db).await;
     }
 }
 

@@ -51,4 +51,6 @@ pub struct Services {
     pub routing: Arc<RoutingCache>,
     /// When each deployment last answered a prediction.
     pub activity: Arc<PredictionClock>,
+    /// The supervisor of the API's loops (and, in `dev`, the worker's), for `/ready`.
+    pub tasks: shared::runtime::Tasks,
 }

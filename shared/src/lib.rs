@@ -12,6 +12,8 @@
 //! - [`request`]: deploy requests validated into new deployments.
 //! - [`provider`]: the provider trait, its registry, HuggingFace and `http`
 //!   (docs/design/providers.md).
+//! - [`runtime`]: backoff, bounded waits, the stop signal and the supervisor of background
+//!   loops (docs/design/runtime.md).
 //! - [`telemetry`]: logging set-up.
 
 pub mod config;
@@ -22,4 +24,5 @@ pub mod mlflow;
 pub mod provider;
 pub mod queue;
 pub mod request;
+pub mod runtime;
 pub mod telemetry;

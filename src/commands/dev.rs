@@ -11,7 +11,7 @@ use emulator::{Emulator, EmulatorConfig, EmulatorHandle};
 use migrations::{Migrator, MigratorTrait};
 use shared::config::{Environment, QueueBackend, Secret};
 use shared::provider::{ProviderRegistry, ProvidersConfig};
-use tokio::sync::watch;
+use shared::runtime::ShutdownTrigger;
 
 use super::{Failure, load_serving_settings, shutdown_signal};
 
@@ -65,14 +65,19 @@ pub async fn run(port: u16, data_dir: PathBuf) -> Result<(), Failure> {
     };
     print_banner(app.local_addr().port(), &database, &key, &hf);
 
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let api_task = tokio::spawn(app.run_until_stopped(stopped(stop_rx.clone())));
-    let worker_task = tokio::spawn(worker.run_until_stopped(stopped(stop_rx)));
+    // One `/ready` for the whole process: the API reports the worker's loops with its own.
+    app.tasks().report_with(&worker.tasks());
+    let stop = ShutdownTrigger::new();
+    let api_task = tokio::spawn(app.run_until_stopped({
+        let stopped = stop.subscribe();
+        async move { stopped.wait().await }
+    }));
+    let worker_task = tokio::spawn(worker.run_until_stopped({
+        let stopped = stop.subscribe();
+        async move { stopped.wait().await }
+    }));
     shutdown_signal().await;
-    let _ = stop_tx.send(true);
+    stop.trigger();
     api_task.await.context("API task")??;
     worker_task.await.context("worker task")??;
     drop(emulator);

@@ -25,13 +25,13 @@ pub async fn worker() -> Result<(), Failure> {
     .await?;
     tracing::info!(address = %metrics.local_addr(), "worker metrics listening");
     let worker = worker::Worker::build(settings).await?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let metrics_task = tokio::spawn(metrics.run_until_stopped(async move {
-        let mut stop_rx = stop_rx;
-        let _ = stop_rx.wait_for(|s| *s).await;
-    }));
+    let stop = shared::runtime::ShutdownTrigger::new();
+    let stopped = stop.subscribe();
+    let metrics_task = tokio::spawn(
+        metrics.run_until_stopped(worker.tasks(), async move { stopped.wait().await }),
+    );
     worker.run_until_stopped(shutdown_signal()).await?;
-    let _ = stop_tx.send(true);
+    stop.trigger();
     metrics_task
         .await
         .map_err(|e| anyhow::anyhow!("worker metrics task: {e}"))??;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use sea_orm::EntityTrait;
 use shared::db::entities::processed_messages;
 use shared::queue::{Delivery, Queue, QueueError};
+use shared::runtime::Shutdown;
 use tracing::Instrument;
 
 use crate::saga::{self, Applied, Context, Step};
@@ -47,9 +48,30 @@ impl Consumer {
         self
     }
 
+    /// The database its steps write to.
+    pub fn db(&self) -> &sea_orm::DatabaseConnection {
+        &self.ctx.db
+    }
+
+    /// How often a healthy handler loop beats: one wait for a message plus one step (its
+    /// timeout) plus settling it.
+    pub fn period(&self) -> Duration {
+        self.wait + self.ctx.settings.step_timeout + Duration::from_secs(30)
+    }
+
     /// Takes at most one message and handles it.
     pub async fn try_process_one(&self) -> Result<Outcome, QueueError> {
-        let Some(delivery) = self.queue.receive(self.wait).await? else {
+        self.try_process_one_until(&Shutdown::never()).await
+    }
+
+    /// Like [`Consumer::try_process_one`], but waiting for a message ends at `shutdown`
+    /// ([`Outcome::Empty`]); a message already received is handled to the end.
+    pub async fn try_process_one_until(&self, shutdown: &Shutdown) -> Result<Outcome, QueueError> {
+        let received = tokio::select! {
+            received = self.queue.receive(self.wait) => received?,
+            () = shutdown.wait() => None,
+        };
+        let Some(delivery) = received else {
             return Ok(Outcome::Empty);
         };
         let envelope = delivery.envelope().clone();

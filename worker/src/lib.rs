@@ -23,6 +23,7 @@ pub mod metrics_server;
 pub mod mlflow;
 pub mod reconciler;
 pub mod relay;
+pub mod retention;
 pub mod saga;
 pub mod startup;
 

@@ -26,7 +26,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use futures_util::StreamExt;
@@ -37,8 +37,10 @@ use shared::db::{DbError, lease, outbox};
 use shared::domain::{DeploymentId, DeploymentStatus};
 use shared::provider::{EndpointHandle, Provider, ProviderError};
 use shared::queue::{Envelope, MessageKind, Queue};
+use shared::runtime::{Heartbeat, Shutdown};
 use shared::telemetry::metrics::names;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::saga::serving::{self, Observation};
@@ -61,6 +63,8 @@ pub struct Reconciler {
     /// The command queue (its depth tells whether a broker still holds commands).
     queue: Arc<dyn Queue>,
     holder: String,
+    /// Whether this process holds the lease (asked by the other leader-only loops).
+    leadership: lease::Leadership,
     /// When the sweep first saw an endpoint the provider gives no creation time for.
     first_seen: Mutex<HashMap<String, Instant>>,
 }
@@ -92,6 +96,7 @@ impl Reconciler {
             ctx,
             queue,
             holder,
+            leadership: lease::Leadership::default(),
             first_seen: Mutex::new(HashMap::new()),
         }
     }
@@ -99,6 +104,12 @@ impl Reconciler {
     /// This process's holder id in `leader_leases`.
     pub fn holder(&self) -> &str {
         &self.holder
+    }
+
+    /// Whether this process leads (the MLflow status sync, the cost gauges and retention run
+    /// only where this is true).
+    pub fn leadership(&self) -> &lease::Leadership {
+        &self.leadership
     }
 
     /// Takes or renews the lease; whether this process leads now.
@@ -112,25 +123,36 @@ impl Reconciler {
     async fn hold_lease_until(&self) -> Option<Instant> {
         let ttl = self.ctx.settings.reconcile.leader_lease;
         let sent = Instant::now();
-        match lease::try_hold(&self.ctx.db, LEASE, &self.holder, ttl).await {
+        let until = match lease::try_hold(&self.ctx.db, LEASE, &self.holder, ttl).await {
             Ok(token) => token.map(|_| sent + ttl - ttl / 10),
             Err(error) => {
                 tracing::warn!(%error, "cannot reach the leader lease; not leading");
                 None
             }
-        }
+        };
+        self.leadership.hold_until(until);
+        until
     }
 
-    /// Leads when it can, running a pass every interval, until `stop` turns true; then
-    /// gives the lease up.
-    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    /// How often [`Reconciler::run`] beats: each lease renewal.
+    pub fn period(&self) -> Duration {
+        let settings = &self.ctx.settings.reconcile;
+        settings
+            .interval
+            .min((settings.leader_lease / 3).max(Duration::from_millis(200)))
+    }
+
+    /// Leads when it can, running a pass every interval, until `shutdown`; then gives the
+    /// lease up. Beats `heartbeat` at every lease renewal.
+    pub async fn run(self: Arc<Self>, heartbeat: Heartbeat, shutdown: Shutdown) {
         let settings = self.ctx.settings.reconcile.clone();
         let renew_every = (settings.leader_lease / 3).max(Duration::from_millis(200));
         let tick = settings.interval.min(renew_every);
         let leader_gauge = metrics::gauge!(names::LEADER);
         let mut leading = false;
         let mut last_pass: Option<Instant> = None;
-        while !*stop.borrow() {
+        while !shutdown.is_triggered() {
+            heartbeat.beat();
             let now_leading = self.hold_lease().await;
             if now_leading != leading {
                 if now_leading {
@@ -143,7 +165,7 @@ impl Reconciler {
             leader_gauge.set(if leading { 1.0 } else { 0.0 });
             if leading && last_pass.is_none_or(|at| at.elapsed() >= settings.interval) {
                 last_pass = Some(Instant::now());
-                match self.pass_while_leading(renew_every).await {
+                match self.pass_while_leading(renew_every, &heartbeat).await {
                     Some(Ok(report)) => {
                         metrics::counter!(names::RECONCILE_PASSES, "outcome" => "ok").increment(1);
                         tracing::debug!(?report, "reconcile pass done");
@@ -155,16 +177,15 @@ impl Reconciler {
                     }
                     None => {
                         leading = false;
+                        self.leadership.hold_until(None);
                         leader_gauge.set(0.0);
                         tracing::warn!("reconcile pass abandoned: the lease was lost");
                     }
                 }
             }
-            tokio::select! {
-                _ = tokio::time::sleep(tick) => {}
-                _ = stop.changed() => {}
-            }
+            shutdown.sleep(tick).await;
         }
+        self.leadership.hold_until(None);
         if leading && let Err(error) = lease::release(&self.ctx.db, LEASE, &self.holder).await {
             tracing::warn!(%error, "could not release the leader lease; it expires by itself");
         }
@@ -177,6 +198,7 @@ impl Reconciler {
     async fn pass_while_leading(
         &self,
         renew_every: Duration,
+        heartbeat: &Heartbeat,
     ) -> Option<Result<PassReport, DbError>> {
         let mut valid_until = self.hold_lease_until().await?;
         let pass = self.pass();
@@ -186,10 +208,11 @@ impl Reconciler {
                 result = &mut pass => return Some(result),
                 _ = tokio::time::sleep(renew_every) => {
                     valid_until = self.hold_lease_until().await?;
+                    heartbeat.beat();
                 }
                 // A renewal that did not come back in time (a stalled process, a slow
                 // database): stop before another worker may take over.
-                _ = tokio::time::sleep_until(valid_until.into()) => return None,
+                _ = tokio::time::sleep_until(valid_until) => return None,
             }
         }
     }

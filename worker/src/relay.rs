@@ -5,25 +5,45 @@
 //! producers write straight into the queue table. A row is marked published only after the
 //! broker confirmed it, so a crash in between publishes it again on restart: at-least-once,
 //! and consumers' inbox makes the duplicate harmless. A row's `available_at` becomes the
-//! publish delay, so order of creation is kept and the queue does the waiting. On
-//! PostgreSQL each batch runs in a transaction holding an advisory lock, so with many
-//! workers one relay publishes at a time and the order holds; SQLite (one process, `dev`)
-//! needs no lock.
+//! publish delay, so order of creation is kept and the queue does the waiting.
+//!
+//! - **One relay at a time**: the relay holds the lease `outbox_relay` (`db::lease`, judged by
+//!   the database's clock) while it publishes, so with many workers the order holds. No
+//!   database transaction or lock is held across a broker round trip: rows are read, each is
+//!   published, then marked with its own short statement.
+//! - **No row blocks the others**: a row the broker refuses (`QueueError::Rejected`, e.g. too
+//!   large for SQS) has the failure counted in `attempts` and `last_error`; the rows behind
+//!   it flow, except later rows of the same deployment (their order matters). After
+//!   `RELAY_MAX_ATTEMPTS` the row is **parked** (`parked_at`), with a `command_parked` event on
+//!   its deployment and `hokusai_outbox_parked_total`; the reconciler then sees a deployment
+//!   whose command the database no longer holds and moves it on. A broker that is down
+//!   (`Unavailable`) spends no attempt: the batch stops and is tried again after a backoff.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Statement, TransactionTrait,
-};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use serde_json::json;
+use shared::db::deployments;
 use shared::db::entities::outbox::{self, Column, Entity};
-use shared::queue::Queue;
+use shared::db::lease;
+use shared::domain::DeploymentId;
+use shared::queue::{Queue, QueueError};
+use shared::runtime::{Backoff, Heartbeat, Shutdown};
+use shared::telemetry::metrics::names;
+use uuid::Uuid;
 
-/// Advisory lock key of the relay ("hokusai relay" in ASCII, shortened to 63 bits).
-const LOCK_KEY: i64 = 0x686b_7265_6c61_7900;
+/// The relay's lease in `leader_leases`.
+pub const LEASE: &str = "outbox_relay";
+/// How long the relay's lease lasts without renewal (renewed before every batch).
+const LEASE_TTL: Duration = Duration::from_secs(15);
+/// How often a healthy relay beats (a batch's publishes are bounded by the queue's timeouts).
+pub const PERIOD: Duration = Duration::from_secs(30);
+/// Pauses after failed batches.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
 
 /// Publishes outbox rows to one queue.
 pub struct Relay {
@@ -33,6 +53,21 @@ pub struct Relay {
     source: String,
     batch: u64,
     idle: Duration,
+    max_attempts: i32,
+    holder: String,
+}
+
+/// What one batch did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Rows published.
+    pub published: usize,
+    /// Rows the broker refused this time (counted, left for later).
+    pub failed: usize,
+    /// Rows parked now.
+    pub parked: usize,
+    /// Rows read.
+    pub read: usize,
 }
 
 impl Relay {
@@ -44,6 +79,8 @@ impl Relay {
             queue,
             batch: 100,
             idle: Duration::from_millis(200),
+            max_attempts: 10,
+            holder: format!("relay-{}-{}", std::process::id(), Uuid::new_v4().simple()),
         }
     }
 
@@ -54,88 +91,161 @@ impl Relay {
         self
     }
 
-    /// Publishes at most one batch of pending rows, oldest first. Returns how many were
-    /// published; rows published before an error stay marked.
-    pub async fn try_relay_batch(&self) -> anyhow::Result<usize> {
-        if self.db.get_database_backend() != DatabaseBackend::Postgres {
-            return self.relay(&self.db).await;
-        }
-        let txn = self.db.begin().await?;
-        let locked = txn
-            .query_one_raw(Statement::from_sql_and_values(
-                DatabaseBackend::Postgres,
-                "SELECT pg_try_advisory_xact_lock($1) AS locked",
-                [LOCK_KEY.into()],
-            ))
-            .await?
-            .map(|row| row.try_get::<bool>("", "locked"))
-            .transpose()?
-            .unwrap_or(false);
-        if !locked {
-            return Ok(0);
-        }
-        let outcome = self.relay(&txn).await;
-        txn.commit().await?;
-        outcome
+    /// Parks a row after `attempts` refused publishes (`RELAY_MAX_ATTEMPTS`).
+    pub fn parking_after(mut self, attempts: u32) -> Self {
+        self.max_attempts = i32::try_from(attempts.max(1)).unwrap_or(i32::MAX);
+        self
     }
 
-    async fn relay<C: ConnectionTrait>(&self, conn: &C) -> anyhow::Result<usize> {
+    /// Publishes at most one batch of pending rows, oldest first, if this relay holds the
+    /// relay lease (another worker's relay publishing means nothing to do here). Returns how
+    /// many were published; rows published before an error stay marked.
+    pub async fn try_relay_batch(&self) -> anyhow::Result<usize> {
+        Ok(self.relay_batch().await?.published)
+    }
+
+    /// Like [`Relay::try_relay_batch`], with the whole report.
+    pub async fn relay_batch(&self) -> anyhow::Result<BatchReport> {
+        if lease::try_hold(&self.db, LEASE, &self.holder, LEASE_TTL)
+            .await?
+            .is_none()
+        {
+            return Ok(BatchReport::default());
+        }
         let rows = Entity::find()
             .filter(Column::PublishedAt.is_null())
+            .filter(Column::ParkedAt.is_null())
             .filter(Column::Queue.eq(self.source.as_str()))
             .order_by_asc(Column::CreatedAt)
             .order_by_asc(Column::Id)
             .limit(self.batch)
-            .all(conn)
+            .all(&self.db)
             .await?;
-        let mut published = 0;
+        let mut report = BatchReport {
+            read: rows.len(),
+            ..BatchReport::default()
+        };
+        // Deployments with a refused row in this batch: their later rows wait (order).
+        let mut held_back: HashSet<Option<String>> = HashSet::new();
         for row in rows {
-            self.publish(&row).await?;
-            Entity::update_many()
-                .col_expr(Column::PublishedAt, Expr::value(Utc::now()))
-                .filter(Column::Id.eq(row.id))
-                .exec(conn)
-                .await?;
-            published += 1;
+            let deployment = deployment_of(&row);
+            if held_back.contains(&deployment) {
+                continue;
+            }
+            match self.publish(&row).await {
+                Ok(()) => {
+                    Entity::update_many()
+                        .col_expr(Column::PublishedAt, Expr::value(Utc::now()))
+                        .filter(Column::Id.eq(row.id))
+                        .exec(&self.db)
+                        .await?;
+                    report.published += 1;
+                }
+                Err(QueueError::Rejected(reason)) => {
+                    held_back.insert(deployment);
+                    if self.refused(&row, &reason).await? {
+                        report.parked += 1;
+                    } else {
+                        report.failed += 1;
+                    }
+                }
+                Err(other) => return Err(other.into()),
+            }
         }
-        Ok(published)
+        Ok(report)
     }
 
-    async fn publish(&self, row: &outbox::Model) -> anyhow::Result<()> {
+    /// Counts a refused publish of `row`; parks it at the limit. Returns whether it parked.
+    async fn refused(&self, row: &outbox::Model, reason: &str) -> anyhow::Result<bool> {
+        let attempts = row.attempts + 1;
+        let park = attempts >= self.max_attempts;
+        let mut update = Entity::update_many()
+            .col_expr(Column::Attempts, Expr::value(attempts))
+            .col_expr(Column::LastError, Expr::value(reason))
+            .filter(Column::Id.eq(row.id));
+        if park {
+            update = update.col_expr(Column::ParkedAt, Expr::value(Utc::now()));
+        }
+        update.exec(&self.db).await?;
+        if !park {
+            tracing::warn!(message_id = %row.id, attempts, reason, "the queue refused an outbox row; the rows behind it go on");
+            return Ok(false);
+        }
+        metrics::counter!(names::OUTBOX_PARKED).increment(1);
+        tracing::error!(message_id = %row.id, attempts, reason, "outbox row parked after RELAY_MAX_ATTEMPTS refused publishes");
+        let deployment = deployment_of(row)
+            .and_then(|id| id.parse::<Uuid>().ok())
+            .map(DeploymentId);
+        if let Some(id) = deployment
+            && let Some(current) = deployments::get(&self.db, id).await?
+        {
+            let message = format!(
+                "the queue refused this deployment's command {attempts} times; parked (RELAY_MAX_ATTEMPTS): {reason}"
+            );
+            let details = json!({"message_id": row.id, "attempts": attempts, "error": reason});
+            deployments::record_event(
+                &self.db,
+                &current,
+                "command_parked",
+                Some(current.status),
+                &message,
+                Some(details),
+            )
+            .await?;
+        }
+        Ok(true)
+    }
+
+    async fn publish(&self, row: &outbox::Model) -> Result<(), QueueError> {
         let delay = row
             .available_at
             .and_then(|at| (at - Utc::now()).to_std().ok())
             .filter(|d| !d.is_zero());
-        let body = serde_json::to_vec(&row.payload)?;
+        let body = serde_json::to_vec(&row.payload)
+            .map_err(|e| QueueError::Rejected(format!("unserialisable payload: {e}")))?;
         self.queue.publish_bytes(body, delay).await?;
         shared::queue::count(self.queue.name(), shared::queue::Event::Published);
         tracing::debug!(message_id = %row.id, queue = %row.queue, "relayed");
         Ok(())
     }
 
-    /// Relays until `shutdown` completes: a full batch is followed at once by the next, an
-    /// empty one by a short pause, an error by a longer one (the rows stay pending).
-    pub async fn run_until_stopped(
-        self,
-        shutdown: impl std::future::Future<Output = ()>,
-    ) -> anyhow::Result<()> {
-        tokio::pin!(shutdown);
-        loop {
-            let pause = tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                outcome = self.try_relay_batch() => match outcome {
-                    Ok(n) if n as u64 >= self.batch => Duration::ZERO,
-                    Ok(_) => self.idle,
-                    Err(err) => {
-                        tracing::warn!(error = %err, "outbox relay failed; retrying");
-                        self.idle * 10
+    /// Relays until `shutdown`: a full batch is followed at once by the next, an empty one
+    /// by a short pause, an error by a backoff (the rows stay pending). Beats `heartbeat`
+    /// after every batch; gives the relay lease up on the way out.
+    pub async fn run(&self, heartbeat: Heartbeat, shutdown: Shutdown) {
+        let mut failures = 0;
+        while !shutdown.is_triggered() {
+            let pause = match self.relay_batch().await {
+                Ok(report) => {
+                    failures = 0;
+                    if report.read as u64 >= self.batch && report.published > 0 {
+                        Duration::ZERO
+                    } else {
+                        self.idle
                     }
-                },
+                }
+                Err(err) => {
+                    let delay = BACKOFF.delay(failures);
+                    failures += 1;
+                    tracing::warn!(error = %format!("{err:#}"), retry_in = ?delay, "outbox relay failed; retrying");
+                    delay
+                }
             };
-            tokio::select! {
-                () = &mut shutdown => return Ok(()),
-                () = tokio::time::sleep(pause) => {}
+            heartbeat.beat();
+            if shutdown.sleep(pause).await {
+                break;
             }
         }
+        if let Err(error) = lease::release(&self.db, LEASE, &self.holder).await {
+            tracing::warn!(%error, "could not release the relay lease; it expires by itself");
+        }
     }
+}
+
+/// The deployment a row's envelope names.
+fn deployment_of(row: &outbox::Model) -> Option<String> {
+    row.payload
+        .get("deployment_id")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
 }

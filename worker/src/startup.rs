@@ -1,5 +1,12 @@
-//! Building and running a worker: N concurrent handlers over one queue, stopping gracefully
-//! (no new message is taken after the shutdown signal; the ones in hand are finished).
+//! Building and running a worker: N concurrent handlers over one queue and the worker's
+//! other loops, every one under the supervisor (`shared::runtime::Tasks`: restarted when it
+//! panics, reported on `GET /ready`), stopping gracefully (no new message is taken after the
+//! shutdown signal; the ones in hand are finished).
+//!
+//! Loops: `consumer_{n}` (every worker), `outbox_relay` (broker backends; one publisher at a
+//! time through its own lease), `reconciler` (acts while it holds the leader lease), and the
+//! leader-only periodic jobs `gauges` and `retention`; with MLflow, `mlflow_intake`,
+//! `mlflow_sync` (leader only) and `mlflow_reconcile`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,7 +18,7 @@ use shared::config::Settings;
 use shared::db::outbox::Route;
 use shared::provider::{InstanceSpec, ProviderRegistry};
 use shared::queue::{self, Queue, QueueOptions};
-use tokio::sync::watch;
+use shared::runtime::{Backoff, Heartbeat, Shutdown, ShutdownTrigger, Tasks};
 
 use crate::consumer::{Consumer, Outcome};
 use crate::gauges::Gauges;
@@ -34,6 +41,12 @@ pub struct Worker {
     gauges: Arc<Gauges>,
     /// The reconciler (it acts only while this process holds the leader lease).
     reconciler: Arc<Reconciler>,
+    /// `RETENTION_DAYS`.
+    retention: Duration,
+    /// Fired by [`Worker::run_until_stopped`] when its shutdown future resolves.
+    trigger: ShutdownTrigger,
+    /// The supervisor of every loop.
+    tasks: Tasks,
 }
 
 impl Worker {
@@ -60,7 +73,8 @@ impl Worker {
         if let Err(error) = db.execute_unprepared(probe).await {
             bail!("the database schema is missing ({error}); run `hokusai-serve migrate up`");
         }
-        let options = QueueOptions::from_settings(&settings.queue);
+        let options =
+            QueueOptions::from_settings(&settings.queue).with_prefetch(settings.worker.concurrency);
         let queue = queue::connect(&settings.queue, Some(&db), options)
             .await
             .context("connecting to the queue")?;
@@ -88,8 +102,11 @@ impl Worker {
                 instance_size: hf.default_instance_size.clone(),
             },
         };
-        let relay = (ctx.route == Route::Relay)
-            .then(|| Relay::new(ctx.db.clone(), queue.clone()).relaying(queue::DEPLOYMENTS_QUEUE));
+        let relay = (ctx.route == Route::Relay).then(|| {
+            Relay::new(ctx.db.clone(), queue.clone())
+                .relaying(queue::DEPLOYMENTS_QUEUE)
+                .parking_after(settings.worker.relay_max_attempts)
+        });
         let mlflow = MlflowContext::from_settings(&settings, ctx.db.clone(), ctx.providers.clone())
             .unwrap_or_else(|error| {
                 tracing::error!(%error, "MLflow integration disabled: cannot build its client");
@@ -103,6 +120,8 @@ impl Worker {
         let ctx = Arc::new(ctx);
         let reconciler = Arc::new(Reconciler::new(ctx.clone(), queue.clone()));
         let consumer = Consumer::new(queue.clone(), ctx);
+        let trigger = ShutdownTrigger::new();
+        let tasks = Tasks::new(trigger.subscribe());
         Self {
             consumer,
             reconciler,
@@ -111,7 +130,15 @@ impl Worker {
             relay,
             mlflow,
             gauges,
+            retention: settings.worker.retention,
+            trigger,
+            tasks,
         }
+    }
+
+    /// The supervisor of this worker's loops (what `GET /ready` reports).
+    pub fn tasks(&self) -> Tasks {
+        self.tasks.clone()
     }
 
     /// The consumer, for driving steps one at a time.
@@ -145,9 +172,8 @@ impl Worker {
         self.relay.as_ref()
     }
 
-    /// Works until `shutdown` resolves, then finishes the messages in hand. With
-    /// `MLFLOW_TRACKING_URI` set, the MLflow intake, status sync and reconciliation loops
-    /// run alongside the handlers and stop with them.
+    /// Works until `shutdown` resolves, then finishes the messages in hand. Every loop runs
+    /// under [`Worker::tasks`]; with `MLFLOW_TRACKING_URI` set, the MLflow loops too.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send,
@@ -157,53 +183,94 @@ impl Worker {
             concurrency = self.concurrency,
             "worker started"
         );
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let mut handlers: Vec<_> = (0..self.concurrency)
-            .map(|_| tokio::spawn(handle_until_stopped(self.consumer.clone(), stop_rx.clone())))
-            .collect();
-        if let Some(relay) = self.relay {
-            let mut stop = stop_rx.clone();
-            handlers.push(tokio::spawn(async move {
-                let stopped = async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                };
-                if let Err(error) = relay.run_until_stopped(stopped).await {
-                    tracing::error!(error = %format!("{error:#}"), "outbox relay stopped");
-                }
-            }));
+        let tasks = self.tasks.clone();
+        // Handlers long-poll: SQS answers as soon as a message arrives, within 20 s.
+        let consumer = self.consumer.clone().with_wait(LONG_POLL);
+        let period = consumer.period();
+        for n in 0..self.concurrency {
+            let consumer = consumer.clone();
+            tasks.supervise(
+                format!("consumer_{n}"),
+                period,
+                move |heartbeat, shutdown| {
+                    handle_until_stopped(consumer.clone(), heartbeat, shutdown)
+                },
+            );
         }
+        if let Some(relay) = self.relay {
+            let relay = Arc::new(relay);
+            tasks.supervise(
+                "outbox_relay",
+                crate::relay::PERIOD,
+                move |heartbeat, shutdown| {
+                    let relay = relay.clone();
+                    async move { relay.run(heartbeat, shutdown).await }
+                },
+            );
+        }
+        let reconciler = self.reconciler.clone();
+        tasks.supervise(
+            "reconciler",
+            reconciler.period(),
+            move |heartbeat, shutdown| reconciler.clone().run(heartbeat, shutdown),
+        );
+        let leadership = self.reconciler.leadership().clone();
         let gauges = self.gauges.clone();
-        handlers.push(tokio::spawn({
-            let stop = stop_rx.clone();
-            async move { gauges.run(stop).await }
-        }));
-        handlers.push(tokio::spawn({
-            let stop = stop_rx.clone();
-            let reconciler = self.reconciler.clone();
-            async move { reconciler.run(stop).await }
-        }));
-        let mlflow_loops = match self.mlflow {
-            Some(mlflow) => mlflow.spawn(stop_rx.clone()),
-            None => Vec::new(),
-        };
+        tasks.every(
+            "gauges",
+            crate::gauges::EVERY,
+            Some(leadership.predicate()),
+            move || {
+                let gauges = gauges.clone();
+                async move { gauges.refresh().await }
+            },
+        );
+        let db = self.consumer.db().clone();
+        let retention = self.retention;
+        tasks.every(
+            "retention",
+            crate::retention::PERIOD,
+            Some(leadership.predicate()),
+            move || {
+                let db = db.clone();
+                async move {
+                    crate::retention::prune_once(&db, retention).await?;
+                    Ok(())
+                }
+            },
+        );
+        if let Some(mlflow) = self.mlflow {
+            mlflow.supervise(&tasks, &leadership);
+        }
         shutdown.await;
         tracing::info!("worker stopping: finishing the messages in hand");
-        let _ = stop_tx.send(true);
-        for handler in handlers.into_iter().chain(mlflow_loops) {
-            handler.await.context("a worker handler panicked")?;
-        }
+        self.trigger.trigger();
+        tasks.join().await;
         tracing::info!("worker stopped");
         Ok(())
     }
 }
 
-async fn handle_until_stopped(consumer: Consumer, stop: watch::Receiver<bool>) {
-    while !*stop.borrow() {
-        match consumer.try_process_one().await {
-            Ok(Outcome::Processed | Outcome::Empty) => {}
+/// How long a handler waits for a message in one call (SQS's longest long poll).
+const LONG_POLL: Duration = Duration::from_secs(20);
+/// Delays after the queue failed under a handler.
+const QUEUE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+
+async fn handle_until_stopped(consumer: Consumer, heartbeat: Heartbeat, shutdown: Shutdown) {
+    let mut failures = 0;
+    while !shutdown.is_triggered() {
+        // Waiting for a message stops at the shutdown signal; a message in hand is finished.
+        let outcome = consumer.try_process_one_until(&shutdown).await;
+        heartbeat.beat();
+        match outcome {
+            Ok(Outcome::Processed | Outcome::Empty) => failures = 0,
             Err(error) => {
-                tracing::warn!(%error, "queue unavailable; retrying in 1 s");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                let delay = QUEUE_BACKOFF.delay(failures);
+                failures += 1;
+                tracing::warn!(%error, retry_in = ?delay, "queue unavailable; retrying");
+                if shutdown.sleep(delay).await {
+                    return;
+                }
             }
         }
     }

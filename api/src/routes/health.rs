@@ -59,6 +59,15 @@ pub(super) struct Readiness {
     /// Each dependency: `{"database": "ok" | "unreachable"}`.
     #[schema(value_type = Object)]
     checks: Value,
+    /// What makes the process unready: `database` and the names of loops that are not
+    /// running and beating.
+    failing: Vec<String>,
+    /// Each background loop of the process (`dev`: the worker's too) by name: `state`
+    /// (`running`, `stalled`, `restarting`, `stopped`), `seconds_since_heartbeat`,
+    /// `period_seconds`, `restarts`, `beats`, `skipped` (leader-only loops on a follower). A
+    /// loop is stalled after missing its heartbeat by 3× its period.
+    #[schema(value_type = Object)]
+    tasks: Value,
 }
 
 #[utoipa::path(
@@ -78,24 +87,36 @@ async fn health() -> Json<Value> {
     path = "/ready",
     tag = "ops",
     operation_id = "ready",
-    summary = "Readiness: the database answers too",
+    summary = "Readiness: the database answers and every background loop runs",
     responses(
         (status = 200, description = "Ready", body = Readiness),
-        (status = 503, description = "The database is unreachable", body = Readiness),
+        (status = 503, description = "The database is unreachable, or a loop is stalled or restarting", body = Readiness),
     ),
 )]
 async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    match state.db.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(json!({"status": "ready", "checks": {"database": "ok"}})),
-        ),
+    let database = match state.db.ping().await {
+        Ok(()) => "ok",
         Err(error) => {
             tracing::warn!(%error, "readiness check: database unreachable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "unavailable", "checks": {"database": "unreachable"}})),
-            )
+            "unreachable"
         }
+    };
+    let readiness = state.tasks.readiness();
+    let ready = database == "ok" && readiness.ready;
+    let mut failing: Vec<&str> = readiness.failing();
+    if database != "ok" {
+        failing.insert(0, "database");
     }
+    let body = json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "checks": {"database": database},
+        "failing": failing,
+        "tasks": readiness.tasks,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
 }

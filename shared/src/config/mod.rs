@@ -232,6 +232,11 @@ pub struct WorkerSettings {
     pub step_timeout: Duration,
     /// The reconciler (docs/architecture.md, "The reconciler").
     pub reconcile: ReconcileSettings,
+    /// `RELAY_MAX_ATTEMPTS`: failed publishes of one outbox row before it is parked.
+    pub relay_max_attempts: u32,
+    /// `RETENTION_DAYS`: published outbox rows, processed messages and MLflow deliveries and
+    /// events older than this are pruned by the leader.
+    pub retention: Duration,
 }
 
 /// The level-triggered reconciler and its leader lease.

@@ -71,6 +71,8 @@ pub fn defaults(environment: Environment) -> Sources {
     d("ORPHAN_GRACE_SECONDS", "600");
     d("ORPHAN_SWEEP", "delete");
     d("COMMAND_STALL_SECONDS", "120");
+    d("RELAY_MAX_ATTEMPTS", "10");
+    d("RETENTION_DAYS", "14");
     s
 }
 
@@ -227,6 +229,10 @@ pub fn settings(environment: Environment, s: &Sources) -> Result<Settings, Confi
                 orphan_sweep: r.choice("ORPHAN_SWEEP")?,
                 command_stall: r.seconds("COMMAND_STALL_SECONDS", 1)?,
             },
+            relay_max_attempts: r.positive("RELAY_MAX_ATTEMPTS")?,
+            retention: Duration::from_secs(
+                u64::from(r.positive::<u32>("RETENTION_DAYS")?) * 86_400,
+            ),
         },
         huggingface: HuggingFaceSettings {
             api_key: r.opt_secret("HUGGINGFACE_API_KEY"),

@@ -116,6 +116,8 @@ pub const VARIABLES: &[Variable] = &[
     plain("ORPHAN_GRACE_SECONDS"),
     plain("ORPHAN_SWEEP"),
     plain("COMMAND_STALL_SECONDS"),
+    plain("RELAY_MAX_ATTEMPTS"),
+    plain("RETENTION_DAYS"),
 ];
 
 /// Looks a variable up by name.

@@ -137,7 +137,14 @@ pub async fn record_event<C: ConnectionTrait>(
         to_status: Set(Some(deployment.status.as_str().to_owned())),
         message: Set(Some(message.to_owned())),
         details: Set(details),
-        created_at: Set(Utc::now()),
+        // PostgreSQL stamps the row itself (`clock_timestamp()`, the column's default), so
+        // the MLflow status sync's cursor reads one clock whatever the writers' clocks say
+        // (`db::mlflow::events_after`); SQLite has one writing process.
+        created_at: if conn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+            sea_orm::ActiveValue::NotSet
+        } else {
+            Set(Utc::now())
+        },
     }
     .insert(conn)
     .await?)

@@ -91,3 +91,30 @@ pub async fn holder<C: ConnectionTrait>(conn: &C, name: &str) -> Result<Option<S
         .await?;
     row.map(|r| r.try_get_by_index::<String>(0)).transpose()
 }
+
+/// Whether this process leads now, by its own clock: the holder of a lease records, after
+/// each renewal, the instant until which its lease surely runs; other loops of the process
+/// (leader-only periodic jobs) ask [`Leadership::is_leader`] before each tick.
+#[derive(Debug, Clone, Default)]
+pub struct Leadership(std::sync::Arc<std::sync::Mutex<Option<tokio::time::Instant>>>);
+
+impl Leadership {
+    /// Records how long the lease surely runs (`None`: not leading).
+    pub fn hold_until(&self, until: Option<tokio::time::Instant>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = until;
+    }
+
+    /// Whether the lease is held and has not run out by this process's clock.
+    pub fn is_leader(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|until| tokio::time::Instant::now() < until)
+    }
+
+    /// [`Leadership::is_leader`] as the predicate [`crate::runtime::Tasks::every`] takes.
+    pub fn predicate(&self) -> std::sync::Arc<dyn Fn() -> bool + Send + Sync> {
+        let leadership = self.clone();
+        std::sync::Arc::new(move || leadership.is_leader())
+    }
+}

@@ -14,9 +14,11 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::DbError;
+use super::claim::{self, Claim};
 use super::deployments::{self, Deployment, DeploymentEvent, NewDeployment};
 use super::entities::{
-    deployment_events, mlflow_deliveries, mlflow_events, mlflow_sync_cursors, mlflow_version_claims,
+    deployment_events, mlflow_deliveries, mlflow_events, mlflow_sync_cursors, mlflow_sync_retries,
+    mlflow_version_claims,
 };
 use super::outbox::Route;
 use crate::queue::Envelope;
@@ -98,86 +100,95 @@ async fn insert_event<C: ConnectionTrait>(
         last_error: Set(None),
         processed_at: Set(None),
         outcome: Set(None),
+        claim_token: Set(None),
     }
     .insert(conn)
     .await?;
     Ok(())
 }
 
+/// An event held by this worker's claim.
+pub type EventClaim = Claim<mlflow_events::Entity>;
+
 /// Leases the oldest event that is due and not leased, for `lease`; its `attempts` counts
-/// this one. Two workers never hold the same event: the lease is taken by a conditional
-/// update that only one of them can win.
+/// this one. Two workers never hold the same event: the lease is a fenced claim
+/// ([`super::claim`]) only one of them can win, and only its holder can finish or release it.
 pub async fn lease_next_event(
     db: &DatabaseConnection,
     lease: Duration,
-) -> Result<Option<MlflowEvent>, DbErr> {
+) -> Result<Option<(MlflowEvent, EventClaim)>, DbErr> {
     use mlflow_events::Column;
     let now = Utc::now();
-    let free = Condition::any()
-        .add(Column::LockedUntil.is_null())
-        .add(Column::LockedUntil.lt(now));
     let candidates = mlflow_events::Entity::find()
         .filter(Column::ProcessedAt.is_null())
         .filter(Column::AvailableAt.lte(now))
-        .filter(free.clone())
+        .filter(claim::free::<mlflow_events::Entity>(now))
         .order_by_asc(Column::Id)
         .limit(8)
         .all(db)
         .await?;
-    let until = now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::MAX);
     for candidate in candidates {
-        let taken = mlflow_events::Entity::update_many()
-            .col_expr(Column::LockedUntil, Expr::value(until))
-            .col_expr(Column::Attempts, Expr::value(candidate.attempts + 1))
-            .filter(Column::Id.eq(candidate.id))
-            .filter(Column::Attempts.eq(candidate.attempts))
-            .filter(Column::ProcessedAt.is_null())
-            .filter(free.clone())
-            .exec(db)
-            .await?;
-        if taken.rows_affected == 1 {
-            return mlflow_events::Entity::find_by_id(candidate.id)
+        if let Some(claim) = claim::take(db, candidate.id, lease).await? {
+            let event = mlflow_events::Entity::find_by_id(candidate.id)
                 .one(db)
-                .await;
+                .await?;
+            return Ok(event.map(|e| (e, claim)));
         }
     }
     Ok(None)
 }
 
-/// Marks a leased event done with `outcome`.
-pub async fn finish_event(db: &DatabaseConnection, id: Uuid, outcome: &str) -> Result<(), DbErr> {
-    mlflow_events::Entity::update_many()
+/// Marks a leased event done with `outcome`; [`DbError::LostClaim`] when another worker claimed it
+/// since (our lease ran out): nothing is written.
+pub async fn finish_event(
+    db: &DatabaseConnection,
+    claim: &EventClaim,
+    outcome: &str,
+) -> Result<(), DbError> {
+    let updated = claim
+        .guard()
         .col_expr(mlflow_events::Column::ProcessedAt, Expr::value(Utc::now()))
         .col_expr(mlflow_events::Column::Outcome, Expr::value(outcome))
         .col_expr(
             mlflow_events::Column::LockedUntil,
             Expr::value(None::<DateTime<Utc>>),
         )
-        .filter(mlflow_events::Column::Id.eq(id))
         .exec(db)
-        .await
-        .map(drop)
+        .await?;
+    lost_unless_one(updated.rows_affected, claim)
 }
 
-/// Releases a leased event to be tried again after `delay`, recording why it failed.
+/// Releases a leased event to be tried again after `delay`, recording why it failed;
+/// [`DbError::LostClaim`] when another worker claimed it since.
 pub async fn retry_event(
     db: &DatabaseConnection,
-    id: Uuid,
+    claim: &EventClaim,
     delay: Duration,
     error: &str,
-) -> Result<(), DbErr> {
+) -> Result<(), DbError> {
     let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
-    mlflow_events::Entity::update_many()
+    let updated = claim
+        .guard()
         .col_expr(mlflow_events::Column::AvailableAt, Expr::value(at))
         .col_expr(mlflow_events::Column::LastError, Expr::value(error))
         .col_expr(
             mlflow_events::Column::LockedUntil,
             Expr::value(None::<DateTime<Utc>>),
         )
-        .filter(mlflow_events::Column::Id.eq(id))
         .exec(db)
-        .await
-        .map(drop)
+        .await?;
+    lost_unless_one(updated.rows_affected, claim)
+}
+
+fn lost_unless_one(rows: u64, claim: &EventClaim) -> Result<(), DbError> {
+    if rows == 1 {
+        Ok(())
+    } else {
+        Err(DbError::LostClaim(format!(
+            "MLflow event {} was claimed by another worker after our lease ran out",
+            claim.id
+        )))
+    }
 }
 
 /// Every event, oldest first (tests and operators).
@@ -304,23 +315,114 @@ pub async fn save_cursor<C: ConnectionTrait>(
         .map(drop)
 }
 
-/// Up to `limit` deployment events after `after` (all when `None`), oldest first, written
-/// before `settled_before`: events younger than that may still have older-id siblings in
-/// transactions not yet committed, so the follower waits for them to settle.
+/// The database's clock now (PostgreSQL `clock_timestamp()`); on SQLite, which only `dev`'s
+/// single process writes, this process's clock.
+pub async fn database_now<C: ConnectionTrait>(conn: &C) -> Result<DateTime<Utc>, DbErr> {
+    if conn.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+        return Ok(Utc::now());
+    }
+    let row = conn
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT clock_timestamp() AS now",
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("SELECT clock_timestamp() returned no row".into()))?;
+    row.try_get::<DateTime<Utc>>("", "now")
+}
+
+/// Up to `limit` deployment events after the event `after` (all when `None`) in the order
+/// `(created_at, id)`, written before `settled_before`. `created_at` is the **database's**
+/// clock on PostgreSQL (the column's default, `clock_timestamp()` at insert), and the caller
+/// passes [`database_now`] minus a settle window: an event whose transaction has not
+/// committed yet is invisible now, so the follower reads only events old enough that every
+/// transaction that could still add one before them has committed. No application clock is
+/// involved, so skewed workers lose no event.
 pub async fn events_after<C: ConnectionTrait>(
     conn: &C,
     after: Option<Uuid>,
     settled_before: DateTime<Utc>,
     limit: u64,
 ) -> Result<Vec<DeploymentEvent>, DbErr> {
-    let mut query = deployment_events::Entity::find()
-        .filter(deployment_events::Column::CreatedAt.lt(settled_before));
-    if let Some(after) = after {
-        query = query.filter(deployment_events::Column::Id.gt(after));
+    use deployment_events::Column;
+    let mut query = deployment_events::Entity::find().filter(Column::CreatedAt.lt(settled_before));
+    let last = match after {
+        Some(id) => deployment_events::Entity::find_by_id(id).one(conn).await?,
+        None => None,
+    };
+    if let Some(last) = last {
+        query = query.filter(
+            Condition::any()
+                .add(Column::CreatedAt.gt(last.created_at))
+                .add(
+                    Condition::all()
+                        .add(Column::CreatedAt.eq(last.created_at))
+                        .add(Column::Id.gt(last.id)),
+                ),
+        );
     }
     query
-        .order_by_asc(deployment_events::Column::Id)
+        .order_by_asc(Column::CreatedAt)
+        .order_by_asc(Column::Id)
         .limit(limit)
         .all(conn)
         .await
+}
+
+/// Deployments whose MLflow write is due for another try, oldest first.
+pub async fn due_sync_retries<C: ConnectionTrait>(
+    conn: &C,
+    limit: u64,
+) -> Result<Vec<mlflow_sync_retries::Model>, DbErr> {
+    use mlflow_sync_retries::Column;
+    mlflow_sync_retries::Entity::find()
+        .filter(Column::NextAttemptAt.lte(Utc::now()))
+        .order_by_asc(Column::NextAttemptAt)
+        .limit(limit)
+        .all(conn)
+        .await
+}
+
+/// Records a failed MLflow write of `deployment_id`'s state, to be tried again after
+/// `delay(failures so far)`; returns the failures so far (this one included).
+pub async fn record_sync_failure<C: ConnectionTrait>(
+    conn: &C,
+    deployment_id: Uuid,
+    error: &str,
+    delay: impl FnOnce(i32) -> Duration,
+) -> Result<i32, DbErr> {
+    use mlflow_sync_retries::Column;
+    let now = Utc::now();
+    let existing = mlflow_sync_retries::Entity::find_by_id(deployment_id)
+        .one(conn)
+        .await?;
+    let attempts = existing.as_ref().map_or(0, |r| r.attempts) + 1;
+    let next = now + chrono::Duration::from_std(delay(attempts)).unwrap_or(chrono::Duration::MAX);
+    let row = mlflow_sync_retries::ActiveModel {
+        deployment_id: Set(deployment_id),
+        attempts: Set(attempts),
+        next_attempt_at: Set(next),
+        last_error: Set(Some(error.to_owned())),
+        created_at: Set(existing.map_or(now, |r| r.created_at)),
+    };
+    mlflow_sync_retries::Entity::insert(row)
+        .on_conflict(
+            OnConflict::column(Column::DeploymentId)
+                .update_columns([Column::Attempts, Column::NextAttemptAt, Column::LastError])
+                .to_owned(),
+        )
+        .exec_without_returning(conn)
+        .await?;
+    Ok(attempts)
+}
+
+/// Forgets `deployment_id`'s pending retry (written, or given up).
+pub async fn clear_sync_retry<C: ConnectionTrait>(
+    conn: &C,
+    deployment_id: Uuid,
+) -> Result<(), DbErr> {
+    mlflow_sync_retries::Entity::delete_by_id(deployment_id)
+        .exec(conn)
+        .await
+        .map(drop)
 }

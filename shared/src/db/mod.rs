@@ -4,6 +4,7 @@
 //! so a caller can compose several of them in one transaction (a worker step writes its
 //! transition, its event and its follow-up command atomically).
 
+pub mod claim;
 pub mod deployments;
 pub mod entities;
 pub mod inbox;
@@ -47,6 +48,10 @@ pub enum DbError {
     /// Another deployment of the model is already active (the database refused a second).
     #[error("another deployment of model {0} is already active")]
     ActiveConflict(String),
+    /// A claimed row (`db::claim`) was claimed by someone else after our lease ran out:
+    /// nothing was written.
+    #[error("claim lost: {0}")]
+    LostClaim(String),
     /// Anything else the database said.
     #[error(transparent)]
     Database(#[from] DbErr),

@@ -73,6 +73,9 @@ async fn insert_outbox<C: ConnectionTrait>(
         available_at: Set(available_at),
         created_at: Set(now),
         published_at: Set(None),
+        attempts: Set(0),
+        last_error: Set(None),
+        parked_at: Set(None),
     }
     .insert(conn)
     .await?;
@@ -117,6 +120,7 @@ pub async fn deployments_with_commands<C: ConnectionTrait>(
                 .select_only()
                 .column(outbox::Column::Payload)
                 .filter(outbox::Column::PublishedAt.is_null())
+                .filter(outbox::Column::ParkedAt.is_null())
                 .limit(limit)
                 .into_tuple()
                 .all(conn)

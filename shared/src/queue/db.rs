@@ -3,10 +3,10 @@
 //!
 //! - A message is ready when it is not dead, `available_at` has passed (delays) and nobody
 //!   holds a lease on it (`locked_until` null or past).
-//! - A consumer claims one ready row by setting `locked_until = now + lease` and incrementing
-//!   `attempts` (deliveries). The new `attempts` value is the claim's fencing token: ack,
-//!   retry and dead-letter only touch the row while it still carries that token, so a
-//!   consumer whose lease expired cannot settle a message someone else now holds.
+//! - A consumer claims one ready row with a fenced claim (`db::claim`): `locked_until = now +
+//!   lease`, `attempts` (deliveries) incremented, and a fresh `claim_token`. Ack, retry,
+//!   dead-letter and lease extension only touch the row while it still carries that token,
+//!   so a consumer whose lease expired cannot settle a message someone else now holds.
 //! - A crashed consumer simply stops extending its lease; the row becomes ready again.
 //! - PostgreSQL picks candidates with `FOR UPDATE SKIP LOCKED`, so consumers never wait for
 //!   each other. SQLite has one writer at a time anyway: claims go through an in-process
@@ -22,10 +22,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, LockBehavior, LockType};
+use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection,
-    DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, Set,
     TransactionTrait,
 };
 use tokio::sync::{Mutex, Notify};
@@ -35,6 +35,7 @@ mod dead_letters;
 
 use super::delivery::KeepAlive;
 use super::{Depth, Queue, QueueError, QueueOptions, RawDelivery, Selection, Settle};
+use crate::db::claim::{self, Claim};
 use crate::db::entities::queue_messages::{self, Column, Entity};
 
 /// How often an idle consumer looks for new rows (publishes through the same
@@ -63,6 +64,7 @@ pub async fn insert<C: ConnectionTrait>(
         last_error: Set(None),
         dead_at: Set(None),
         created_at: Set(now),
+        claim_token: Set(None),
     }
     .insert(conn)
     .await?;
@@ -108,17 +110,13 @@ impl Inner {
             .filter(Column::Queue.eq(&self.options.name))
             .filter(Column::DeadAt.is_null())
             .filter(Column::AvailableAt.lte(now))
-            .filter(
-                Condition::any()
-                    .add(Column::LockedUntil.is_null())
-                    .add(Column::LockedUntil.lt(now)),
-            )
+            .filter(claim::free::<Entity>(now))
             .order_by_asc(Column::AvailableAt)
             .order_by_asc(Column::Id)
     }
 
     /// Leases the oldest ready row, if any.
-    async fn claim(&self) -> Result<Option<queue_messages::Model>, QueueError> {
+    async fn claim(&self) -> Result<Option<(queue_messages::Model, Claim<Entity>)>, QueueError> {
         let now = Utc::now();
         if self.db.get_database_backend() == DatabaseBackend::Postgres {
             let txn = self.db.begin().await?;
@@ -128,7 +126,9 @@ impl Inner {
                 .one(&txn)
                 .await?;
             let claimed = match candidate {
-                Some(row) => self.lease(&txn, row, now).await?,
+                Some(row) => claim::take(&txn, row.id, self.options.lease)
+                    .await?
+                    .map(|c| (row, c)),
                 None => None,
             };
             txn.commit().await?;
@@ -136,59 +136,34 @@ impl Inner {
         }
         let _writer = self.writer.lock().await;
         match self.ready(now).one(&self.db).await? {
-            Some(row) => self.lease(&self.db, row, now).await,
+            Some(row) => Ok(claim::take(&self.db, row.id, self.options.lease)
+                .await?
+                .map(|c| (row, c))),
             None => Ok(None),
         }
     }
 
-    async fn lease<C: ConnectionTrait>(
-        &self,
-        conn: &C,
-        mut row: queue_messages::Model,
-        now: DateTime<Utc>,
-    ) -> Result<Option<queue_messages::Model>, QueueError> {
-        let until = later(now, self.options.lease);
-        let updated = Entity::update_many()
-            .col_expr(Column::LockedUntil, Expr::value(until))
-            .col_expr(Column::Attempts, Expr::col(Column::Attempts).add(1))
-            .filter(Column::Id.eq(row.id))
-            .filter(Column::Attempts.eq(row.attempts))
-            .exec(conn)
-            .await?;
-        if updated.rows_affected == 0 {
-            return Ok(None);
-        }
-        row.attempts += 1;
-        row.locked_until = Some(until);
-        Ok(Some(row))
-    }
-
-    fn delivery(self: &Arc<Self>, row: queue_messages::Model) -> RawDelivery {
-        let token = row.attempts;
+    fn delivery(self: &Arc<Self>, row: queue_messages::Model, claim: Claim<Entity>) -> RawDelivery {
         let inner = Arc::clone(self);
         let keep_alive = KeepAlive::spawn(self.options.lease / 3, move || {
             let inner = Arc::clone(&inner);
             async move {
-                let until = later(Utc::now(), inner.options.lease);
-                let extended = Entity::update_many()
-                    .col_expr(Column::LockedUntil, Expr::value(until))
-                    .filter(Column::Id.eq(row.id))
-                    .filter(Column::Attempts.eq(token))
-                    .exec(&inner.db)
-                    .await;
-                if let Err(err) = extended {
-                    tracing::warn!(%err, "could not extend a queue lease");
+                match claim.extend(&inner.db, inner.options.lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(message = %claim.id, "queue lease lost: another consumer holds the message")
+                    }
+                    Err(err) => tracing::warn!(%err, "could not extend a queue lease"),
                 }
             }
         });
         RawDelivery {
             body: row.payload.into_bytes(),
-            deliveries: u32::try_from(token).unwrap_or(u32::MAX),
+            deliveries: u32::try_from(row.attempts + 1).unwrap_or(u32::MAX),
             max_attempts: self.options.max_attempts,
             settle: Box::new(DbSettle {
                 inner: Arc::clone(self),
-                id: row.id,
-                token,
+                claim,
                 _keep_alive: keep_alive,
             }),
         }
@@ -213,23 +188,22 @@ impl Inner {
 /// Settles one claimed row, guarded by the claim's token.
 struct DbSettle {
     inner: Arc<Inner>,
-    id: Uuid,
-    token: i32,
+    claim: Claim<Entity>,
     _keep_alive: KeepAlive,
 }
 
 impl DbSettle {
     fn guarded(&self) -> sea_orm::UpdateMany<Entity> {
-        Entity::update_many()
-            .filter(Column::Id.eq(self.id))
-            .filter(Column::Attempts.eq(self.token))
+        self.claim
+            .guard()
+            .col_expr(Column::ClaimToken, Expr::value(Option::<Uuid>::None))
     }
 
     fn check(&self, rows: u64) -> Result<(), QueueError> {
         if rows == 0 {
             return Err(QueueError::LeaseLost(format!(
                 "message {} was leased again after our lease expired",
-                self.id
+                self.claim.id
             )));
         }
         Ok(())
@@ -239,11 +213,7 @@ impl DbSettle {
 #[async_trait]
 impl Settle for DbSettle {
     async fn ack(self: Box<Self>) -> Result<(), QueueError> {
-        let deleted = Entity::delete_many()
-            .filter(Column::Id.eq(self.id))
-            .filter(Column::Attempts.eq(self.token))
-            .exec(&self.inner.db)
-            .await?;
+        let deleted = self.claim.guard_delete().exec(&self.inner.db).await?;
         self.check(deleted.rows_affected)
     }
 
@@ -317,8 +287,8 @@ impl Queue for DbQueue {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let notified = self.inner.published.notified();
-            if let Some(row) = self.inner.claim().await? {
-                return Ok(Some(self.inner.delivery(row)));
+            if let Some((row, claim)) = self.inner.claim().await? {
+                return Ok(Some(self.inner.delivery(row, claim)));
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {

@@ -76,7 +76,9 @@ pub struct QueueOptions {
     /// abandoned (db lease, SQS visibility timeout); extended while the step runs.
     /// `QUEUE_LEASE_SECONDS` through [`QueueOptions::from_settings`].
     pub lease: Duration,
-    /// RabbitMQ prefetch: deliveries a consumer holds at once.
+    /// RabbitMQ prefetch: deliveries a consumer holds at once. A worker sets it to
+    /// `WORKER_CONCURRENCY` ([`QueueOptions::with_prefetch`]): no message waits unacked in a
+    /// buffer while every handler is busy.
     pub prefetch: u16,
 }
 
@@ -89,6 +91,12 @@ impl QueueOptions {
             lease: Duration::from_secs(30),
             prefetch: 16,
         }
+    }
+
+    /// The same options with a prefetch of `handlers` (at least 1).
+    pub fn with_prefetch(mut self, handlers: usize) -> Self {
+        self.prefetch = u16::try_from(handlers.max(1)).unwrap_or(u16::MAX);
+        self
     }
 
     /// The deployments queue as configured.
@@ -317,11 +325,9 @@ pub(crate) async fn bounded<T, E: std::fmt::Display>(
     limit: Duration,
     fut: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, QueueError> {
-    match tokio::time::timeout(limit, fut).await {
+    match crate::runtime::within(what, limit, fut).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(err)) => Err(QueueError::Unavailable(format!("{what}: {err}"))),
-        Err(_) => Err(QueueError::Unavailable(format!(
-            "{what}: no answer within {limit:?}"
-        ))),
+        Err(timed_out) => Err(QueueError::Unavailable(timed_out.to_string())),
     }
 }

@@ -1,9 +1,14 @@
 //! The AWS SQS backend (`QUEUE_BACKEND=sqs`), through aws-sdk-sqs.
 //!
-//! - Consumers long-poll (up to 20 s) and take up to 10 messages per call, handed out one
-//!   by one. A message stays invisible to others for `lease` seconds, and the visibility
-//!   is extended while the step runs; it is deleted only when the consumer acks, after its
+//! - Each handler long-polls (up to 20 s, the caller's wait) for **one** message — a
+//!   worker never receives more messages than it has free handlers, so no message waits
+//!   invisible in a buffer. A message stays invisible to others for `lease` seconds, and
+//!   its visibility is extended from the moment it is received until it is settled (a
+//!   heartbeat per message); it is deleted only when the consumer acks, after its
 //!   transaction committed. A consumer that dies stops extending: the message reappears.
+//! - A request SQS refuses for the message itself (`InvalidParameterValue`, e.g. a body
+//!   over 256 KiB) is [`QueueError::Rejected`]; anything else (throttling, network,
+//!   credentials, timeouts) is [`QueueError::Unavailable`].
 //! - Delays use `DelaySeconds`. SQS caps them at 15 minutes, so a longer delay travels in
 //!   hops: the message carries its due time (`hokusai-not-before`) and a consumer that
 //!   receives it early re-sends it with the rest of the delay.
@@ -17,18 +22,18 @@
 
 mod dead_letters;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::config::http::HttpResponse;
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{
     Message, MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName,
 };
 use chrono::Utc;
-use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use super::delivery::KeepAlive;
@@ -58,28 +63,36 @@ struct Inner {
     queue_url: String,
     dlq_url: String,
     options: QueueOptions,
-    /// Messages received in a batch and not yet handed out.
-    buffer: Mutex<VecDeque<Message>>,
 }
+
+/// Error codes with which SQS refuses a request for its content (the message itself), not
+/// for the state of the service.
+const REFUSED: [&str; 3] = [
+    "InvalidParameterValue",
+    "InvalidMessageContents",
+    "InvalidAttributeValue",
+];
 
 /// Runs an SQS call with a timeout, keeping the SDK's full error context.
 async fn call<T, E>(
     what: &str,
     limit: Duration,
-    fut: impl std::future::Future<Output = Result<T, E>>,
+    fut: impl std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
 ) -> Result<T, QueueError>
 where
-    E: std::error::Error + 'static,
+    E: std::error::Error + ProvideErrorMetadata + 'static,
 {
-    match tokio::time::timeout(limit, fut).await {
+    match crate::runtime::within(what, limit, fut).await {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(err)) => Err(QueueError::Unavailable(format!(
-            "{what}: {}",
-            DisplayErrorContext(&err)
-        ))),
-        Err(_) => Err(QueueError::Unavailable(format!(
-            "{what}: no answer within {limit:?}"
-        ))),
+        Ok(Err(err)) => {
+            let shown = format!("{what}: {}", DisplayErrorContext(&err));
+            if err.code().is_some_and(|code| REFUSED.contains(&code)) {
+                Err(QueueError::Rejected(shown))
+            } else {
+                Err(QueueError::Unavailable(shown))
+            }
+        }
+        Err(timed_out) => Err(QueueError::Unavailable(timed_out.to_string())),
     }
 }
 
@@ -131,7 +144,6 @@ impl SqsQueue {
                 queue_url,
                 dlq_url,
                 options,
-                buffer: Mutex::new(VecDeque::new()),
             }),
         }
     }
@@ -222,22 +234,21 @@ impl Inner {
         Ok(())
     }
 
-    /// Long-polls up to `wait` for a batch into the buffer.
-    async fn poll(&self, buffer: &mut VecDeque<Message>, wait: Duration) -> Result<(), QueueError> {
+    /// Long-polls up to `wait` (at most 20 s, SQS's longest) for one message.
+    async fn poll(&self, wait: Duration) -> Result<Option<Message>, QueueError> {
         let wait_seconds = i32::try_from(wait.as_secs().min(20)).unwrap_or(20);
         let request = self
             .client
             .receive_message()
             .queue_url(&self.queue_url)
-            .max_number_of_messages(10)
+            .max_number_of_messages(1)
             .wait_time_seconds(wait_seconds)
             .visibility_timeout(seconds_up(self.options.lease))
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_attribute_names("All")
             .send();
         let received = call("receive messages", OP_TIMEOUT + wait, request).await?;
-        buffer.extend(received.messages.unwrap_or_default());
-        Ok(())
+        Ok(received.messages.unwrap_or_default().into_iter().next())
     }
 
     /// If `message` is a hop of a longer delay and not yet due, sends it on with the rest
@@ -375,15 +386,15 @@ impl Queue for SqsQueue {
 
     async fn fetch(&self, wait: Duration) -> Result<Option<RawDelivery>, QueueError> {
         let deadline = tokio::time::Instant::now() + wait;
-        let mut buffer = self.inner.buffer.lock().await;
         loop {
-            let Some(message) = buffer.pop_front() else {
-                let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-                if remaining.is_zero() {
-                    return Ok(None);
-                }
-                self.inner.poll(&mut buffer, remaining).await?;
-                if buffer.is_empty() && remaining < Duration::from_secs(1) {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Ok(None);
+            }
+            let Some(message) = self.inner.poll(remaining).await? else {
+                // A wait under one second is a short poll (SQS counts whole seconds): nap
+                // through the rest instead of spinning. No lock is held here.
+                if remaining < Duration::from_secs(1) {
                     tokio::time::sleep(remaining).await;
                 }
                 continue;

@@ -73,6 +73,12 @@ pub mod names {
     pub const ORPHANS_DELETED: &str = "hokusai_orphans_deleted_total";
     /// Endpoints nobody owns that the orphan sweep found (deleted or only reported).
     pub const ORPHANS_FOUND: &str = "hokusai_orphans_found_total";
+    /// Background loops the supervisor restarted (they panicked or returned), by task.
+    pub const TASK_RESTARTS: &str = "hokusai_task_restarts_total";
+    /// Outbox rows the relay gave up on after `RELAY_MAX_ATTEMPTS`.
+    pub const OUTBOX_PARKED: &str = "hokusai_outbox_parked_total";
+    /// Rows deleted by retention (`RETENTION_DAYS`), by table.
+    pub const RETENTION_DELETED: &str = "hokusai_retention_deleted_total";
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -178,4 +184,13 @@ fn describe() {
     );
     describe_counter!(ORPHANS_DELETED, "Orphaned provider endpoints deleted");
     describe_counter!(ORPHANS_FOUND, "Orphaned provider endpoints found");
+    describe_counter!(
+        TASK_RESTARTS,
+        "Background loops restarted by the supervisor, by task"
+    );
+    describe_counter!(
+        OUTBOX_PARKED,
+        "Outbox rows parked after RELAY_MAX_ATTEMPTS failed publishes"
+    );
+    describe_counter!(RETENTION_DELETED, "Rows pruned by retention, by table");
 }

@@ -9,14 +9,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::DbErr;
 use shared::config::AutoDeploy;
+use shared::db::DbError;
 use shared::db::mlflow::{self as repo, MlflowEvent};
 use shared::mlflow::{metadata, metrics};
-use tokio::sync::watch;
+use shared::runtime::{Backoff, Heartbeat, Shutdown};
 
+use super::MlflowContext;
 use super::versions::{self, HandleError};
-use super::{MlflowContext, pause};
 
 /// How long a worker holds an event while handling it.
 pub const LEASE: Duration = Duration::from_secs(120);
@@ -32,53 +32,77 @@ pub enum Outcome {
     Empty,
 }
 
-/// Handles events until `stop` turns true.
-pub async fn run(ctx: Arc<MlflowContext>, mut stop: watch::Receiver<bool>) {
-    loop {
+/// How often the intake beats when healthy: an event's handling is bounded by the MLflow
+/// client's timeouts and retries.
+pub const PERIOD: Duration = Duration::from_secs(60);
+/// Pause when no event is due.
+const IDLE: Duration = Duration::from_millis(500);
+/// Delays after database failures, and between an event's attempts (1 s doubling to 5 min).
+const BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+
+/// Handles events until `shutdown`.
+pub async fn run(ctx: Arc<MlflowContext>, heartbeat: Heartbeat, shutdown: Shutdown) {
+    let mut failures = 0;
+    while !shutdown.is_triggered() {
         let delay = match try_handle_one(&ctx).await {
-            Ok(Outcome::Handled) => Duration::ZERO,
-            Ok(Outcome::Empty) => Duration::from_millis(500),
+            Ok(outcome) => {
+                failures = 0;
+                if outcome == Outcome::Handled {
+                    Duration::ZERO
+                } else {
+                    IDLE
+                }
+            }
             Err(error) => {
-                tracing::warn!(%error, "MLflow intake: database unavailable; retrying in 1 s");
-                Duration::from_secs(1)
+                let delay = BACKOFF.delay(failures);
+                failures += 1;
+                tracing::warn!(%error, retry_in = ?delay, "MLflow intake: database unavailable");
+                delay
             }
         };
-        if pause(&mut stop, delay).await {
+        heartbeat.beat();
+        if shutdown.sleep(delay).await {
             return;
         }
     }
 }
 
-/// Leases the next due event and handles it.
-pub async fn try_handle_one(ctx: &MlflowContext) -> Result<Outcome, DbErr> {
-    let Some(event) = repo::lease_next_event(&ctx.db, LEASE).await? else {
+/// Leases the next due event and handles it. A claim lost meanwhile (this worker stalled past
+/// its lease and another took the event) writes nothing and is not an error of the loop.
+pub async fn try_handle_one(ctx: &MlflowContext) -> Result<Outcome, DbError> {
+    let Some((event, claim)) = repo::lease_next_event(&ctx.db, LEASE).await? else {
         return Ok(Outcome::Empty);
     };
     let version = event.version.as_deref();
-    match handle(ctx, &event).await {
+    let settled = match handle(ctx, &event).await {
         Ok(outcome) => {
             metrics::intake(&event.event, &event.model_name, version, outcome);
-            repo::finish_event(&ctx.db, event.id, outcome).await?;
+            repo::finish_event(&ctx.db, &claim, outcome).await
         }
         Err(error) if error.is_transient() && event.attempts < MAX_ATTEMPTS => {
-            let delay = backoff(event.attempts);
+            let delay = BACKOFF.delay(u32::try_from(event.attempts - 1).unwrap_or(0));
             tracing::warn!(%error, retry_in = ?delay, event = %event.event, "MLflow event failed; will retry");
-            repo::retry_event(&ctx.db, event.id, delay, &error.to_string()).await?;
+            repo::retry_event(&ctx.db, &claim, delay, &error.to_string()).await
         }
         Err(error) => {
             metrics::intake(&event.event, &event.model_name, version, "gave_up");
             tracing::warn!(%error, event = %event.event, "MLflow event given up");
-            repo::retry_event(&ctx.db, event.id, Duration::ZERO, &error.to_string()).await?;
-            repo::finish_event(&ctx.db, event.id, "gave_up").await?;
+            match repo::retry_event(&ctx.db, &claim, Duration::ZERO, &error.to_string()).await {
+                Ok(()) => repo::finish_event(&ctx.db, &claim, "gave_up").await,
+                Err(lost) => Err(lost),
+            }
         }
+    };
+    match settled {
+        Err(DbError::LostClaim(reason)) => {
+            tracing::warn!(
+                reason,
+                "MLflow event: claim lost; its new holder settles it"
+            );
+            Ok(Outcome::Handled)
+        }
+        other => other.map(|()| Outcome::Handled),
     }
-    Ok(Outcome::Handled)
-}
-
-/// 1 s doubling up to 5 minutes.
-fn backoff(attempts: i32) -> Duration {
-    let exponent = attempts.clamp(1, 9) as u32 - 1;
-    Duration::from_secs(1u64 << exponent).min(Duration::from_secs(300))
 }
 
 /// docs/contracts/mlflow.md: what each event does.
@@ -103,18 +127,5 @@ async fn handle(ctx: &MlflowContext, event: &MlflowEvent) -> Result<&'static str
         }
         "model_version_alias.created" => versions::activate(ctx, name, version).await,
         _ => Ok("ignored"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_from_one_second_and_is_bounded() {
-        assert_eq!(backoff(1), Duration::from_secs(1));
-        assert_eq!(backoff(2), Duration::from_secs(2));
-        assert_eq!(backoff(5), Duration::from_secs(16));
-        assert_eq!(backoff(40), Duration::from_secs(256));
     }
 }

@@ -24,10 +24,11 @@ use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
 use shared::config::{AutoDeploy, Settings};
+use shared::db::lease::Leadership;
 use shared::db::outbox::Route;
 use shared::mlflow::{MlflowClient, MlflowError};
 use shared::provider::{InstanceSpec, ProviderRegistry};
-use tokio::sync::watch;
+use shared::runtime::Tasks;
 
 /// What the MLflow loops need.
 #[derive(Clone)]
@@ -81,24 +82,32 @@ impl MlflowContext {
         }))
     }
 
-    /// Spawns the intake, sync and reconciliation loops; each stops when `stop` turns true.
-    pub fn spawn(self, stop: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
+    /// Runs the intake (every worker), the status sync (the leader only: one writer of
+    /// each tag) and the reconciliation loop under `tasks`.
+    pub fn supervise(self, tasks: &Tasks, leadership: &Leadership) {
         let ctx = Arc::new(self);
-        vec![
-            tokio::spawn(intake::run(ctx.clone(), stop.clone())),
-            tokio::spawn(sync::run(ctx.clone(), stop.clone())),
-            tokio::spawn(reconcile::run(ctx, stop)),
-        ]
-    }
-}
-
-/// Sleeps `delay`, or less when `stop` turns true; returns whether to stop.
-pub(crate) async fn pause(stop: &mut watch::Receiver<bool>, delay: Duration) -> bool {
-    if *stop.borrow() {
-        return true;
-    }
-    tokio::select! {
-        () = tokio::time::sleep(delay) => *stop.borrow(),
-        _ = stop.changed() => true,
+        tasks.supervise("mlflow_intake", intake::PERIOD, {
+            let ctx = ctx.clone();
+            move |heartbeat, shutdown| intake::run(ctx.clone(), heartbeat, shutdown)
+        });
+        tasks.every("mlflow_sync", sync::PERIOD, Some(leadership.predicate()), {
+            let ctx = ctx.clone();
+            move || {
+                let ctx = ctx.clone();
+                async move { sync::sync_once(&ctx).await.map(drop).map_err(Into::into) }
+            }
+        });
+        let interval = ctx.reconcile_interval;
+        tasks.every("mlflow_reconcile", interval, None, move || {
+            let ctx = ctx.clone();
+            async move {
+                let outcome = reconcile::reconcile_once(&ctx).await;
+                ctx.reconcile_passes
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let report = outcome.map_err(|e| anyhow::anyhow!("MLflow reconciliation: {e}"))?;
+                tracing::debug!(?report, "MLflow reconciliation pass");
+                Ok(())
+            }
+        });
     }
 }

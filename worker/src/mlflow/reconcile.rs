@@ -8,14 +8,11 @@
 //! Only version tags are searched: a registered-model tag deploys new versions as they are
 //! created, but does not resurrect the model's old versions.
 
-use std::sync::Arc;
-
 use shared::db::mlflow::claim_of;
 use shared::mlflow::{metadata, metrics, tags};
-use tokio::sync::watch;
 
+use super::MlflowContext;
 use super::versions::{self, HandleError};
-use super::{MlflowContext, pause};
 
 /// What a pass found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -33,21 +30,6 @@ pub struct Report {
 /// The search filter of versions asking to be deployed.
 pub fn filter() -> String {
     format!("tags.`{}` = 'true'", tags::DEPLOY)
-}
-
-/// Reconciles once at start-up, then every interval, until `stop` turns true.
-pub async fn run(ctx: Arc<MlflowContext>, mut stop: watch::Receiver<bool>) {
-    loop {
-        match reconcile_once(&ctx).await {
-            Ok(report) => tracing::debug!(?report, "MLflow reconciliation pass"),
-            Err(error) => tracing::warn!(%error, "MLflow reconciliation failed; next pass later"),
-        }
-        ctx.reconcile_passes
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        if pause(&mut stop, ctx.reconcile_interval).await {
-            return;
-        }
-    }
 }
 
 /// One pass over every page of tagged versions.

@@ -10,94 +10,91 @@
 //! immune to skipped intermediate events. Events are read only once they are
 //! [`SETTLE`] old, because event ids are taken before their transaction commits.
 //!
-//! Failures never block: the client retries each call, a write still failing is counted
-//! and its deployment kept for the next tick, and the cursor moves on. Deployments without
-//! a model version, versions MLflow does not know, and deployments that no longer hold
-//! their version's claim (replaced through the `production` alias) are skipped.
+//! Failures never block: the client retries each call; a write still failing is stored in
+//! `mlflow_sync_retries` and tried again with backoff (1 s doubling to 5 min, at most
+//! [`MAX_ATTEMPTS`] times) — across restarts and by whichever worker leads — and the cursor
+//! moves on. Deployments without a model version, versions MLflow does not know, and
+//! deployments that no longer hold their version's claim (replaced through the `production`
+//! alias) are skipped.
+//!
+//! Only the leader runs it (the reconciler's lease, `Tasks::every` with the leadership
+//! predicate), so each tag has one writer.
 
-use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
 use sea_orm::DbErr;
-use shared::db::deployments::{self, Deployment};
-use shared::db::mlflow::{claim_of, cursor, events_after, save_cursor};
+use shared::db::deployments;
+use shared::db::deployments::Deployment;
+use shared::db::mlflow::{
+    claim_of, clear_sync_retry, cursor, database_now, due_sync_retries, events_after,
+    record_sync_failure, save_cursor,
+};
 use shared::domain::DeploymentId;
 use shared::mlflow::{MlflowError, metrics, tags};
-use tokio::sync::watch;
+use shared::runtime::Backoff;
 use uuid::Uuid;
 
+use super::MlflowContext;
 use super::versions::{HandleError, write_tags};
-use super::{MlflowContext, pause};
 
 /// The cursor's name in `mlflow_sync_cursors`.
 pub const CURSOR: &str = "mlflow_status_sync";
-/// How old an event must be before the sync reads it.
+/// How old (by the database's clock) an event must be before the sync reads it.
 pub const SETTLE: Duration = Duration::from_secs(2);
+/// How often the leader syncs.
+pub const PERIOD: Duration = Duration::from_secs(1);
+/// Failed writes of one deployment before it is left to the next change of its state.
+pub const MAX_ATTEMPTS: i32 = 20;
+/// Delays between a deployment's failed writes.
+const BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
 /// Events read per tick.
 const BATCH: u64 = 500;
-/// Deployments kept for retry at most (beyond that, reconciliation is the safety net).
-const MAX_RETRY: usize = 1_000;
+/// Stored retries taken per tick.
+const RETRIES: u64 = 100;
 
-/// The follower and its retry set.
-pub struct StatusSync {
-    ctx: Arc<MlflowContext>,
-    retry: BTreeSet<Uuid>,
-}
-
-/// Syncs every second until `stop` turns true.
-pub async fn run(ctx: Arc<MlflowContext>, mut stop: watch::Receiver<bool>) {
-    let mut sync = StatusSync::new(ctx);
-    loop {
-        if let Err(error) = sync.sync_once().await {
-            tracing::warn!(%error, "MLflow status sync: database unavailable");
-        }
-        if pause(&mut stop, Duration::from_secs(1)).await {
-            return;
-        }
-    }
-}
-
-impl StatusSync {
-    /// A follower over `ctx`.
-    pub fn new(ctx: Arc<MlflowContext>) -> Self {
-        Self {
-            ctx,
-            retry: BTreeSet::new(),
+/// One tick: writes the state of every deployment with settled events after the cursor and
+/// of those whose stored retry is due, then moves the cursor. Returns how many deployments
+/// were written.
+pub async fn sync_once(ctx: &MlflowContext) -> Result<usize, DbErr> {
+    let db = &ctx.db;
+    let after = cursor(db, CURSOR).await?;
+    let settled = database_now(db).await? - chrono::Duration::from_std(SETTLE).unwrap_or_default();
+    let events = events_after(db, after, settled, BATCH).await?;
+    let mut touched: Vec<Uuid> = due_sync_retries(db, RETRIES)
+        .await?
+        .into_iter()
+        .map(|r| r.deployment_id)
+        .collect();
+    for event in &events {
+        if !touched.contains(&event.deployment_id) {
+            touched.push(event.deployment_id);
         }
     }
-
-    /// One tick: writes the state of every deployment with settled events after the cursor
-    /// (and of those whose last write failed), then moves the cursor. Returns how many
-    /// deployments were written.
-    pub async fn sync_once(&mut self) -> Result<usize, DbErr> {
-        let db = &self.ctx.db;
-        let after = cursor(db, CURSOR).await?;
-        let settled = Utc::now() - chrono::Duration::from_std(SETTLE).unwrap_or_default();
-        let events = events_after(db, after, settled, BATCH).await?;
-        let mut touched: Vec<Uuid> = std::mem::take(&mut self.retry).into_iter().collect();
-        for event in &events {
-            if !touched.contains(&event.deployment_id) {
-                touched.push(event.deployment_id);
+    let mut written = 0;
+    for id in touched {
+        match push(ctx, id).await {
+            Ok(wrote) => {
+                written += usize::from(wrote);
+                clear_sync_retry(db, id).await?;
             }
-        }
-        let mut written = 0;
-        for id in touched {
-            match push(&self.ctx, id).await {
-                Ok(true) => written += 1,
-                Ok(false) => {}
-                Err(error) if error.is_transient() && self.retry.len() < MAX_RETRY => {
-                    self.retry.insert(id);
+            Err(error) if error.is_transient() => {
+                let shown = error.to_string();
+                let attempts = record_sync_failure(db, id, &shown, |failures| {
+                    BACKOFF.delay(u32::try_from(failures - 1).unwrap_or(0))
+                })
+                .await?;
+                if attempts >= MAX_ATTEMPTS {
+                    tracing::warn!(deployment_id = %id, attempts, error = shown, "MLflow status sync: giving up on this deployment until its state changes again");
+                    clear_sync_retry(db, id).await?;
                 }
-                Err(_) => {}
             }
+            Err(_) => clear_sync_retry(db, id).await?,
         }
-        if let Some(last) = events.last() {
-            save_cursor(db, CURSOR, last.id).await?;
-        }
-        Ok(written)
     }
+    if let Some(last) = events.last() {
+        save_cursor(db, CURSOR, last.id).await?;
+    }
+    Ok(written)
 }
 
 /// Writes one deployment's state to its model version; `false` when it has none to write.

@@ -35,6 +35,8 @@ pub struct Model {
     pub processed_at: Option<DateTimeUtc>,
     /// What handling it did (`deployed`, `rejected`, `skipped`, `gave_up`…).
     pub outcome: Option<String>,
+    /// The current claim's fencing token (`shared::db::claim`).
+    pub claim_token: Option<Uuid>,
 }
 
 /// No relations.

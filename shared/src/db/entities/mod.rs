@@ -6,6 +6,7 @@ pub mod deployment_events;
 pub mod mlflow_deliveries;
 pub mod mlflow_events;
 pub mod mlflow_sync_cursors;
+pub mod mlflow_sync_retries;
 pub mod mlflow_version_claims;
 pub mod outbox;
 pub mod processed_messages;

@@ -20,6 +20,13 @@ pub struct Model {
     pub created_at: DateTimeUtc,
     /// Published to the queue (null = pending).
     pub published_at: Option<DateTimeUtc>,
+    /// Failed publishes so far.
+    pub attempts: i32,
+    /// Why the last publish failed.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub last_error: Option<String>,
+    /// Given up on after `RELAY_MAX_ATTEMPTS` (null = still relayed).
+    pub parked_at: Option<DateTimeUtc>,
 }
 
 /// No relations.

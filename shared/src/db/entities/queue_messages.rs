@@ -27,6 +27,8 @@ pub struct Model {
     pub dead_at: Option<DateTimeUtc>,
     /// Enqueued.
     pub created_at: DateTimeUtc,
+    /// The current claim's fencing token (`shared::db::claim`).
+    pub claim_token: Option<Uuid>,
 }
 
 /// No relations.
