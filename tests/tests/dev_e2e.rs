@@ -140,6 +140,30 @@ async fn dev_deploys_switches_rolls_back_and_undeploys_over_http() {
     // Arrange
     let dev = Dev::start().await;
 
+    // `/ready` names every loop of the API and the worker with its last heartbeat.
+    let (status, ready) = dev.get("/ready").await;
+    assert_eq!(status, 200, "{ready}");
+    let loops = ready["tasks"].as_object().expect("tasks");
+    for name in [
+        "consumer_0",
+        "reconciler",
+        "gauges",
+        "retention",
+        "activity_flush",
+    ] {
+        let task = &loops[name];
+        assert_eq!(task["state"], "running", "{name}: {ready}");
+        assert!(
+            task["seconds_since_heartbeat"].as_f64().is_some(),
+            "{ready}"
+        );
+    }
+    println!(
+        "dev /ready: {} loops: {:?}",
+        loops.len(),
+        loops.keys().collect::<Vec<_>>()
+    );
+
     // Act: version 1 deploys and serves.
     let v1 = dev.deploy("1").await;
     dev.wait_deployed(&v1).await;

@@ -266,7 +266,10 @@ async fn metrics_after_real_traffic_have_every_series_with_labels_and_counts() {
         .await
         .expect("bind");
     let base = format!("http://{}", server.local_addr());
-    tokio::spawn(server.run_until_stopped(std::future::pending()));
+    tokio::spawn(server.run_until_stopped(
+        shared::runtime::Tasks::new(shared::runtime::Shutdown::never()),
+        std::future::pending(),
+    ));
     let from_worker = scrape(&app.client, &base).await;
     assert!(
         from_worker

@@ -43,9 +43,9 @@ async fn relays_committed_rows_in_order_once_and_honours_delays() {
     txn.commit().await.expect("commit");
     let started = Instant::now();
 
-    let published = Relay::new(db.conn.clone(), queue.clone())
-        .try_relay_batch()
-        .await;
+    let first = Relay::new(db.conn.clone(), queue.clone());
+    let published = first.try_relay_batch().await;
+    first.release().await.expect("release the relay lease");
     let after_restart = Relay::new(db.conn.clone(), queue.clone())
         .try_relay_batch()
         .await;

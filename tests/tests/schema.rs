@@ -12,7 +12,7 @@ use shared::domain::{DeploymentId, DeploymentStatus, ModelId};
 use shared::queue::{DEPLOYMENTS_QUEUE, Envelope, MessageKind};
 use tests::db::{Engine, TestDb};
 
-const TABLES: [&str; 10] = [
+const TABLES: [&str; 11] = [
     "deployed_models",
     "deployment_events",
     "outbox",
@@ -23,6 +23,7 @@ const TABLES: [&str; 10] = [
     "mlflow_version_claims",
     "mlflow_sync_cursors",
     "leader_leases",
+    "mlflow_sync_retries",
 ];
 
 macro_rules! on_both_engines {

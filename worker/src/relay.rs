@@ -236,9 +236,15 @@ impl Relay {
                 break;
             }
         }
-        if let Err(error) = lease::release(&self.db, LEASE, &self.holder).await {
+        if let Err(error) = self.release().await {
             tracing::warn!(%error, "could not release the relay lease; it expires by itself");
         }
+    }
+
+    /// Gives the relay lease up (a relay that stops; the next relay need not wait for it to
+    /// expire).
+    pub async fn release(&self) -> Result<(), sea_orm::DbErr> {
+        lease::release(&self.db, LEASE, &self.holder).await
     }
 }
 

@@ -82,6 +82,9 @@ async fn health() -> Json<Value> {
     Json(json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}))
 }
 
+/// A database that does not answer a ping within this counts as unreachable.
+const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[utoipa::path(
     get,
     path = "/ready",
@@ -94,8 +97,13 @@ async fn health() -> Json<Value> {
     ),
 )]
 async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
-    let database = match state.db.ping().await {
-        Ok(()) => "ok",
+    let ping = shared::runtime::within("the readiness ping", PING_TIMEOUT, state.db.ping());
+    let database = match ping.await.map_err(|t| t.to_string()) {
+        Ok(Ok(())) => "ok",
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "readiness check: database unreachable");
+            "unreachable"
+        }
         Err(error) => {
             tracing::warn!(%error, "readiness check: database unreachable");
             "unreachable"

@@ -7,7 +7,7 @@
 //!   heartbeat per message); it is deleted only when the consumer acks, after its
 //!   transaction committed. A consumer that dies stops extending: the message reappears.
 //! - A request SQS refuses for the message itself (`InvalidParameterValue`, e.g. a body
-//!   over 256 KiB) is [`QueueError::Rejected`]; anything else (throttling, network,
+//!   over the queue's `MaximumMessageSize`, 1 MiB at most) is [`QueueError::Rejected`]; anything else (throttling, network,
 //!   credentials, timeouts) is [`QueueError::Unavailable`].
 //! - Delays use `DelaySeconds`. SQS caps them at 15 minutes, so a longer delay travels in
 //!   hops: the message carries its due time (`hokusai-not-before`) and a consumer that
