@@ -104,6 +104,7 @@ impl Application {
         let activity = Arc::new(PredictionClock::default());
         let trigger = ShutdownTrigger::new();
         let tasks = Tasks::new(trigger.subscribe());
+        shared::telemetry::supervise(&tasks);
         tasks.every("activity_flush", activity::FLUSH_EVERY, None, {
             let (db, clock) = (db.clone(), activity.clone());
             move || {

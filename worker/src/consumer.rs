@@ -150,7 +150,7 @@ impl Consumer {
 /// command decides again from the new state after a short backoff. Not the command's
 /// fault, so it spends no attempt (the new decision is usually "nothing to do").
 async fn decide_again(delivery: Delivery, error: &str) -> Result<(), QueueError> {
-    let delay = saga::retry_delay(delivery.envelope().postponed, None) / 4;
+    let delay = saga::RETRY.delay(delivery.envelope().postponed) / 4;
     delivery.postpone(delay, error).await
 }
 
@@ -161,7 +161,7 @@ async fn retry_db_error(delivery: Delivery, error: &DbError) -> Result<(), Queue
     if error.is_unavailable() {
         return retry_infrastructure(delivery, &error.to_string()).await;
     }
-    let delay = saga::retry_delay(delivery.envelope().attempt, None);
+    let delay = saga::RETRY.delay(delivery.envelope().attempt);
     tracing::warn!(%error, retry_in = ?delay, "step failed on a database error; retrying");
     delivery
         .retry_later(delay, &error.to_string())
@@ -174,7 +174,7 @@ async fn retry_db_error(delivery: Delivery, error: &DbError) -> Result<(), Queue
 /// attempt: a PostgreSQL failover of minutes must not dead-letter commands; the
 /// deployment's deadline (the reconciler) ends work that can never finish.
 async fn retry_infrastructure(delivery: Delivery, error: &str) -> Result<(), QueueError> {
-    let delay = saga::retry_delay(delivery.envelope().postponed, None);
+    let delay = saga::RETRY.delay(delivery.envelope().postponed);
     tracing::warn!(error, retry_in = ?delay, "step failed on infrastructure; retrying");
     delivery.postpone(delay, error).await
 }

@@ -4,23 +4,31 @@
 //! sends CloudWatch `ProviderCostUSD`: the cost accrued since the previous refresh, so the
 //! figures sum over any period.
 //!
-//! Every worker refreshes the same gauges from the same tables; Prometheus queries take
-//! `max` over instances.
+//! Only the leader refreshes them (`Tasks::every` with the reconciler's leadership), so N
+//! workers send `ProviderCostUSD` once, not N times; Prometheus queries still take `max`
+//! over instances (a former leader's last values linger until its restart). Deployments are
+//! read in pages of [`PAGE`] rows, never the whole table at once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+};
 use shared::cost;
-use shared::db::deployments::{self, Filter};
-use shared::db::entities::outbox;
+use shared::db::entities::{deployed_models, outbox};
 use shared::domain::DeploymentStatus;
 use shared::queue::Queue;
 use shared::telemetry::cloudwatch::{self, Metric};
 use shared::telemetry::metrics::names;
-use tokio::sync::watch;
+
+/// Accrued cost (USD) per (model, provider).
+type Accrued = HashMap<(String, String), f64>;
+
+/// Deployments read per query.
+const PAGE: u64 = 1_000;
 
 /// How often the gauges are refreshed.
 pub const EVERY: Duration = Duration::from_secs(15);
@@ -30,7 +38,8 @@ pub struct Gauges {
     db: DatabaseConnection,
     queue: Arc<dyn Queue>,
     idle_after: Duration,
-    accrued: Mutex<Option<HashMap<(String, String), f64>>>,
+    /// The accrued cost per (model, provider) at the last refresh, and when.
+    accrued: Mutex<Option<(Instant, Accrued)>>,
 }
 
 impl Gauges {
@@ -47,30 +56,27 @@ impl Gauges {
 
     /// Refreshes every gauge once.
     pub async fn refresh(&self) -> anyhow::Result<()> {
-        let rows = deployments::list(
-            &self.db,
-            &Filter {
-                limit: Some(1_000_000),
-                ..Filter::default()
-            },
-        )
-        .await?;
         let now = Utc::now();
         let mut by_status: BTreeMap<&str, u64> = DeploymentStatus::ALL
             .iter()
             .map(|s| (s.as_str(), 0))
             .collect();
-        let mut accrued: HashMap<(String, String), f64> = HashMap::new();
-        let mut hourly: BTreeMap<&str, f64> = BTreeMap::new();
-        let mut idle: BTreeMap<&str, bool> = BTreeMap::new();
-        for row in &rows {
-            *by_status.entry(row.status.as_str()).or_default() += 1;
-            *accrued
-                .entry((row.model_id.clone(), row.provider.clone()))
-                .or_default() += cost::accrued_until(row, now);
-            *hourly.entry(&row.model_id).or_default() += cost::current_hourly(row);
-            *idle.entry(&row.model_id).or_default() |=
-                cost::is_idle(row, None, now, self.idle_after);
+        let mut accrued: Accrued = HashMap::new();
+        let mut hourly: BTreeMap<String, f64> = BTreeMap::new();
+        let mut idle: BTreeMap<String, bool> = BTreeMap::new();
+        let mut pages = deployed_models::Entity::find()
+            .order_by_asc(deployed_models::Column::Id)
+            .paginate(&self.db, PAGE);
+        while let Some(rows) = pages.fetch_and_next().await? {
+            for row in &rows {
+                *by_status.entry(row.status.as_str()).or_default() += 1;
+                *accrued
+                    .entry((row.model_id.clone(), row.provider.clone()))
+                    .or_default() += cost::accrued_until(row, now);
+                *hourly.entry(row.model_id.clone()).or_default() += cost::current_hourly(row);
+                *idle.entry(row.model_id.clone()).or_default() |=
+                    cost::is_idle(row, None, now, self.idle_after);
+            }
         }
         for (status, n) in by_status {
             metrics::gauge!(names::DEPLOYMENTS, "status" => status).set(n as f64);
@@ -80,11 +86,14 @@ impl Gauges {
                 .set(*usd);
         }
         for (model, usd) in hourly {
-            metrics::gauge!(names::DEPLOYMENT_HOURLY_COST, "model_id" => model.to_owned()).set(usd);
+            metrics::gauge!(names::DEPLOYMENT_HOURLY_COST, "model_id" => model).set(usd);
         }
         for (model, is_idle) in idle {
-            metrics::gauge!(names::DEPLOYMENT_IDLE, "model_id" => model.to_owned())
-                .set(if is_idle { 1.0 } else { 0.0 });
+            metrics::gauge!(names::DEPLOYMENT_IDLE, "model_id" => model).set(if is_idle {
+                1.0
+            } else {
+                0.0
+            });
         }
         self.send_cost_increase(accrued);
 
@@ -103,10 +112,15 @@ impl Gauges {
     }
 
     /// CloudWatch `ProviderCostUSD`: what accrued since the previous refresh (nothing on
-    /// the first, which only sets the baseline).
-    fn send_cost_increase(&self, accrued: HashMap<(String, String), f64>) {
+    /// the first, which only sets the baseline). A baseline older than two periods is
+    /// dropped: this worker stopped leading in between and another one sent that cost.
+    fn send_cost_increase(&self, accrued: Accrued) {
         let mut previous = self.accrued.lock().expect("gauges lock");
-        if let Some(before) = previous.as_ref() {
+        let fresh = previous
+            .as_ref()
+            .filter(|(taken, _)| taken.elapsed() <= EVERY * 2)
+            .map(|(_, before)| before);
+        if let Some(before) = fresh {
             for ((model, provider), usd) in &accrued {
                 let increase = usd
                     - before
@@ -121,20 +135,6 @@ impl Gauges {
                 }
             }
         }
-        *previous = Some(accrued);
-    }
-
-    /// Refreshes every [`EVERY`] until `stop` turns true.
-    pub async fn run(&self, mut stop: watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(EVERY);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
-            if let Err(error) = self.refresh().await {
-                tracing::warn!(error = %format!("{error:#}"), "refreshing the gauges failed");
-            }
-        }
+        *previous = Some((Instant::now(), accrued));
     }
 }

@@ -184,6 +184,7 @@ impl Worker {
             "worker started"
         );
         let tasks = self.tasks.clone();
+        shared::telemetry::supervise(&tasks);
         // Handlers long-poll: SQS answers as soon as a message arrives, within 20 s.
         let consumer = self.consumer.clone().with_wait(LONG_POLL);
         let period = consumer.period();
@@ -246,6 +247,7 @@ impl Worker {
         tracing::info!("worker stopping: finishing the messages in hand");
         self.trigger.trigger();
         tasks.join().await;
+        shared::telemetry::cloudwatch::flush();
         tracing::info!("worker stopped");
         Ok(())
     }

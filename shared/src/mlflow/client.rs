@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::Retryable;
 use reqwest::{Method, Url};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -16,6 +16,10 @@ use serde_json::{Value, json};
 
 pub use super::types::{ModelVersion, RegisteredModel, Tag, tag_value};
 use crate::config::{MlflowSettings, Secret};
+use crate::runtime::Backoff;
+
+/// Delays between tries of an idempotent MLflow call.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
 
 /// What went wrong talking to MLflow. Retry or not is in the variant.
 #[derive(Debug, thiserror::Error)]
@@ -332,11 +336,7 @@ impl MlflowClient {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, MlflowError>>,
     {
-        let policy = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(2))
-            .with_max_times(self.retries)
-            .with_jitter();
+        let policy = RETRY.with_max_times(self.retries);
         call.retry(policy).when(MlflowError::is_transient).await
     }
 

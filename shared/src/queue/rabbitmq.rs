@@ -42,6 +42,7 @@ use uuid::Uuid;
 
 use super::{Depth, Queue, QueueError, QueueOptions, RawDelivery, bounded};
 use crate::config::Secret;
+use crate::runtime::Backoff;
 use topology::Names;
 
 /// Bound on every single broker operation.
@@ -50,6 +51,8 @@ const OP_TIMEOUT: Duration = Duration::from_secs(10);
 const HEARTBEAT_SECONDS: u16 = 10;
 /// Tries of an operation across reconnections before giving up.
 const TRIES: u32 = 8;
+/// Delays between those tries.
+const RECONNECT: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
 
 /// A RabbitMQ-backed [`Queue`].
 #[derive(Clone)]
@@ -164,8 +167,7 @@ impl Inner {
         let mut last = QueueError::Unavailable("RabbitMQ not tried".into());
         for attempt in 0..TRIES {
             if attempt > 0 {
-                let backoff = Duration::from_millis(100 << attempt.min(5));
-                tokio::time::sleep(backoff.min(Duration::from_secs(2))).await;
+                tokio::time::sleep(RECONNECT.delay(attempt)).await;
             }
             let session = match self.session().await {
                 Ok(session) => session,

@@ -176,9 +176,10 @@ impl Emf {
 }
 
 static SINK: OnceLock<Arc<Emf>> = OnceLock::new();
+static FLUSH_EVERY: OnceLock<Duration> = OnceLock::new();
 
-/// Starts writing CloudWatch metrics to stdout when `METRICS_CLOUDWATCH_ENABLED=true`, with
-/// a thread flushing every `CLOUDWATCH_FLUSH_SECONDS`. Once per process.
+/// Starts writing CloudWatch metrics to stdout when `METRICS_CLOUDWATCH_ENABLED=true`. Once
+/// per process; the process flushes every [`flush_period`] ([`super::supervise`]).
 pub fn install(settings: &TelemetrySettings) {
     install_to(settings, Box::new(std::io::stdout()));
 }
@@ -190,26 +191,22 @@ pub fn install_to(settings: &TelemetrySettings, out: Box<dyn Write + Send>) -> b
     if !settings.cloudwatch_enabled {
         return false;
     }
-    let every = settings.cloudwatch_flush;
     let namespace = settings.cloudwatch_namespace.clone();
     let mut installed = false;
-    let sink = SINK.get_or_init(|| {
+    SINK.get_or_init(|| {
         installed = true;
         Arc::new(Emf::new(namespace, out))
     });
     if installed {
-        let sink = sink.clone();
-        std::thread::Builder::new()
-            .name("cloudwatch-emf".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(every.max(Duration::from_millis(100)));
-                    sink.flush();
-                }
-            })
-            .expect("spawning the CloudWatch flush thread");
+        let _ = FLUSH_EVERY.set(settings.cloudwatch_flush.max(Duration::from_millis(100)));
     }
     installed
+}
+
+/// How often the installed sink should be flushed (`CLOUDWATCH_FLUSH_SECONDS`); `None` when
+/// CloudWatch metrics are off.
+pub fn flush_period() -> Option<Duration> {
+    SINK.get().and(FLUSH_EVERY.get().copied())
 }
 
 /// Records a figure when CloudWatch metrics are enabled (a no-op otherwise).

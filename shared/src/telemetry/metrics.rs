@@ -83,8 +83,8 @@ pub mod names {
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
-/// Installs the Prometheus recorder (once per process; later calls return the same handle)
-/// and starts its upkeep thread.
+/// Installs the Prometheus recorder (once per process; later calls return the same handle).
+/// The process runs [`upkeep`] every [`UPKEEP_PERIOD`] ([`super::supervise`]).
 pub fn install() -> &'static PrometheusHandle {
     HANDLE.get_or_init(|| {
         let handle = PrometheusBuilder::new()
@@ -99,18 +99,16 @@ pub fn install() -> &'static PrometheusHandle {
             .install_recorder()
             .expect("no other metrics recorder is installed in this process");
         describe();
-        let upkeep = handle.clone();
-        std::thread::Builder::new()
-            .name("metrics-upkeep".into())
-            .spawn(move || {
-                loop {
-                    std::thread::sleep(Duration::from_secs(5));
-                    upkeep.run_upkeep();
-                }
-            })
-            .expect("spawning the metrics upkeep thread");
         handle
     })
+}
+
+/// How often the recorder's histograms are drained between scrapes.
+pub const UPKEEP_PERIOD: Duration = Duration::from_secs(5);
+
+/// Drains the recorder's histogram buffers (so they stay bounded without scrapes).
+pub fn upkeep() {
+    install().run_upkeep();
 }
 
 /// The `Content-Type` of [`render`]'s text (Prometheus exposition format 0.0.4).

@@ -14,6 +14,7 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{LogFormat, TelemetrySettings};
+use crate::runtime::Tasks;
 
 /// Installs the global subscriber, the Prometheus recorder and (when enabled) the
 /// CloudWatch sink. Call once, at start-up; later calls are ignored (tests may start
@@ -25,6 +26,22 @@ pub fn init(settings: &TelemetrySettings) {
     // gets plain text.
     let ansi = std::io::stderr().is_terminal();
     let _ = log_subscriber(settings, std::io::stderr, ansi).try_init();
+}
+
+/// Runs the telemetry upkeep under `tasks`: the Prometheus recorder's upkeep and, when
+/// CloudWatch metrics are on, their flush (background loops of every process, supervised like
+/// the others; docs/design/runtime.md).
+pub fn supervise(tasks: &Tasks) {
+    tasks.every("metrics_upkeep", metrics::UPKEEP_PERIOD, None, || async {
+        metrics::upkeep();
+        Ok(())
+    });
+    if let Some(every) = cloudwatch::flush_period() {
+        tasks.every("cloudwatch_flush", every, None, || async {
+            cloudwatch::flush();
+            Ok(())
+        });
+    }
 }
 
 /// The log subscriber [`init`] installs, writing to `writer`: JSON lines (every field at the

@@ -209,7 +209,10 @@ async fn observe_deployed(input: StepInput<'_>) -> Step {
 
 /// Delay before poll number `polls + 1`: `initial` doubling up to `max`.
 fn poll_delay(initial: Duration, max: Duration, polls: u64) -> Duration {
-    (initial * 2u32.saturating_pow(polls.min(16) as u32)).min(max)
+    let polls = u32::try_from(polls).unwrap_or(u32::MAX);
+    shared::runtime::Backoff::new(initial, max)
+        .exact()
+        .delay(polls)
 }
 
 #[cfg(test)]

@@ -37,6 +37,7 @@ use shared::db::deployments::{self, Deployment};
 use shared::db::outbox::Route;
 use shared::provider::{InstanceSpec, Provider, ProviderError, ProviderRegistry};
 use shared::queue::{Envelope, MessageKind};
+use shared::runtime::Backoff;
 
 pub use plan::{Applied, Plan};
 
@@ -120,7 +121,7 @@ impl StepInput<'_> {
     /// as long as it lasts. The deployment's deadline ends the work: past it, the
     /// reconciler moves the deployment on and this command finds it changed.
     pub fn retry(self, error: &ProviderError) -> Step {
-        let delay = retry_delay(self.envelope.postponed, error.retry_after());
+        let delay = RETRY.delay_after(self.envelope.postponed, error.retry_after());
         let details = serde_json::json!({
             "error": error.message(), "error_kind": error.kind(),
             "postponed": self.envelope.postponed + 1, "retry_in_seconds": delay.as_secs_f64(),
@@ -134,17 +135,7 @@ impl StepInput<'_> {
     }
 }
 
-/// The longest wait between two tries of a command failing on infrastructure.
-pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
-
-/// The one backoff of the worker's retries: 1 s doubling up to [`MAX_RETRY_DELAY`], with
-/// "equal jitter" (a random point in the upper half) so that many commands failing at once
-/// do not come back at once; or the provider's own `Retry-After`, as given.
-pub fn retry_delay(attempt: u32, retry_after: Option<Duration>) -> Duration {
-    if let Some(delay) = retry_after {
-        return delay;
-    }
-    let ceiling = Duration::from_secs(1u64 << attempt.min(5)).min(MAX_RETRY_DELAY);
-    let random = (uuid::Uuid::new_v4().as_u128() % 1_000) as u32;
-    ceiling / 2 + (ceiling / 2) * random / 1_000
-}
+/// The worker's retries of a command failing on infrastructure: 1 s doubling up to 30 s, with
+/// equal jitter so that many commands failing at once do not come back at once; a
+/// provider's own `Retry-After` wins ([`Backoff::delay_after`]).
+pub const RETRY: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));

@@ -1,5 +1,5 @@
-//! Retries of HF management calls with `backon`: exponential backoff with jitter (1 s
-//! doubling to 8 s, like the official client), only for [`ProviderError::is_retryable`]
+//! Retries of HF management calls with `backon`: the one [`Backoff`] (1 s doubling to 8 s,
+//! like the official client, with equal jitter), only for [`ProviderError::is_retryable`]
 //! failures, bounded by `HUGGINGFACE_MAX_RETRIES`.
 //!
 //! A `Retry-After` (or `RateLimit`) delay replaces the computed one. A delay longer than
@@ -12,12 +12,13 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable, Sleeper};
+use backon::{Retryable, Sleeper};
 
 use crate::provider::ProviderError;
+use crate::runtime::Backoff;
 
-const MIN_DELAY: Duration = Duration::from_secs(1);
-const MAX_DELAY: Duration = Duration::from_secs(8);
+/// Delays between tries.
+const BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(8));
 
 /// Every delay a [`RetrySleeper::Recorded`] was asked to sleep, in order.
 #[derive(Debug, Clone, Default)]
@@ -83,11 +84,7 @@ impl RetryPolicy {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,
     {
-        let backoff = ExponentialBuilder::default()
-            .with_min_delay(MIN_DELAY)
-            .with_max_delay(MAX_DELAY)
-            .with_max_times(self.max_retries as usize)
-            .with_jitter();
+        let backoff = BACKOFF.with_max_times(self.max_retries as usize);
         attempt
             .retry(backoff)
             .sleep(self.sleeper.clone())
@@ -154,10 +151,10 @@ mod tests {
         let start = tokio::time::Instant::now();
         let (_, calls) = failing(&policy, ProviderError::transient("boom")).await;
         assert_eq!(calls, 6);
-        // 1, 2, 4, 8, 8 seconds, each plus up to 100 % jitter, within the 8 s ceiling.
+        // 1, 2, 4, 8, 8 seconds (the 8 s ceiling), each jittered within its upper half.
         let waited = start.elapsed();
-        assert!(waited >= Duration::from_secs(23), "{waited:?}");
-        assert!(waited <= Duration::from_secs(46), "{waited:?}");
+        assert!(waited >= Duration::from_millis(11_500), "{waited:?}");
+        assert!(waited <= Duration::from_secs(23), "{waited:?}");
     }
 
     #[tokio::test]
