@@ -73,6 +73,17 @@ pub enum ApiError {
     /// The upstream endpoint did not answer in time.
     #[error("the model endpoint did not answer within {0} s")]
     UpstreamTimeout(u64),
+    /// Another operation on the model stands in the way (docs/design/domain.md,
+    /// "Concurrent operations on one model").
+    #[error("{0}")]
+    Conflict(String),
+    /// `If-Match` names a version of the model that is no longer current; the answer carries
+    /// the current one in `ETag`.
+    #[error("the model changed since you read it; its current ETag is \"{current}\"")]
+    PreconditionFailed {
+        /// The model's current version.
+        current: i64,
+    },
     /// Something we did not expect; the cause is logged, not sent.
     #[error("internal error")]
     Unexpected(#[source] anyhow::Error),
@@ -94,6 +105,8 @@ impl ApiError {
             | Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -114,6 +127,8 @@ impl ApiError {
             Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             Self::Upstream(_) => "UPSTREAM_ERROR",
             Self::UpstreamTimeout(_) => "UPSTREAM_TIMEOUT",
+            Self::Conflict(_) => "CONFLICT",
+            Self::PreconditionFailed { .. } => "PRECONDITION_FAILED",
             Self::Unexpected(_) => "INTERNAL",
         }
     }
@@ -153,12 +168,34 @@ fn database_unreachable(cause: &anyhow::Error) -> bool {
 
 impl From<shared::db::DbError> for ApiError {
     fn from(error: shared::db::DbError) -> Self {
+        use shared::db::DbError;
         if error.is_unavailable() {
             tracing::warn!(%error, "database unavailable");
             return Self::ServiceUnavailable;
         }
-        Self::Unexpected(error.into())
+        match error {
+            DbError::PreconditionFailed { current } => Self::PreconditionFailed { current },
+            DbError::OperationInFlight {
+                operation,
+                deployment,
+            } => Self::Conflict(format!(
+                "the {operation} of deployment {deployment} is in flight; try again once it ended"
+            )),
+            // Lost races the model's lock did not cover: a client may simply retry.
+            DbError::ActiveConflict(_) | DbError::StaleTransition { .. } => Self::Conflict(
+                format!("{error}; another operation changed the model at the same time"),
+            ),
+            error if is_unique_violation(&error) => Self::Conflict(
+                "another request created the same row at the same time; read the model and retry"
+                    .into(),
+            ),
+            other => Self::Unexpected(other.into()),
+        }
     }
+}
+
+fn is_unique_violation(error: &shared::db::DbError) -> bool {
+    matches!(error, shared::db::DbError::Database(e) if matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_))))
 }
 
 /// The JSON body of every error response (docs/design/http-api.md); also its OpenAPI schema.
@@ -170,7 +207,9 @@ pub struct ErrorResponse {
     /// The stable code: `UNAUTHORIZED` 401, `FORBIDDEN` 403, `NOT_FOUND` 404,
     /// `MODEL_NOT_DEPLOYED` 404, `VALIDATION_ERROR` 422, `BAD_REQUEST` 400,
     /// `PAYLOAD_TOO_LARGE` 413, `RATE_LIMITED` 429, `MODEL_NOT_READY` 503, `AUTH_UNAVAILABLE`
-    /// 503, `SERVICE_UNAVAILABLE` 503 (the database is unreachable), `UPSTREAM_ERROR` 502, `UPSTREAM_TIMEOUT` 504, `INTERNAL` 500.
+    /// 503, `SERVICE_UNAVAILABLE` 503 (the database is unreachable), `UPSTREAM_ERROR` 502,
+    /// `UPSTREAM_TIMEOUT` 504, `CONFLICT` 409 (another operation on the model is in flight),
+    /// `PRECONDITION_FAILED` 412 (a stale `If-Match`; `ETag` holds the current tag), `INTERNAL` 500.
     #[schema(example = "MODEL_NOT_DEPLOYED")]
     pub error: String,
     /// The request's `X-Request-Id`.
@@ -191,6 +230,11 @@ impl IntoResponse for ApiError {
             tracing::error!(error = ?cause, "request failed unexpectedly");
         }
         let mut response = this.status_code().into_response();
+        if let Self::PreconditionFailed { current } = &this
+            && let Ok(value) = HeaderValue::from_str(&crate::etag::format(*current))
+        {
+            response.headers_mut().insert(header::ETAG, value);
+        }
         if let Some(after) = this.retry_after() {
             let seconds = after.as_secs().max(1).to_string();
             if let Ok(value) = HeaderValue::from_str(&seconds) {

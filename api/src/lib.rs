@@ -18,6 +18,7 @@
 pub mod activity;
 pub mod auth;
 pub mod error;
+pub mod etag;
 pub mod extract;
 pub mod observe;
 mod routes;

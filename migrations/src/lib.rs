@@ -22,6 +22,7 @@ mod m20261128_090002_create_mlflow_sync_cursors;
 mod m20261129_100000_add_cost_tracking;
 mod m20261204_090000_create_leader_leases;
 mod m20261204_190000_worker_robustness;
+mod m20261205_080000_create_model_operations;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_100000_add_cost_tracking::Migration),
             Box::new(m20261204_090000_create_leader_leases::Migration),
             Box::new(m20261204_190000_worker_robustness::Migration),
+            Box::new(m20261205_080000_create_model_operations::Migration),
         ]
     }
 }

@@ -97,18 +97,20 @@ async fn deploy_requests_are_validated_before_anything_is_queued() {
 async fn an_idempotency_key_returns_the_same_deployment() {
     let app = TestApp::start(Engine::Postgres, &[]).await;
     let url = format!("{}/api/v1/models/fraud-detector/deployments", app.url);
-    let send = |key: &'static str| {
+    let send = |key: &'static str, version: &str| {
         app.client
             .post(&url)
             .bearer_auth(ADMIN_KEY)
             .header("idempotency-key", key)
-            .json(&hf_body("1"))
+            .json(&hf_body(version))
             .send()
     };
 
-    let first = send("req-1").await.expect("req");
-    let again = send("req-1").await.expect("req");
-    let other = send("req-2").await.expect("req");
+    let first = send("req-1", "1").await.expect("req");
+    let again = send("req-1", "1").await.expect("req");
+    // Another key with the same body would be answered with the deploy in flight
+    // (model_operations.rs); another version is a new deployment.
+    let other = send("req-2", "2").await.expect("req");
 
     assert_eq!(
         (

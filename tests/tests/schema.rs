@@ -12,7 +12,7 @@ use shared::domain::{DeploymentId, DeploymentStatus, ModelId};
 use shared::queue::{DEPLOYMENTS_QUEUE, Envelope, MessageKind};
 use tests::db::{Engine, TestDb};
 
-const TABLES: [&str; 11] = [
+const TABLES: [&str; 12] = [
     "deployed_models",
     "deployment_events",
     "outbox",
@@ -24,6 +24,7 @@ const TABLES: [&str; 11] = [
     "mlflow_sync_cursors",
     "leader_leases",
     "mlflow_sync_retries",
+    "model_operations",
 ];
 
 macro_rules! on_both_engines {

@@ -1,8 +1,11 @@
 //! What operators do to a model (scope `model:write`, status `read`): deploy a version
 //! (`POST /api/v1/models/{model_id}/deployments`, `Idempotency-Key` honoured), roll back
 //! (`POST …/rollback`), undeploy the active deployment (`DELETE …/deployment`), and read
-//! its status (`GET …/status`). Writes are rows plus commands in one transaction; the
-//! worker does the provider work. Accepted work answers 202 with `Location`.
+//! its status (`GET …/status`). Writes are rows plus commands in one transaction under the
+//! model's operation lock (`shared::db::operations`); the worker does the provider work.
+//! Accepted work answers 202 with `Location` and the model's `ETag`; `If-Match` makes a write
+//! conditional (412 when stale), and an operation that cannot run beside the one in flight
+//! answers 409 (docs/design/domain.md, "Concurrent operations on one model").
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -11,8 +14,10 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use shared::db::DbError;
 use shared::db::deployments::{self, Deployment, Filter};
-use shared::db::{DbError, operations};
+use shared::db::model_ops;
+use shared::db::operations::{self, Deployed, Rollback, Versioned};
 use shared::provider::{InstanceSpec, ScalingSpec};
 use shared::queue::{Envelope, MessageKind};
 use shared::request::{self, DeployRequest, InstanceRequest};
@@ -22,6 +27,7 @@ use utoipa::ToSchema;
 
 use crate::auth::{Authenticated, Scope};
 use crate::error::{ApiError, ErrorResponse};
+use crate::etag;
 use crate::extract::{Body, Path, optional_json};
 use crate::state::AppState;
 
@@ -97,16 +103,18 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
     tag = "model actions",
     operation_id = "deploy_model",
     summary = "Deploy a model version (the worker does the provider work)",
-    params(("model_id" = String, Path, description = "MLflow registered-model name"), ("Idempotency-Key" = Option<String>, Header, description = "1-255 characters; a repeated key answers the first deployment with 200")),
+    params(("model_id" = String, Path, description = "MLflow registered-model name"), ("If-Match" = Option<String>, Header, description = "The model's `ETag` (from `GET /api/v1/models/{model_id}` or a previous write): the operation runs only if the model has not changed since; `*` or no header: unconditional"), ("Idempotency-Key" = Option<String>, Header, description = "1-255 characters; a repeated key answers the first deployment with 200")),
     request_body(content = Option<DeployBody>, description = "Every field optional; missing ones come from MLflow metadata and config defaults"),
     security(("bearer" = ["model:write"]), ("api_key" = ["model:write"])),
     responses(
-        (status = 200, description = "Idempotent replay: the deployment created by the first request with this key", body = DeploymentAccepted, headers(("Location" = String, description = "`/api/v1/deployments/{id}`"))),
-        (status = 202, description = "Accepted: the deployment is pending", body = DeploymentAccepted, headers(("Location" = String, description = "`/api/v1/deployments/{id}`"))),
+        (status = 200, description = "Idempotent replay: the deployment created by the first request with this key, or the identical deploy already in flight", body = DeploymentAccepted, headers(("Location" = String, description = "`/api/v1/deployments/{id}`"), ("ETag" = String, description = "The model's version after the operation, for `If-Match`"))),
+        (status = 202, description = "Accepted: the deployment is pending", body = DeploymentAccepted, headers(("Location" = String, description = "`/api/v1/deployments/{id}`"), ("ETag" = String, description = "The model's version after the operation, for `If-Match`"))),
         (status = 404, description = "NOT_FOUND: the model id cannot exist", body = ErrorResponse),
-        (status = 400, description = "BAD_REQUEST: the body is not readable JSON", body = ErrorResponse),
+        (status = 400, description = "BAD_REQUEST: the body is not readable JSON, or `If-Match` is not an entity tag", body = ErrorResponse),
         (status = 413, description = "PAYLOAD_TOO_LARGE: the body exceeds `MAX_BODY_BYTES`", body = ErrorResponse),
         (status = 422, description = "VALIDATION_ERROR: the body does not have the documented shape (the message names the field)", body = ErrorResponse),
+        (status = 409, description = "CONFLICT: another operation on the model is in flight (the detail names it and its deployment) or raced this one", body = ErrorResponse),
+        (status = 412, description = "PRECONDITION_FAILED: `If-Match` names a version of the model that is no longer current", body = ErrorResponse, headers(("ETag" = String, description = "The model's current version"))),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
         (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
         (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`); SERVICE_UNAVAILABLE: the database is unreachable (`Retry-After`)", body = ErrorResponse),
@@ -124,10 +132,12 @@ async fn deploy(
     let model = model_id(&raw)?;
     let body: DeployBody = optional_json(&body)?;
     let key = idempotency_key(&headers)?;
+    let if_match = etag::if_match(&headers)?;
     if let Some(key) = &key
         && let Some(existing) = find_by_key(&state, &model, key).await?
     {
-        return Ok(accepted(StatusCode::OK, existing, None));
+        let version = model_ops::version(&state.db, model.as_str()).await?;
+        return Ok(accepted(StatusCode::OK, existing, None, version));
     }
     let mut metadata = Map::new();
     metadata.insert("source".into(), json!("api"));
@@ -149,15 +159,24 @@ async fn deploy(
         .map_err(|rejected| ApiError::Validation(rejected.0))?;
     new.idempotency_key = key.clone();
     let command = Envelope::new(MessageKind::Deploy, new.id, json!({}));
-    match deployments::create(&state.db, state.route, new, &command).await {
-        Ok(created) => Ok(accepted(StatusCode::ACCEPTED, created, None)),
+    match operations::deploy(&state.db, state.route, new, &command, if_match).await {
+        Ok(Versioned {
+            value: Deployed::Created(created),
+            version,
+        }) => Ok(accepted(StatusCode::ACCEPTED, created, None, version)),
+        // The same deploy is already in flight: answered like a repeated Idempotency-Key.
+        Ok(Versioned {
+            value: Deployed::InFlight(existing),
+            version,
+        }) => Ok(accepted(StatusCode::OK, existing, None, version)),
         // The same key raced us: the database kept the first; answer with it.
         Err(DbError::Database(error)) if key.is_some() && is_unique_violation(&error) => {
             let key = key.unwrap_or_default();
             let existing = find_by_key(&state, &model, &key)
                 .await?
                 .ok_or_else(|| ApiError::Unexpected(error.into()))?;
-            Ok(accepted(StatusCode::OK, existing, None))
+            let version = model_ops::version(&state.db, model.as_str()).await?;
+            Ok(accepted(StatusCode::OK, existing, None, version))
         }
         Err(error) => Err(error.into()),
     }
@@ -211,8 +230,14 @@ fn default_instance(state: &AppState) -> InstanceSpec {
     }
 }
 
-/// `{"deployment": …}` with `Location: /api/v1/deployments/{id}` (and an action, if any).
-fn accepted(status: StatusCode, deployment: Deployment, action: Option<&str>) -> Response {
+/// `{"deployment": …}` with `Location: /api/v1/deployments/{id}` and the model's `ETag` (and
+/// an action, if any).
+fn accepted(
+    status: StatusCode,
+    deployment: Deployment,
+    action: Option<&str>,
+    version: i64,
+) -> Response {
     let location = format!("/api/v1/deployments/{}", deployment.id);
     let mut body = json!({"deployment": deployment});
     if let Some(action) = action {
@@ -222,6 +247,7 @@ fn accepted(status: StatusCode, deployment: Deployment, action: Option<&str>) ->
     if let Ok(value) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, value);
     }
+    etag::set(&mut response, version);
     response
 }
 
@@ -231,12 +257,15 @@ fn accepted(status: StatusCode, deployment: Deployment, action: Option<&str>) ->
     tag = "model actions",
     operation_id = "rollback_model",
     summary = "Reactivate the previous deployed version (or redeploy it)",
-    params(("model_id" = String, Path, description = "MLflow registered-model name")),
+    params(("model_id" = String, Path, description = "MLflow registered-model name"), ("If-Match" = Option<String>, Header, description = "The model's `ETag` (from `GET /api/v1/models/{model_id}` or a previous write): the operation runs only if the model has not changed since; `*` or no header: unconditional")),
     security(("bearer" = ["model:write"]), ("api_key" = ["model:write"])),
     responses(
-        (status = 200, description = "Reactivated (`action: reactivated`)", body = DeploymentAccepted, headers(("Location" = String, description = "`/api/v1/deployments/{id}`"))),
-        (status = 202, description = "Redeploying (`action: redeploying`)", body = DeploymentAccepted, headers(("Location" = String, description = "`/api/v1/deployments/{id}`"))),
+        (status = 200, description = "Reactivated (`action: reactivated`)", body = DeploymentAccepted, headers(("Location" = String, description = "`/api/v1/deployments/{id}`"), ("ETag" = String, description = "The model's version after the operation, for `If-Match`"))),
+        (status = 202, description = "Redeploying (`action: redeploying`)", body = DeploymentAccepted, headers(("Location" = String, description = "`/api/v1/deployments/{id}`"), ("ETag" = String, description = "The model's version after the operation, for `If-Match`"))),
         (status = 404, description = "NOT_FOUND: no previous version to roll back to", body = ErrorResponse),
+        (status = 400, description = "BAD_REQUEST: `If-Match` is not an entity tag", body = ErrorResponse),
+        (status = 409, description = "CONFLICT: another operation on the model is in flight (the detail names it and its deployment) or raced this one", body = ErrorResponse),
+        (status = 412, description = "PRECONDITION_FAILED: `If-Match` names a version of the model that is no longer current", body = ErrorResponse, headers(("ETag" = String, description = "The model's current version"))),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
         (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
         (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`); SERVICE_UNAVAILABLE: the database is unreachable (`Retry-After`)", body = ErrorResponse),
@@ -247,17 +276,27 @@ async fn rollback(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
     Path(raw): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::ModelWrite)?;
     let model = model_id(&raw)?;
+    let if_match = etag::if_match(&headers)?;
     let retire_after = state.settings.worker.retire_after;
-    match operations::rollback(&state.db, state.route, &model, retire_after).await? {
-        Some(operations::Rollback::Reactivated(d)) => {
-            Ok(accepted(StatusCode::OK, d, Some("reactivated")))
-        }
-        Some(operations::Rollback::Redeploying(d)) => {
-            Ok(accepted(StatusCode::ACCEPTED, d, Some("redeploying")))
-        }
+    let done = operations::rollback(&state.db, state.route, &model, retire_after, if_match).await?;
+    match done {
+        Some(Versioned {
+            value: Rollback::Reactivated(d),
+            version,
+        }) => Ok(accepted(StatusCode::OK, d, Some("reactivated"), version)),
+        Some(Versioned {
+            value: Rollback::Redeploying(d),
+            version,
+        }) => Ok(accepted(
+            StatusCode::ACCEPTED,
+            d,
+            Some("redeploying"),
+            version,
+        )),
         None => Err(ApiError::NotFound(format!(
             "model `{model}` has no previous version to roll back to"
         ))),
@@ -270,11 +309,14 @@ async fn rollback(
     tag = "model actions",
     operation_id = "undeploy_model",
     summary = "Undeploy the active deployment",
-    params(("model_id" = String, Path, description = "MLflow registered-model name")),
+    params(("model_id" = String, Path, description = "MLflow registered-model name"), ("If-Match" = Option<String>, Header, description = "The model's `ETag` (from `GET /api/v1/models/{model_id}` or a previous write): the operation runs only if the model has not changed since; `*` or no header: unconditional")),
     security(("bearer" = ["model:write"]), ("api_key" = ["model:write"])),
     responses(
-        (status = 202, description = "Accepted: the deployment is undeploying", body = DeploymentAccepted, headers(("Location" = String, description = "`/api/v1/deployments/{id}`"))),
+        (status = 202, description = "Accepted: the deployment is undeploying", body = DeploymentAccepted, headers(("Location" = String, description = "`/api/v1/deployments/{id}`"), ("ETag" = String, description = "The model's version after the operation, for `If-Match`"))),
         (status = 404, description = "NOT_FOUND: the model id cannot exist; MODEL_NOT_DEPLOYED: the model has no active deployment", body = ErrorResponse),
+        (status = 400, description = "BAD_REQUEST: `If-Match` is not an entity tag", body = ErrorResponse),
+        (status = 409, description = "CONFLICT: another operation on the model is in flight (the detail names it and its deployment) or raced this one", body = ErrorResponse),
+        (status = 412, description = "PRECONDITION_FAILED: `If-Match` names a version of the model that is no longer current", body = ErrorResponse, headers(("ETag" = String, description = "The model's current version"))),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
         (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
         (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`); SERVICE_UNAVAILABLE: the database is unreachable (`Retry-After`)", body = ErrorResponse),
@@ -285,14 +327,20 @@ async fn undeploy(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
     Path(raw): Path<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     principal.require(Scope::ModelWrite)?;
     let model = model_id(&raw)?;
-    let active = deployments::find_active(&state.db, &model)
+    let if_match = etag::if_match(&headers)?;
+    let done = operations::undeploy(&state.db, state.route, &model, if_match)
         .await?
         .ok_or_else(|| ApiError::ModelNotDeployed(model.to_string()))?;
-    let row = operations::undeploy(&state.db, state.route, &active).await?;
-    Ok(accepted(StatusCode::ACCEPTED, row, None))
+    Ok(accepted(
+        StatusCode::ACCEPTED,
+        done.value,
+        None,
+        done.version,
+    ))
 }
 
 #[utoipa::path(

@@ -5,11 +5,13 @@
 use std::collections::BTreeMap;
 
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use shared::db::deployments::{self, Deployment, Filter};
+use shared::db::model_ops;
 use shared::domain::{DeploymentStatus, ModelId};
 
 use utoipa::ToSchema;
@@ -121,7 +123,7 @@ fn representative_per_model(rows: Vec<Deployment>) -> Vec<Deployment> {
     params(("model_id" = String, Path, description = "MLflow registered-model name")),
     security(("bearer" = ["read"]), ("api_key" = ["read"])),
     responses(
-        (status = 200, description = "The model", body = ModelDetail),
+        (status = 200, description = "The model", body = ModelDetail, headers(("ETag" = String, description = "The model's operation version, for `If-Match` on deploy, rollback and undeploy"))),
         (status = 404, description = "NOT_FOUND: the model has no deployments", body = ErrorResponse),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
         (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
@@ -133,7 +135,7 @@ async fn show(
     State(state): State<AppState>,
     Authenticated(principal): Authenticated,
     Path(raw): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     principal.require(Scope::Read)?;
     let model = model_id(&raw)?;
     let filter = Filter {
@@ -141,6 +143,8 @@ async fn show(
         limit: Some(1_000),
         ..Filter::default()
     };
+    // The version first: a tag older than the body only makes a conditional write fail.
+    let version = model_ops::version(&state.db, model.as_str()).await?;
     let history = deployments::list(&state.db, &filter).await?;
     if history.is_empty() {
         return Err(ApiError::NotFound(format!(
@@ -148,7 +152,8 @@ async fn show(
         )));
     }
     let active = history.iter().find(|d| d.is_active).cloned();
-    Ok(Json(
-        json!({"model_id": model, "active": active, "deployments": history}),
-    ))
+    let body = json!({"model_id": model, "active": active, "deployments": history});
+    let mut response = Json(body).into_response();
+    crate::etag::set(&mut response, version);
+    Ok(response)
 }

@@ -20,6 +20,7 @@ use super::entities::{
     deployment_events, mlflow_deliveries, mlflow_events, mlflow_sync_cursors, mlflow_sync_retries,
     mlflow_version_claims,
 };
+use super::model_ops::Operation;
 use super::outbox::Route;
 use crate::queue::Envelope;
 
@@ -222,6 +223,9 @@ pub async fn create_for_version(
     command: &Envelope,
 ) -> Result<Option<Deployment>, DbError> {
     let txn = db.begin().await?;
+    // A deploy is a model operation (super::model_ops): the lock first, and older deploys
+    // still provisioning give way to it.
+    super::model_ops::lock(&txn, new.model_id.as_str(), None).await?;
     let claimed = match replacing {
         None => insert_claim(&txn, model_name, version, new.id.0).await?,
         Some(old) => repoint_claim(&txn, model_name, version, old, new.id.0).await?,
@@ -230,7 +234,10 @@ pub async fn create_for_version(
         txn.rollback().await?;
         return Ok(None);
     }
+    let (model, id) = (new.model_id.clone(), new.id.0);
+    super::operations::supersede_provisioning(&txn, route, &model, Operation::Deploy, id).await?;
     let deployment = deployments::create(&txn, route, new, command).await?;
+    super::model_ops::record(&txn, model.as_str(), Operation::Deploy, id).await?;
     txn.commit().await?;
     Ok(Some(deployment))
 }

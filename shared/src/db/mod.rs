@@ -10,6 +10,7 @@ pub mod entities;
 pub mod inbox;
 pub mod lease;
 pub mod mlflow;
+pub mod model_ops;
 pub mod operations;
 pub mod outbox;
 pub mod transitions;
@@ -52,6 +53,20 @@ pub enum DbError {
     /// nothing was written.
     #[error("claim lost: {0}")]
     LostClaim(String),
+    /// The model's operation version is not the one the caller expected (`If-Match`).
+    #[error("the model changed since you read it: its version is now {current}")]
+    PreconditionFailed {
+        /// The model's current version (its `ETag`).
+        current: i64,
+    },
+    /// Another operation on the model is in flight and this one cannot run beside it.
+    #[error("{operation} of deployment {deployment} is in flight")]
+    OperationInFlight {
+        /// `undeploy` or `rollback`.
+        operation: String,
+        /// The deployment it concerns.
+        deployment: uuid::Uuid,
+    },
     /// Anything else the database said.
     #[error(transparent)]
     Database(#[from] DbErr),

@@ -189,6 +189,8 @@ pub async fn activate(
 /// `RETIRE_AFTER_SECONDS`) and activates `row`, in one transaction.
 async fn swap(ctx: &MlflowContext, row: &Deployment, version: &str) -> Result<(), DbError> {
     let txn = ctx.db.begin().await?;
+    // An activation is a model operation: the model's lock first (shared::db::model_ops).
+    shared::db::model_ops::lock(&txn, &row.model_id, None).await?;
     let previous = match ModelId::parse(&row.model_id) {
         Ok(model) => deployments::find_active(&txn, &model).await?,
         Err(_) => None,

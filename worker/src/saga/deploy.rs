@@ -18,9 +18,12 @@ pub(crate) async fn decide(input: StepInput<'_>) -> Step {
         DeploymentStatus::Pending => create(input).await,
         // Undeploy or rollback won while our create may still have been in flight: the
         // endpoint, if it was created after all, must not outlive the deployment.
-        DeploymentStatus::Undeploying | DeploymentStatus::Stopped | DeploymentStatus::Failed => {
-            clean_up_late_create(input).await
-        }
+        // A deployment superseded (rolling_back) or ended while its create was in flight:
+        // delete whatever the create made.
+        DeploymentStatus::Undeploying
+        | DeploymentStatus::Stopped
+        | DeploymentStatus::Failed
+        | DeploymentStatus::RollingBack => clean_up_late_create(input).await,
         other => Step::Ignore(format!("deploy of a deployment already {other}")),
     }
 }

@@ -8,7 +8,8 @@ use chrono::Utc;
 use sea_orm::TransactionTrait;
 use serde_json::Value;
 use shared::db::deployments::{self, Changes, Deployment, NewDeployment, Transition};
-use shared::db::{DbError, inbox, outbox};
+use shared::db::model_ops::{self, Operation};
+use shared::db::{DbError, inbox, operations, outbox};
 use shared::domain::DeploymentStatus;
 use shared::queue::{DEPLOYMENTS_QUEUE, Envelope};
 use shared::telemetry::cloudwatch::{self, Metric};
@@ -140,7 +141,21 @@ impl Plan {
         Ok(Applied::Committed)
     }
 
+    /// Whether the plan changes which deployment serves the model (or creates one): such a
+    /// plan takes the model's operation lock first (`db::model_ops`).
+    fn is_model_operation(&self) -> bool {
+        let changes_active = match &self.change {
+            Change::Transition(t) => t.changes.is_active.is_some(),
+            Change::Observe(c, _) => c.is_active.is_some(),
+            Change::None => false,
+        };
+        changes_active || self.deactivate.is_some() || self.replacement.is_some()
+    }
+
     async fn write(self, txn: &sea_orm::DatabaseTransaction, ctx: &Context) -> Result<(), DbError> {
+        if self.is_model_operation() {
+            model_ops::lock(txn, &self.deployment.model_id, None).await?;
+        }
         if let Some(previous) = &self.deactivate {
             let message = format!("replaced by deployment {}", self.deployment.id);
             deployments::set_active(txn, previous, false, &message).await?;
@@ -160,7 +175,12 @@ impl Plan {
             outbox::enqueue(txn, ctx.route, DEPLOYMENTS_QUEUE, envelope, *delay).await?;
         }
         if let Some(r) = self.replacement {
+            // A heal is a newer operation: deploys still provisioning give way to it.
+            let model = r.new.model_id.clone();
+            let id = r.new.id.0;
+            operations::supersede_provisioning(txn, ctx.route, &model, Operation::Heal, id).await?;
             let created = deployments::create(txn, ctx.route, r.new, &r.command).await?;
+            model_ops::record(txn, model.as_str(), Operation::Heal, id).await?;
             let details = serde_json::json!({"replaces": row.id});
             deployments::record_event(txn, &created, "replaces", None, &r.message, Some(details))
                 .await?;
