@@ -161,9 +161,38 @@ fn same_request(row: &Deployment, new: &NewDeployment) -> bool {
         && spec(&row.metadata, "endpoint_url") == spec(&new.metadata, "endpoint_url")
 }
 
+/// Tries of an operation whose transaction lost a race the model's lock does not cover (a
+/// worker step changed a row it read, without the lock): each try reads everything again.
+const TRIES: usize = 3;
+
+/// Whether `error` is such a lost race.
+fn lost_race(error: &DbError) -> bool {
+    matches!(
+        error,
+        DbError::StaleTransition { .. } | DbError::ActiveConflict(_)
+    )
+}
+
 /// Deploys `new` (its `command` queued with it): an identical deploy already in flight is
 /// answered instead; older deploys still provisioning are superseded.
 pub async fn deploy(
+    db: &DatabaseConnection,
+    route: Route,
+    new: NewDeployment,
+    command: &Envelope,
+    if_match: Option<i64>,
+) -> Result<Versioned<Deployed>, DbError> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match deploy_once(db, route, new.clone(), command, if_match).await {
+            Err(error) if tries < TRIES && lost_race(&error) => continue,
+            outcome => return outcome,
+        }
+    }
+}
+
+async fn deploy_once(
     db: &DatabaseConnection,
     route: Route,
     new: NewDeployment,
@@ -199,6 +228,22 @@ pub async fn deploy(
 /// queues the delete; deploys still provisioning are superseded. `None` when nothing is
 /// active.
 pub async fn undeploy(
+    db: &DatabaseConnection,
+    route: Route,
+    model: &ModelId,
+    if_match: Option<i64>,
+) -> Result<Option<Versioned<Deployment>>, DbError> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match undeploy_once(db, route, model, if_match).await {
+            Err(error) if tries < TRIES && lost_race(&error) => continue,
+            outcome => return outcome,
+        }
+    }
+}
+
+async fn undeploy_once(
     db: &DatabaseConnection,
     route: Route,
     model: &ModelId,
@@ -243,6 +288,23 @@ pub async fn undeploy(
 
 /// Rolls `model` back to the version before the active one. `None` when there is none.
 pub async fn rollback(
+    db: &DatabaseConnection,
+    route: Route,
+    model: &ModelId,
+    retire_after: Duration,
+    if_match: Option<i64>,
+) -> Result<Option<Versioned<Rollback>>, DbError> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match rollback_once(db, route, model, retire_after, if_match).await {
+            Err(error) if tries < TRIES && lost_race(&error) => continue,
+            outcome => return outcome,
+        }
+    }
+}
+
+async fn rollback_once(
     db: &DatabaseConnection,
     route: Route,
     model: &ModelId,
