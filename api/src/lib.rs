@@ -17,8 +17,10 @@
 
 pub mod activity;
 pub mod auth;
+pub mod bounds;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod observe;
 mod routes;
 pub mod routing;

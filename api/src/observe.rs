@@ -21,13 +21,14 @@ use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::Value;
 use shared::telemetry::metrics::names;
 use tracing::Instrument;
 
 use crate::auth::Principal;
-use crate::error::{ApiError, ErrorBody, REQUEST_ID_HEADER, render};
+use crate::error::{ErrorBody, REQUEST_ID_HEADER, render};
+use crate::limits::Allowance;
 use crate::routing::ActiveRoute;
 
 /// What the handler learned about the request, read back after the response.
@@ -40,6 +41,7 @@ struct Inner {
     principal: OnceLock<Arc<Principal>>,
     route: OnceLock<Arc<ActiveRoute>>,
     upstream: OnceLock<Duration>,
+    allowance: OnceLock<Allowance>,
 }
 
 impl RequestContext {
@@ -49,6 +51,7 @@ impl RequestContext {
             principal: OnceLock::new(),
             route: OnceLock::new(),
             upstream: OnceLock::new(),
+            allowance: OnceLock::new(),
         }))
     }
 
@@ -73,6 +76,11 @@ impl RequestContext {
         let _ = self.0.route.set(route);
     }
 
+    /// Records the key's allowance after this request (the `RateLimit-*` headers).
+    pub fn set_allowance(&self, allowance: Allowance) {
+        let _ = self.0.allowance.set(allowance);
+    }
+
     /// Records the time spent waiting for the upstream endpoint.
     pub fn set_upstream(&self, upstream: Duration) {
         let _ = self.0.upstream.set(upstream);
@@ -90,6 +98,19 @@ pub struct ObserveConfig {
     pub redact_fields: Arc<[String]>,
     /// `MAX_BODY_BYTES`: the most a logged request body may be.
     pub max_body_bytes: usize,
+}
+
+/// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds, rounded up), as
+/// the IETF httpapi draft names them.
+fn rate_limit_headers(headers: &mut axum::http::HeaderMap, allowance: &Allowance) {
+    let reset = allowance.reset.as_secs() + u64::from(allowance.reset.subsec_nanos() > 0);
+    for (name, value) in [
+        ("ratelimit-limit", u64::from(allowance.limit)),
+        ("ratelimit-remaining", u64::from(allowance.remaining)),
+        ("ratelimit-reset", reset),
+    ] {
+        headers.insert(name, axum::http::HeaderValue::from(value));
+    }
 }
 
 /// The route template of the predict route.
@@ -116,28 +137,32 @@ pub async fn observe(
     let bytes_in = content_length(&parts.headers);
     let span = tracing::info_span!("request", request_id = %id_text);
 
-    // With payload logging the body is read here; one over the limit is answered here, and
-    // still counted and logged like any other request.
-    let (request_payload, body) = if config.log_payloads {
-        match axum::body::to_bytes(body, config.max_body_bytes).await {
-            Ok(bytes) => (Some(payload(&bytes, &config)), Ok(Body::from(bytes))),
-            Err(_) => (None, Err(ApiError::PayloadTooLarge.into_response())),
-        }
+    // With payload logging the body is not read here (that would read it before the
+    // request is authenticated): a copy of its first bytes is kept as the handler reads it.
+    let (seen, body) = if config.log_payloads {
+        let (seen, body) = tee(body, config.max_payload_bytes.max(CAPTURE_BYTES));
+        (Some(seen), body)
     } else {
-        (None, Ok(body))
+        (None, body)
     };
-    let response = match body {
-        Ok(body) => {
-            next.run(Request::from_parts(parts, body))
-                .instrument(span.clone())
-                .await
+    let response = next
+        .run(Request::from_parts(parts, body))
+        .instrument(span.clone())
+        .await;
+    let request_payload = seen.map(|seen| {
+        let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        match &*seen {
+            Captured::Whole(bytes) => payload(&Bytes::copy_from_slice(bytes), &config),
+            Captured::Cut(n) => format!("<more than {n} bytes, not logged>"),
         }
-        Err(too_large) => too_large,
-    };
+    });
     let mut response = render(response, id_text);
     response
         .headers_mut()
         .insert(REQUEST_ID_HEADER, request_id.clone());
+    if let Some(allowance) = context.0.allowance.get() {
+        rate_limit_headers(response.headers_mut(), allowance);
+    }
     let response_payload = if config.log_payloads {
         let (parts, body) = response.into_parts();
         let bytes = axum::body::to_bytes(body, usize::MAX)
@@ -291,6 +316,39 @@ fn body_length(response: &Response) -> Option<u64> {
 
 /// A body as it may be logged: JSON with the configured keys redacted, truncated; any other
 /// content only by its size (it could hold anything).
+/// The most of a request body kept for the payload log.
+const CAPTURE_BYTES: usize = 64 * 1024;
+
+/// What the payload log kept of a request body.
+#[derive(Debug)]
+enum Captured {
+    /// The body so far, whole.
+    Whole(Vec<u8>),
+    /// The body grew past this many bytes; nothing is kept.
+    Cut(usize),
+}
+
+/// `body`, copying its bytes (up to `cap`) as they are read.
+fn tee(body: Body, cap: usize) -> (Arc<std::sync::Mutex<Captured>>, Body) {
+    use futures_util::StreamExt;
+    let seen = Arc::new(std::sync::Mutex::new(Captured::Whole(Vec::new())));
+    let copy = seen.clone();
+    let stream = body.into_data_stream().map(move |chunk| {
+        if let Ok(bytes) = &chunk {
+            let mut copy = copy.lock().unwrap_or_else(|e| e.into_inner());
+            if let Captured::Whole(kept) = &mut *copy {
+                if kept.len() + bytes.len() > cap {
+                    *copy = Captured::Cut(cap);
+                } else {
+                    kept.extend_from_slice(bytes);
+                }
+            }
+        }
+        chunk
+    });
+    (seen, Body::from_stream(stream))
+}
+
 fn payload(bytes: &Bytes, config: &ObserveConfig) -> String {
     if bytes.is_empty() {
         return String::new();

@@ -108,7 +108,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
         (status = 413, description = "PAYLOAD_TOO_LARGE: the body exceeds `MAX_BODY_BYTES`", body = ErrorResponse),
         (status = 422, description = "VALIDATION_ERROR: the body does not have the documented shape (the message names the field)", body = ErrorResponse),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
-        (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
+        (status = 403, description = "FORBIDDEN: the key has neither `model:write` nor `model:write:{model_id}` (checked before the model is looked up)", body = ErrorResponse),
         (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`); SERVICE_UNAVAILABLE: the database is unreachable (`Retry-After`)", body = ErrorResponse),
         (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
     ),
@@ -120,9 +120,10 @@ async fn deploy(
     headers: HeaderMap,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
-    principal.require(Scope::ModelWrite)?;
+    principal.require_model_write(&raw)?;
     let model = model_id(&raw)?;
     let body: DeployBody = optional_json(&body)?;
+    check_replicas(&state, body.scaling.as_ref())?;
     let key = idempotency_key(&headers)?;
     if let Some(key) = &key
         && let Some(existing) = find_by_key(&state, &model, key).await?
@@ -160,6 +161,19 @@ async fn deploy(
             Ok(accepted(StatusCode::OK, existing, None))
         }
         Err(error) => Err(error.into()),
+    }
+}
+
+/// 422 when the body asks for more replicas than `MAX_REPLICAS_PER_DEPLOYMENT` (one
+/// request must not be able to order an expensive fleet).
+fn check_replicas(state: &AppState, scaling: Option<&ScalingSpec>) -> Result<(), ApiError> {
+    let cap = state.settings.api.max_replicas_per_deployment;
+    match scaling {
+        Some(s) if s.max_replica > cap => Err(ApiError::Validation(format!(
+            "scaling.max_replica: {} exceeds the limit of {cap} (MAX_REPLICAS_PER_DEPLOYMENT)",
+            s.max_replica
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -238,7 +252,7 @@ fn accepted(status: StatusCode, deployment: Deployment, action: Option<&str>) ->
         (status = 202, description = "Redeploying (`action: redeploying`)", body = DeploymentAccepted, headers(("Location" = String, description = "`/api/v1/deployments/{id}`"))),
         (status = 404, description = "NOT_FOUND: no previous version to roll back to", body = ErrorResponse),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
-        (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
+        (status = 403, description = "FORBIDDEN: the key has neither `model:write` nor `model:write:{model_id}` (checked before the model is looked up)", body = ErrorResponse),
         (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`); SERVICE_UNAVAILABLE: the database is unreachable (`Retry-After`)", body = ErrorResponse),
         (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
     ),
@@ -248,7 +262,7 @@ async fn rollback(
     Authenticated(principal): Authenticated,
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
-    principal.require(Scope::ModelWrite)?;
+    principal.require_model_write(&raw)?;
     let model = model_id(&raw)?;
     let retire_after = state.settings.worker.retire_after;
     match operations::rollback(&state.db, state.route, &model, retire_after).await? {
@@ -276,7 +290,7 @@ async fn rollback(
         (status = 202, description = "Accepted: the deployment is undeploying", body = DeploymentAccepted, headers(("Location" = String, description = "`/api/v1/deployments/{id}`"))),
         (status = 404, description = "NOT_FOUND: the model id cannot exist; MODEL_NOT_DEPLOYED: the model has no active deployment", body = ErrorResponse),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
-        (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
+        (status = 403, description = "FORBIDDEN: the key has neither `model:write` nor `model:write:{model_id}` (checked before the model is looked up)", body = ErrorResponse),
         (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`); SERVICE_UNAVAILABLE: the database is unreachable (`Retry-After`)", body = ErrorResponse),
         (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
     ),
@@ -286,7 +300,7 @@ async fn undeploy(
     Authenticated(principal): Authenticated,
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
-    principal.require(Scope::ModelWrite)?;
+    principal.require_model_write(&raw)?;
     let model = model_id(&raw)?;
     let active = deployments::find_active(&state.db, &model)
         .await?
