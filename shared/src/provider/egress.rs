@@ -104,7 +104,9 @@ impl AllowList {
                 if let Ok(ip) = name.parse::<IpAddr>() {
                     return self.check_ip(ip, port);
                 }
-                if self.names(&name, port) || self.has_nets() {
+                let listed_elsewhere = (self.entries.iter())
+                    .any(|e| matches!(e, Entry::Name(n, Some(_)) if *n == name));
+                if self.names(&name, port) || (self.has_nets() && !listed_elsewhere) {
                     Ok(())
                 } else {
                     Err(format!(
@@ -353,6 +355,11 @@ mod tests {
         assert!(check("10.0.0.0/8", "http://192.168.1.1/").is_err());
         assert!(check("tgi.internal:8080", "http://tgi.internal:8080/").is_ok());
         assert!(check("tgi.internal:8080", "http://tgi.internal:9090/").is_err());
+        assert!(check("tgi.internal:8080,10.0.0.0/8", "http://tgi.internal:9090/").is_err());
+        assert!(
+            check("10.0.0.0/8", "http://tgi.internal/").is_ok(),
+            "checked when resolved"
+        );
         assert!(check("tgi.internal", "http://other.internal/").is_err());
         assert!(check("127.0.0.1:8080", "http://127.0.0.1:8080/").is_ok());
         assert!(check("127.0.0.1:8080", "http://127.0.0.1:8081/").is_err());
