@@ -6,8 +6,9 @@
 
 use serde_json::json;
 use tests::app::{TestApp, assert_error};
-use tests::db::Engine;
+use tests::db::{Engine, TestDb};
 use tests::fake_auth::FakeAuth;
+use tests::process::{ApiProcess, scratch_dir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn redis_url() -> String {
@@ -101,6 +102,61 @@ async fn a_3_per_hour_key_gets_its_4th_request_429_across_two_api_instances_shar
         200,
         "another key has its own allowance"
     );
+}
+
+#[tokio::test]
+async fn the_allowance_is_shared_by_two_api_processes_through_redis() {
+    let redis = require_redis().await;
+    let auth = FakeAuth::start().await;
+    let (limited, limited_id) = unique("processes");
+    let (other, other_id) = unique("bystander");
+    auth.add_key(&limited, &limited_id, &["read"]);
+    auth.add_key(&other, &other_id, &["read"]);
+    auth.set_limits(&limited, Some(3), None);
+    let db = TestDb::migrated(Engine::Sqlite).await;
+    let envs = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("HOKUSAI_AUTH_SERVICE_URL", auth.url.as_str()),
+        ("REDIS_URL", redis.as_str()),
+        ("HUGGINGFACE_API_KEY", "hf_unused"),
+        ("HUGGINGFACE_NAMESPACE", "hokusai"),
+        ("HUGGINGFACE_API_BASE", "http://127.0.0.1:9"),
+    ];
+    let dir = scratch_dir();
+    let (first, second) = tokio::join!(
+        ApiProcess::start(&dir, &envs),
+        ApiProcess::start(&dir, &envs)
+    );
+    let client = reqwest::Client::new();
+    let get = |process: &ApiProcess, key: &str| {
+        client
+            .get(format!("{}/api/v1/models", process.base_url))
+            .bearer_auth(key.to_owned())
+            .send()
+    };
+
+    let mut statuses = Vec::new();
+    for process in [&first, &second, &first, &second] {
+        statuses.push(
+            get(process, &limited)
+                .await
+                .expect("request")
+                .status()
+                .as_u16(),
+        );
+    }
+    let bystander = get(&first, &other)
+        .await
+        .expect("request")
+        .status()
+        .as_u16();
+
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 429],
+        "the 4th of 3/hour, over two processes"
+    );
+    assert_eq!(bystander, 200);
 }
 
 #[tokio::test]
