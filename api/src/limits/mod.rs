@@ -15,7 +15,7 @@ pub mod gcra;
 pub mod redis;
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{Datelike, TimeZone, Utc};
@@ -60,7 +60,13 @@ pub struct Limits {
     failed_auth_by_ip: Local,
     /// Whether the last Redis call failed (to warn once per outage).
     redis_down: AtomicBool,
+    /// Until when (µs since the epoch) Redis is not tried after a failure: a Redis that
+    /// hangs must not cost every request the call timeout.
+    redis_retry_at: AtomicU64,
 }
+
+/// How long Redis is left alone after a failed call.
+const REDIS_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 impl Limits {
     /// Limits shared through `redis_url` (or in process), with `failed_auth_per_minute`
@@ -72,6 +78,7 @@ impl Limits {
             failed_auth: Rate::new(failed_auth_per_minute, Duration::from_secs(60)),
             failed_auth_by_ip: Local::default(),
             redis_down: AtomicBool::new(false),
+            redis_retry_at: AtomicU64::new(0),
         })
     }
 
@@ -92,7 +99,12 @@ impl Limits {
         let month = Utc::now().format("%Y%m");
         let rate_key = format!("hokusai:rl:{key_id}");
         let quota_key = format!("hokusai:quota:{key_id}:{month}");
+        let resting = gcra::now_us() < self.redis_retry_at.load(Ordering::Relaxed);
         let answer = match &self.redis {
+            Some(_) if resting => {
+                metrics::counter!(names::RATE_LIMIT_FALLBACKS).increment(1);
+                self.local_check(&rate_key, &quota_key, rate, monthly_quota)
+            }
             Some(redis) => match redis
                 .check(&rate_key, &quota_key, rate, monthly_quota)
                 .await
@@ -130,6 +142,8 @@ impl Limits {
         quota: Option<u64>,
     ) -> Answer {
         metrics::counter!(names::RATE_LIMIT_FALLBACKS).increment(1);
+        let rest = u64::try_from(REDIS_RETRY_AFTER.as_micros()).unwrap_or(u64::MAX);
+        (self.redis_retry_at).store(gcra::now_us().saturating_add(rest), Ordering::Relaxed);
         if !self.redis_down.swap(true, Ordering::Relaxed) {
             tracing::warn!(error = %error, "Redis unreachable: rate limits are per process until it answers");
         }
