@@ -158,3 +158,37 @@ async fn the_api_and_worker_roles_exit_2_without_environment() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_docs_page_runs_only_its_own_script() {
+    let app = TestApp::start(Engine::Sqlite, &[]).await;
+
+    let docs = app
+        .client
+        .get(format!("{}/docs", app.url))
+        .send()
+        .await
+        .expect("docs");
+
+    let policy = docs
+        .headers()
+        .get("content-security-policy")
+        .expect("a Content-Security-Policy")
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    let page = docs.text().await.expect("page");
+    let script = page
+        .split_once("<script>")
+        .and_then(|(_, rest)| rest.split_once("</script>"))
+        .expect("the inline script")
+        .0;
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script));
+    assert!(
+        policy.contains(&format!("script-src 'sha256-{hash}'")),
+        "{policy}"
+    );
+    assert!(policy.contains("default-src 'none'"), "{policy}");
+}

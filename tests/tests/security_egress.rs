@@ -305,3 +305,69 @@ async fn upstream_error_bodies_and_urls_never_reach_the_client() {
         "{detail}"
     );
 }
+
+#[tokio::test]
+async fn dev_under_allow_all_refuses_every_spelling_and_serves_a_loopback_upstream() {
+    const KEY: &str = "hk_dev_egress0000000000000000000000000";
+    let dir = tests::process::scratch_dir();
+    let server = tests::process::DevServer::start(
+        &dir,
+        &[
+            ("HOKUSAI_DEV_API_KEY", KEY),
+            ("HTTP_PROVIDER_ALLOWED_HOSTS", "0.0.0.0/0,::/0"),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let post = |path: String, body: serde_json::Value| {
+        client
+            .post(format!("{}{path}", server.base_url))
+            .bearer_auth(KEY)
+            .json(&body)
+            .send()
+    };
+    let upstream = upstream::start(200, r#"[{"label":"ok"}]"#, Duration::ZERO).await;
+
+    for url in ALWAYS_REFUSED {
+        let body = json!({"provider": "http", "endpoint_url": url});
+        let answer = post("/api/v1/models/ssrf/deployments".into(), body)
+            .await
+            .expect("request");
+        let status = answer.status().as_u16();
+        let body: serde_json::Value = answer.json().await.expect("json");
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (422, Some("VALIDATION_ERROR")),
+            "{url}"
+        );
+        assert!(
+            body["detail"]
+                .as_str()
+                .expect("detail")
+                .contains("endpoint_url"),
+            "{url}: {body}"
+        );
+    }
+    let deployed = post(
+        "/api/v1/models/loopback/deployments".into(),
+        json!({"provider": "http", "endpoint_url": upstream}),
+    )
+    .await
+    .expect("request");
+    assert_eq!(deployed.status(), 202);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let served = loop {
+        let answer = post(
+            "/api/v1/models/loopback/predict".into(),
+            json!({"inputs": "x"}),
+        )
+        .await
+        .expect("request");
+        if answer.status() == 200 || std::time::Instant::now() > deadline {
+            break answer.status().as_u16();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+
+    assert_eq!(served, 200, "the loopback upstream serves within 30 s");
+}
