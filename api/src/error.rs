@@ -50,6 +50,18 @@ pub enum ApiError {
         /// When to try again.
         retry_after: Duration,
     },
+    /// The key's monthly prediction quota is used up.
+    #[error("this API key's monthly prediction quota is used up")]
+    QuotaExceeded {
+        /// Until the quota starts again (next month).
+        retry_after: Duration,
+    },
+    /// More requests in flight than `MAX_CONCURRENT_REQUESTS`: shed, retry shortly.
+    #[error("the server is overloaded; retry shortly")]
+    Overloaded,
+    /// The request took longer than `REQUEST_TIMEOUT_SECONDS`.
+    #[error("the request did not complete within {0} s")]
+    RequestTimeout(u64),
     /// The model's endpoint is waking up or provisioning.
     #[error("{detail}")]
     ModelNotReady {
@@ -99,7 +111,9 @@ impl ApiError {
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::RateLimited { .. } | Self::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RequestTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::ModelNotReady { .. }
             | Self::AuthUnavailable { .. }
             | Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -122,6 +136,9 @@ impl ApiError {
             Self::BadRequest(_) => "BAD_REQUEST",
             Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             Self::RateLimited { .. } => "RATE_LIMITED",
+            Self::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
+            Self::Overloaded => "OVERLOADED",
+            Self::RequestTimeout(_) => "TIMEOUT",
             Self::ModelNotReady { .. } => "MODEL_NOT_READY",
             Self::AuthUnavailable { .. } => "AUTH_UNAVAILABLE",
             Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
@@ -137,8 +154,9 @@ impl ApiError {
         match self {
             Self::RateLimited { retry_after, .. }
             | Self::ModelNotReady { retry_after, .. }
-            | Self::AuthUnavailable { retry_after } => Some(*retry_after),
-            Self::ServiceUnavailable => Some(Duration::from_secs(1)),
+            | Self::AuthUnavailable { retry_after }
+            | Self::QuotaExceeded { retry_after } => Some(*retry_after),
+            Self::ServiceUnavailable | Self::Overloaded => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -206,10 +224,11 @@ pub struct ErrorResponse {
     pub detail: String,
     /// The stable code: `UNAUTHORIZED` 401, `FORBIDDEN` 403, `NOT_FOUND` 404,
     /// `MODEL_NOT_DEPLOYED` 404, `VALIDATION_ERROR` 422, `BAD_REQUEST` 400,
-    /// `PAYLOAD_TOO_LARGE` 413, `RATE_LIMITED` 429, `MODEL_NOT_READY` 503, `AUTH_UNAVAILABLE`
-    /// 503, `SERVICE_UNAVAILABLE` 503 (the database is unreachable), `UPSTREAM_ERROR` 502,
-    /// `UPSTREAM_TIMEOUT` 504, `CONFLICT` 409 (another operation on the model is in flight),
-    /// `PRECONDITION_FAILED` 412 (a stale `If-Match`; `ETag` holds the current tag), `INTERNAL` 500.
+    /// `PAYLOAD_TOO_LARGE` 413, `RATE_LIMITED` 429, `QUOTA_EXCEEDED` 429, `MODEL_NOT_READY`
+    /// 503, `AUTH_UNAVAILABLE` 503, `SERVICE_UNAVAILABLE` 503 (the database is unreachable),
+    /// `OVERLOADED` 503, `UPSTREAM_ERROR` 502, `UPSTREAM_TIMEOUT` 504, `TIMEOUT` 504,
+    /// `CONFLICT` 409 (another operation on the model is in flight), `PRECONDITION_FAILED` 412
+    /// (a stale `If-Match`; `ETag` holds the current tag), `INTERNAL` 500.
     #[schema(example = "MODEL_NOT_DEPLOYED")]
     pub error: String,
     /// The request's `X-Request-Id`.
@@ -236,7 +255,8 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::ETAG, value);
         }
         if let Some(after) = this.retry_after() {
-            let seconds = after.as_secs().max(1).to_string();
+            let rounded_up = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+            let seconds = rounded_up.max(1).to_string();
             if let Ok(value) = HeaderValue::from_str(&seconds) {
                 response.headers_mut().insert(header::RETRY_AFTER, value);
             }

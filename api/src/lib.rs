@@ -17,9 +17,11 @@
 
 pub mod activity;
 pub mod auth;
+pub mod bounds;
 pub mod error;
 pub mod etag;
 pub mod extract;
+pub mod limits;
 pub mod observe;
 mod routes;
 pub mod routing;

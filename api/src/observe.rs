@@ -21,14 +21,17 @@ use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
-use serde_json::Value;
+use axum::response::Response;
 use shared::telemetry::metrics::names;
 use tracing::Instrument;
 
 use crate::auth::Principal;
-use crate::error::{ApiError, ErrorBody, REQUEST_ID_HEADER, render};
+use crate::error::{ErrorBody, REQUEST_ID_HEADER, render};
+use crate::limits::Allowance;
+
+mod payload;
 use crate::routing::ActiveRoute;
+use payload::{CAPTURE_BYTES, Captured, payload, tee};
 
 /// What the handler learned about the request, read back after the response.
 #[derive(Debug, Clone)]
@@ -40,6 +43,7 @@ struct Inner {
     principal: OnceLock<Arc<Principal>>,
     route: OnceLock<Arc<ActiveRoute>>,
     upstream: OnceLock<Duration>,
+    allowance: OnceLock<Allowance>,
 }
 
 impl RequestContext {
@@ -49,6 +53,7 @@ impl RequestContext {
             principal: OnceLock::new(),
             route: OnceLock::new(),
             upstream: OnceLock::new(),
+            allowance: OnceLock::new(),
         }))
     }
 
@@ -73,6 +78,11 @@ impl RequestContext {
         let _ = self.0.route.set(route);
     }
 
+    /// Records the key's allowance after this request (the `RateLimit-*` headers).
+    pub fn set_allowance(&self, allowance: Allowance) {
+        let _ = self.0.allowance.set(allowance);
+    }
+
     /// Records the time spent waiting for the upstream endpoint.
     pub fn set_upstream(&self, upstream: Duration) {
         let _ = self.0.upstream.set(upstream);
@@ -90,6 +100,19 @@ pub struct ObserveConfig {
     pub redact_fields: Arc<[String]>,
     /// `MAX_BODY_BYTES`: the most a logged request body may be.
     pub max_body_bytes: usize,
+}
+
+/// `RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` (seconds, rounded up), as
+/// the IETF httpapi draft names them.
+fn rate_limit_headers(headers: &mut axum::http::HeaderMap, allowance: &Allowance) {
+    let reset = allowance.reset.as_secs() + u64::from(allowance.reset.subsec_nanos() > 0);
+    for (name, value) in [
+        ("ratelimit-limit", u64::from(allowance.limit)),
+        ("ratelimit-remaining", u64::from(allowance.remaining)),
+        ("ratelimit-reset", reset),
+    ] {
+        headers.insert(name, axum::http::HeaderValue::from(value));
+    }
 }
 
 /// The route template of the predict route.
@@ -116,28 +139,32 @@ pub async fn observe(
     let bytes_in = content_length(&parts.headers);
     let span = tracing::info_span!("request", request_id = %id_text);
 
-    // With payload logging the body is read here; one over the limit is answered here, and
-    // still counted and logged like any other request.
-    let (request_payload, body) = if config.log_payloads {
-        match axum::body::to_bytes(body, config.max_body_bytes).await {
-            Ok(bytes) => (Some(payload(&bytes, &config)), Ok(Body::from(bytes))),
-            Err(_) => (None, Err(ApiError::PayloadTooLarge.into_response())),
-        }
+    // With payload logging the body is not read here (that would read it before the
+    // request is authenticated): a copy of its first bytes is kept as the handler reads it.
+    let (seen, body) = if config.log_payloads {
+        let (seen, body) = tee(body, config.max_payload_bytes.max(CAPTURE_BYTES));
+        (Some(seen), body)
     } else {
-        (None, Ok(body))
+        (None, body)
     };
-    let response = match body {
-        Ok(body) => {
-            next.run(Request::from_parts(parts, body))
-                .instrument(span.clone())
-                .await
+    let response = next
+        .run(Request::from_parts(parts, body))
+        .instrument(span.clone())
+        .await;
+    let request_payload = seen.map(|seen| {
+        let seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+        match &*seen {
+            Captured::Whole(bytes) => payload(&Bytes::copy_from_slice(bytes), &config),
+            Captured::Cut(n) => format!("<more than {n} bytes, not logged>"),
         }
-        Err(too_large) => too_large,
-    };
+    });
     let mut response = render(response, id_text);
     response
         .headers_mut()
         .insert(REQUEST_ID_HEADER, request_id.clone());
+    if let Some(allowance) = context.0.allowance.get() {
+        rate_limit_headers(response.headers_mut(), allowance);
+    }
     let response_payload = if config.log_payloads {
         let (parts, body) = response.into_parts();
         let bytes = axum::body::to_bytes(body, usize::MAX)
@@ -287,86 +314,4 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 /// The response's size when known before it is sent (every buffered body).
 fn body_length(response: &Response) -> Option<u64> {
     content_length(response.headers()).or_else(|| response.body().size_hint().exact())
-}
-
-/// A body as it may be logged: JSON with the configured keys redacted, truncated; any other
-/// content only by its size (it could hold anything).
-fn payload(bytes: &Bytes, config: &ObserveConfig) -> String {
-    if bytes.is_empty() {
-        return String::new();
-    }
-    let Ok(mut value) = serde_json::from_slice::<Value>(bytes) else {
-        return format!("<{} bytes, not JSON>", bytes.len());
-    };
-    redact(&mut value, &config.redact_fields);
-    truncate(value.to_string(), config.max_payload_bytes)
-}
-
-/// Replaces the value of every object key named in `fields` (case-insensitively), at any
-/// depth.
-fn redact(value: &mut Value, fields: &[String]) {
-    match value {
-        Value::Object(map) => {
-            for (key, inner) in map.iter_mut() {
-                if fields.iter().any(|f| f.eq_ignore_ascii_case(key)) {
-                    *inner = Value::String("[redacted]".into());
-                } else {
-                    redact(inner, fields);
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(|v| redact(v, fields)),
-        _ => {}
-    }
-}
-
-fn truncate(mut text: String, max: usize) -> String {
-    if text.len() <= max {
-        return text;
-    }
-    let total = text.len();
-    let mut cut = max;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    text.truncate(cut);
-    text.push_str(&format!("…[truncated, {total} bytes]"));
-    text
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    fn config(max: usize) -> ObserveConfig {
-        ObserveConfig {
-            log_payloads: true,
-            max_payload_bytes: max,
-            redact_fields: vec!["password".to_owned(), "token".to_owned()].into(),
-            max_body_bytes: 1 << 20,
-        }
-    }
-
-    #[test]
-    fn payloads_are_redacted_at_any_depth_and_truncated() {
-        let body = json!({"inputs": "hi", "Password": "p@ss", "nested": [{"token": "t0k"}]});
-        let logged = payload(&Bytes::from(body.to_string()), &config(1000));
-        assert!(
-            !logged.contains("p@ss") && !logged.contains("t0k"),
-            "{logged}"
-        );
-        assert!(logged.contains("[redacted]") && logged.contains("\"hi\""));
-        let long = json!({"inputs": "é".repeat(100)});
-        let logged = payload(&Bytes::from(long.to_string()), &config(21));
-        assert!(logged.ends_with("bytes]"), "{logged}");
-        assert!(logged.len() < 60);
-    }
-
-    #[test]
-    fn non_json_payloads_are_logged_by_size_only() {
-        let logged = payload(&Bytes::from_static(b"password=hunter2"), &config(100));
-        assert_eq!(logged, "<16 bytes, not JSON>");
-    }
 }

@@ -21,6 +21,8 @@ use crate::auth::counters::AuthCounters;
 use crate::auth::hokusai::{self, HokusaiAuthenticator};
 use crate::auth::static_keys::{self, StaticKeys};
 use crate::auth::usage::{self, UsageReporter};
+use crate::bounds::{self, Bounds};
+use crate::limits::Limits;
 use crate::observe::{ObserveConfig, observe};
 use crate::routes;
 use crate::routing::RoutingCache;
@@ -115,7 +117,15 @@ impl Application {
                 }
             }
         });
+        let limits = Arc::new(
+            Limits::new(
+                settings.api.redis_url.as_ref().map(Secret::expose),
+                settings.api.failed_auth_per_ip_per_minute,
+            )
+            .context("configuring the rate limits (REDIS_URL)")?,
+        );
         let state = AppState::new(Services {
+            limits,
             db: db.clone(),
             settings: Arc::new(settings),
             authenticator,
@@ -226,8 +236,9 @@ impl AuthWiring {
     }
 }
 
-/// The router with its middleware, outermost last: the body limit, usage reporting when
-/// enabled, and observation (request ids taken from the request or generated and echoed on
+/// The router with its middleware, outermost last: the body limit, the bounds (load
+/// shedding past `MAX_CONCURRENT_REQUESTS`, `REQUEST_TIMEOUT_SECONDS`), usage reporting
+/// when enabled, and observation (request ids taken from the request or generated and echoed on
 /// every response, error bodies, metrics, the request log line and span).
 pub fn app(state: AppState, usage: Option<Arc<UsageReporter>>) -> Router {
     let body_limit = state.settings.api.max_body_bytes;
@@ -238,9 +249,11 @@ pub fn app(state: AppState, usage: Option<Arc<UsageReporter>>) -> Router {
         redact_fields: telemetry.log_redact_fields.clone().into(),
         max_body_bytes: body_limit,
     });
+    let bounds = Arc::new(Bounds::new(&state.settings.api));
     let mut router = routes::router()
         .with_state(state)
-        .layer(DefaultBodyLimit::max(body_limit));
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(bounds, bounds::bound));
     if let Some(reporter) = usage {
         router = router.layer(axum::middleware::from_fn_with_state(reporter, usage::track));
     }

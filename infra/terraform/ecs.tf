@@ -27,10 +27,20 @@ locals {
     METRICS_CLOUDWATCH_ENABLED = "true"
     LOG_FORMAT                 = "json"
     RUST_LOG                   = var.rust_log
+    # Where the `http` provider may connect (empty: provider disabled; docs/operator-guide.md).
+    HTTP_PROVIDER_ALLOWED_HOSTS = var.http_provider_allowed_hosts
   }
 
   component_env = {
-    api    = merge(local.common_env, { API_HOST = "0.0.0.0", API_PORT = tostring(local.api_port) })
+    # Behind the ALB (one proxy, which appends the address it saw to X-Forwarded-For): the
+    # client IP is the last entry. The ALB forwards to the tasks over HTTP inside the VPC
+    # (TLS ends at the ALB; the tasks' security group admits only the ALB).
+    api = merge(local.common_env, {
+      API_HOST            = "0.0.0.0"
+      API_PORT            = tostring(local.api_port)
+      TRUST_FORWARDED_FOR = "true"
+      TRUSTED_PROXY_HOPS  = "1"
+    })
     worker = merge(local.common_env, { WORKER_METRICS_PORT = tostring(local.worker_metrics_port) })
     # The migrate task uses only the database. Production's serving checks (HF token, auth
     # backend) apply to `api` and `worker` only, so migrate gets neither the HF token nor

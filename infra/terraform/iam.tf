@@ -114,6 +114,18 @@ data "aws_iam_policy_document" "api_task" {
     resources = [aws_sqs_queue.deployments.arn]
   }
 
+  # The admin dead-letter routes (list, replay, purge) read and delete DLQ messages.
+  statement {
+    sid = "OperateDeadLetters"
+    actions = [
+      "sqs:ReceiveMessage",
+      "sqs:DeleteMessage",
+      "sqs:ChangeMessageVisibility",
+      "sqs:GetQueueAttributes",
+    ]
+    resources = [aws_sqs_queue.dlq.arn]
+  }
+
   statement {
     sid       = "EncryptQueueMessages"
     actions   = ["kms:GenerateDataKey", "kms:Decrypt"]

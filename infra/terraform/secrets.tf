@@ -11,8 +11,9 @@ locals {
       "mlflow-webhook-secret" = "MLFLOW_WEBHOOK_SECRET"
     }
     worker = {
-      "database-url"        = "DATABASE_URL"
-      "huggingface-api-key" = "HUGGINGFACE_API_KEY"
+      "database-url"          = "DATABASE_URL"
+      "huggingface-api-key"   = "HUGGINGFACE_API_KEY"
+      "mlflow-tracking-token" = "MLFLOW_TRACKING_TOKEN"
     }
     migrate = {
       "database-url" = "DATABASE_URL"

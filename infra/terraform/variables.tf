@@ -87,6 +87,12 @@ variable "mlflow_tracking_uri" {
   type        = string
 }
 
+variable "http_provider_allowed_hosts" {
+  description = "HTTP_PROVIDER_ALLOWED_HOSTS: hosts, host:port and CIDRs the http provider may call (empty disables it)."
+  type        = string
+  default     = ""
+}
+
 variable "rust_log" {
   description = "RUST_LOG of the tasks."
   type        = string

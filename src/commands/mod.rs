@@ -12,6 +12,7 @@ pub mod roles;
 
 use std::process::ExitCode;
 
+use shared::config::sources::Origin;
 use shared::config::{ConfigError, Settings};
 
 /// Why a verb failed, which decides the exit code.
@@ -75,6 +76,22 @@ const QUIET_LOG_FILTER: &str = "warn";
 /// production must never run with.
 pub fn load_serving_settings() -> Result<Settings, Failure> {
     let settings = load_settings()?;
+    settings.check_serving_policy()?;
+    Ok(settings)
+}
+
+/// Loads the configuration of a production role (`api`, `worker`): like
+/// [`load_serving_settings`], and `ENVIRONMENT` must be given explicitly — without it a
+/// role would silently run as development (static all-scope key). `dev` needs none.
+pub fn load_role_settings(role: &str) -> Result<Settings, Failure> {
+    let (settings, sources) = Settings::load()?;
+    if matches!(sources.origin("ENVIRONMENT"), None | Some(Origin::Default)) {
+        return Err(Failure::Config(format!(
+            "ENVIRONMENT: required by `{role}` (development, staging or production); \
+             `hokusai-serve dev` is the zero-configuration command"
+        )));
+    }
+    shared::telemetry::init(&settings.telemetry);
     settings.check_serving_policy()?;
     Ok(settings)
 }

@@ -1,10 +1,10 @@
 //! The production roles: `hokusai-serve api` and `hokusai-serve worker`.
 
-use super::{Failure, load_serving_settings, shutdown_signal};
+use super::{Failure, load_role_settings, shutdown_signal};
 
 /// Serves the HTTP API until SIGTERM or Ctrl-C.
 pub async fn api() -> Result<(), Failure> {
-    let settings = load_serving_settings()?;
+    let settings = load_role_settings("api")?;
     let app = api::Application::build(settings).await?;
     tracing::info!(address = %app.local_addr(), "API listening");
     if let Some(key) = app.dev_api_key() {
@@ -17,7 +17,7 @@ pub async fn api() -> Result<(), Failure> {
 
 /// Runs a worker until SIGTERM or Ctrl-C, with `/metrics` on `WORKER_METRICS_PORT`.
 pub async fn worker() -> Result<(), Failure> {
-    let settings = load_serving_settings()?;
+    let settings = load_role_settings("worker")?;
     let metrics = worker::metrics_server::MetricsServer::bind(
         &settings.api.host,
         settings.worker.metrics_port,

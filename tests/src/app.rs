@@ -161,6 +161,8 @@ impl TestApp {
                 ("HUGGINGFACE_API_KEY", emulator.token.as_str()),
                 ("HUGGINGFACE_API_BASE", emulator.base_url.as_str()),
                 ("HUGGINGFACE_NAMESPACE", "hokusai"),
+                // The tests' upstreams listen on loopback; production's default is none.
+                ("HTTP_PROVIDER_ALLOWED_HOSTS", "127.0.0.1"),
             ]);
             if let Some(auth) = &auth {
                 all.extend([

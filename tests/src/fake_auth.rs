@@ -39,6 +39,8 @@ struct FakeKey {
     user_id: String,
     scopes: Vec<String>,
     state: KeyState,
+    rate_limit_per_hour: Option<u64>,
+    monthly_prediction_limit: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -103,8 +105,19 @@ impl FakeAuth {
             user_id: user_id.to_owned(),
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             state: KeyState::Active,
+            rate_limit_per_hour: Some(5000),
+            monthly_prediction_limit: None,
         };
         self.lock().keys.insert(key.to_owned(), fake);
+    }
+
+    /// Sets the allowance the service grants `key`: `rate_limit_per_hour` (5000 unless
+    /// set; `None` sends `null`) and `monthly_prediction_limit` (`null` unless set).
+    pub fn set_limits(&self, key: &str, per_hour: Option<u64>, monthly: Option<u64>) {
+        let mut inner = self.lock();
+        let fake = inner.keys.get_mut(key).expect("a known key");
+        fake.rate_limit_per_hour = per_hour;
+        fake.monthly_prediction_limit = monthly;
     }
 
     /// Changes how `key` is answered from now on (revocation, expiry…).
@@ -213,8 +226,9 @@ fn answer(key: Option<FakeKey>, service_id: Option<&str>) -> Answer {
             StatusCode::OK,
             Json(json!({
                 "is_valid": true, "key_id": key.key_id, "user_id": key.user_id,
-                "service_id": "platform", "scopes": key.scopes, "rate_limit_per_hour": 5000,
-                "billing_plan": "free", "monthly_prediction_limit": null,
+                "service_id": "platform", "scopes": key.scopes,
+                "rate_limit_per_hour": key.rate_limit_per_hour, "billing_plan": "free",
+                "monthly_prediction_limit": key.monthly_prediction_limit,
                 "user": {"id": key.user_id, "email": "someone@example.com", "roles": [],
                          "is_admin": false}
             })),

@@ -162,3 +162,53 @@ impl DevServer {
         }
     }
 }
+
+/// A running `hokusai-serve api` (the production role, `ENVIRONMENT=staging` unless `envs`
+/// says otherwise), killed when dropped.
+pub struct ApiProcess {
+    /// The process.
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base_url: String,
+}
+
+impl ApiProcess {
+    /// Starts `api` in `dir` on a free loopback port with `envs` and waits until `/health`
+    /// answers 200 (at most 60 s). The role needs a migrated database (`DATABASE_URL`) and,
+    /// outside development, `HUGGINGFACE_API_KEY` and `HUGGINGFACE_NAMESPACE`.
+    pub async fn start(dir: &Path, envs: &[(&str, &str)]) -> ApiProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port()
+            .to_string();
+        let mut all = vec![
+            ("ENVIRONMENT", "staging"),
+            ("API_HOST", "127.0.0.1"),
+            ("API_PORT", port.as_str()),
+            ("RUST_LOG", "warn"),
+        ];
+        all.extend_from_slice(envs);
+        let child = command(dir, &["api"], &all)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("api starts");
+        let base_url = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let health = format!("{base_url}/health");
+        let ready = async {
+            loop {
+                if let Ok(answer) = client.get(&health).send().await
+                    && answer.status() == 200
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(60), ready)
+            .await
+            .expect("`hokusai-serve api` answers /health within 60 s");
+        ApiProcess { child, base_url }
+    }
+}

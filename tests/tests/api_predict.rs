@@ -192,11 +192,11 @@ async fn upstream_failures_map_to_400_502_and_504() {
     .await;
 
     assert!(
-        refused["detail"]
+        !refused["detail"]
             .as_str()
             .expect("detail")
             .contains("inputs must be text"),
-        "{refused}"
+        "the upstream's body is logged, never sent: {refused}"
     );
     assert!(
         started.elapsed() < Duration::from_secs(4),

@@ -91,7 +91,7 @@ async fn scopes_from_the_auth_service_are_enforced() {
 }
 
 #[tokio::test]
-async fn the_peer_address_is_sent_unless_forwarded_for_is_trusted() {
+async fn the_peer_address_is_sent_unless_forwarded_for_is_trusted_then_the_hop_address() {
     let (auth, app) = started(&[]).await;
     let (trusting_auth, trusting) = started(&[("TRUST_FORWARDED_FOR", "true")]).await;
     let forwarded = ("x-forwarded-for", "203.0.113.7, 10.0.0.1");
@@ -123,7 +123,8 @@ async fn the_peer_address_is_sent_unless_forwarded_for_is_trusted() {
     );
     assert_eq!(
         trusting_auth.last_request(),
-        Some(json!({"service_id": "platform", "client_ip": "203.0.113.7"}))
+        Some(json!({"service_id": "platform", "client_ip": "10.0.0.1"})),
+        "one trusted hop: the entry the load balancer appended, not the client's own"
     );
 }
 

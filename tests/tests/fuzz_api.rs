@@ -41,6 +41,9 @@ const CODES: &[&str] = &[
     "SERVICE_UNAVAILABLE",
     "UPSTREAM_ERROR",
     "UPSTREAM_TIMEOUT",
+    "QUOTA_EXCEEDED",
+    "OVERLOADED",
+    "TIMEOUT",
 ];
 
 /// Every route of docs/design/http-api.md (`{p}` is the path parameter).
@@ -129,6 +132,8 @@ impl Fuzz {
                 &[
                     ("MLFLOW_WEBHOOK_SECRET", SECRET),
                     ("MAX_BODY_BYTES", max_body.as_str()),
+                    // Random keys from one address: not a flood to limit here.
+                    ("FAILED_AUTH_PER_IP_PER_MINUTE", "0"),
                 ],
             )
             .await;

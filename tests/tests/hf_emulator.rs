@@ -25,6 +25,7 @@ fn config(emu: &EmulatorHandle, scale_up: Option<Duration>) -> HuggingFaceConfig
         max_retries: 3,
         predict_timeout: Duration::from_secs(5),
         scale_up_timeout: scale_up,
+        max_body_bytes: 1 << 20,
     }
 }
 
@@ -252,10 +253,7 @@ async fn the_registry_refreshes_its_providers_at_start_up() {
         .expect("emulator");
     let config = ProvidersConfig {
         huggingface: config(&emu, None),
-        http: HttpProviderConfig {
-            timeout: Duration::from_secs(5),
-            health_route: "/health".into(),
-        },
+        http: HttpProviderConfig::new(Duration::from_secs(5), Default::default()),
     };
     let registry = ProviderRegistry::build(&config).expect("registry");
 

@@ -266,10 +266,8 @@ async fn metrics_after_real_traffic_have_every_series_with_labels_and_counts() {
         .await
         .expect("bind");
     let base = format!("http://{}", server.local_addr());
-    tokio::spawn(server.run_until_stopped(
-        shared::runtime::Tasks::new(shared::runtime::Shutdown::never()),
-        std::future::pending(),
-    ));
+    let tasks = shared::runtime::Tasks::new(shared::runtime::ShutdownTrigger::new().subscribe());
+    tokio::spawn(server.run_until_stopped(tasks, std::future::pending()));
     let from_worker = scrape(&app.client, &base).await;
     assert!(
         from_worker
@@ -528,7 +526,8 @@ async fn logging_payloads_keeps_the_documented_413() {
         .await;
 
     tests::app::assert_error(response, 413, "PAYLOAD_TOO_LARGE").await;
-    // Answered by the payload-logging path, and still counted like any request.
+    // Answered by the route's body limit after authentication (payload logging reads
+    // nothing ahead of it), and counted like any request.
     let after = counted(&scrape(&app.client, &app.url).await).unwrap_or(0.0);
     assert!(after >= before + 1.0, "413 counted: {before} -> {after}");
     app.db.drop_database().await;

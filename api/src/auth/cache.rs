@@ -185,6 +185,7 @@ mod tests {
             service_id: None,
             scopes: vec!["read".into()],
             rate_limit_per_hour: Some(1000),
+            monthly_prediction_limit: None,
         }))
     }
 

@@ -85,8 +85,14 @@ impl Authenticator for HokusaiAuthenticator {
         key: &str,
         client_ip: Option<IpAddr>,
     ) -> Result<Principal, AuthError> {
+        // The auth service may judge by the IP (allow-lists), so a verdict holds for the key
+        // *from that address* only: the cache entry is keyed by both.
+        let entry = match client_ip {
+            Some(ip) => format!("{key}\u{0}{ip}"),
+            None => key.to_owned(),
+        };
         self.cache
-            .resolve(key, self.client.validate(key, client_ip))
+            .resolve(&entry, self.client.validate(key, client_ip))
             .await
     }
 }
@@ -115,6 +121,7 @@ struct ValidateResponse {
     service_id: Option<Value>,
     scopes: Option<Vec<String>>,
     rate_limit_per_hour: Option<u64>,
+    monthly_prediction_limit: Option<u64>,
     /// Newer versions nest the owner: `user{id, email, roles, is_admin}`.
     user: Option<Value>,
 }
@@ -198,6 +205,7 @@ fn verdict(body: ValidateResponse) -> Verdict {
                     u32::try_from(n).unwrap_or(u32::MAX)
                 }),
         ),
+        monthly_prediction_limit: body.monthly_prediction_limit,
     }))
 }
 

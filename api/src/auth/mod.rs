@@ -8,8 +8,14 @@
 //! [`counters`] counts validations, cache results and usage reports.
 //!
 //! Keys are read from `Authorization: Bearer <key>`, `Authorization: ApiKey <key>` or
-//! `X-API-Key: <key>`, and never logged. The client IP passed to the authenticator is the
-//! first `X-Forwarded-For` entry when `TRUST_FORWARDED_FOR=true`, else the TCP peer.
+//! `X-API-Key: <key>`, and never logged. The client IP passed to the authenticator is, with
+//! `TRUST_FORWARDED_FOR=true`, the `X-Forwarded-For` entry appended by the outermost of
+//! `TRUSTED_PROXY_HOPS` proxies (counted from the right: entries further left are written
+//! by the client and prove nothing), else the TCP peer.
+//!
+//! Before a key is checked, a client IP over `FAILED_AUTH_PER_IP_PER_MINUTE` gets 429
+//! without an auth-service call; after it is accepted, the key's own limits are counted
+//! ([`crate::limits`]), before the handler looks anything up.
 
 pub mod cache;
 pub mod counters;
@@ -21,15 +27,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use serde::Serialize;
 use shared::domain::ModelId;
 
 use crate::error::ApiError;
-use crate::observe::RequestContext;
+use crate::limits::Decision;
+use crate::observe::{PREDICT_ROUTE, RequestContext};
 use crate::state::AppState;
+use shared::telemetry::metrics::names;
 
 /// Who is calling, as the authenticator established it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -42,8 +50,10 @@ pub struct Principal {
     pub service_id: Option<String>,
     /// Granted scopes.
     pub scopes: Vec<String>,
-    /// Hourly request allowance.
+    /// Hourly request allowance (enforced by [`crate::limits`]; `None`: no limit).
     pub rate_limit_per_hour: Option<u32>,
+    /// Predictions allowed per calendar month (UTC); `None`: no quota.
+    pub monthly_prediction_limit: Option<u64>,
 }
 
 /// The scopes routes require.
@@ -94,6 +104,19 @@ impl Principal {
             Ok(())
         } else {
             Err(ApiError::Forbidden(scope.as_str().to_owned()))
+        }
+    }
+
+    /// 403 unless the key may deploy, roll back and undeploy `model`: `model:write` (or a
+    /// scope granting it, every model) or `model:write:{model_id}` (that model only).
+    /// Called with the raw path segment, before the model is parsed or looked up, so a key
+    /// limited to one model learns nothing about others (403, never 404).
+    pub fn require_model_write(&self, model: &str) -> Result<(), ApiError> {
+        let specific = format!("model:write:{model}");
+        if self.require(Scope::ModelWrite).is_ok() || self.has(&specific) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(specific))
         }
     }
 
@@ -154,27 +177,30 @@ pub fn api_key(headers: &HeaderMap) -> Option<&str> {
         .filter(|key| !key.is_empty())
 }
 
-/// The caller's address: the first `X-Forwarded-For` entry when the proxy in front is
-/// trusted to set it (and it parses), else the TCP peer.
-pub fn client_ip(parts: &Parts, trust_forwarded_for: bool) -> Option<IpAddr> {
-    let forwarded = || {
-        parts
-            .headers
-            .get("x-forwarded-for")?
-            .to_str()
-            .ok()?
-            .split(',')
-            .next()?
-            .trim()
-            .parse()
-            .ok()
-    };
-    trust_forwarded_for.then(forwarded).flatten().or_else(|| {
+/// The caller's address. Behind `hops` trusted proxies (`Some(hops)`), each appending the
+/// address it saw to `X-Forwarded-For`, the client is the entry `hops` from the right: the
+/// one the outermost trusted proxy appended. Entries left of it were written by the client.
+/// With fewer entries than hops, or one that does not parse, the request did not come
+/// through the proxies as configured: the TCP peer is used. Without trust, the TCP peer.
+pub fn client_ip(parts: &Parts, trusted_hops: Option<usize>) -> Option<IpAddr> {
+    let peer = || {
         parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip())
-    })
+    };
+    let forwarded = |hops: usize| -> Option<IpAddr> {
+        let header = parts.headers.get_all("x-forwarded-for");
+        let entries: Vec<&str> = header
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect();
+        let index = entries.len().checked_sub(hops)?;
+        entries[index].parse().ok()
+    };
+    trusted_hops.and_then(forwarded).or_else(peer)
 }
 
 /// Extracts and validates the caller's key; rejects with 401, 429 or 503.
@@ -187,17 +213,35 @@ impl FromRequestParts<AppState> for Authenticated {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let key = api_key(&parts.headers)
             .ok_or_else(|| ApiError::Unauthorized("an API key is required".into()))?;
-        let client_ip = client_ip(parts, state.settings.auth.trust_forwarded_for);
+        let auth = &state.settings.auth;
+        let client_ip = client_ip(
+            parts,
+            auth.trust_forwarded_for.then_some(auth.trusted_proxy_hops),
+        );
+        if let Some(retry_after) = state.limits.auth_blocked(client_ip) {
+            metrics::counter!(names::LIMITED, "limit" => "failed_auth").increment(1);
+            return Err(ApiError::RateLimited {
+                detail: "too many failed authentications from this address".into(),
+                retry_after,
+            });
+        }
         match state.authenticator.authenticate(key, client_ip).await {
             Ok(principal) => {
                 // Shared with the request context (log line, usage report), not copied.
                 let principal = Arc::new(principal);
-                if let Some(context) = parts.extensions.get::<RequestContext>() {
+                let context = parts.extensions.get::<RequestContext>();
+                if let Some(context) = context {
                     context.set_principal(&principal);
                 }
+                let predict = parts
+                    .extensions
+                    .get::<MatchedPath>()
+                    .is_some_and(|p| p.as_str() == PREDICT_ROUTE);
+                enforce_limits(state, &principal, predict, context).await?;
                 Ok(Self(principal))
             }
             Err(AuthError::Invalid) => {
+                state.limits.auth_failed(client_ip);
                 Err(ApiError::Unauthorized("Invalid or expired API key".into()))
             }
             Err(AuthError::RateLimited) => Err(ApiError::RateLimited {
@@ -214,6 +258,49 @@ impl FromRequestParts<AppState> for Authenticated {
     }
 }
 
+/// Counts the request against the key's hourly allowance (and, for a prediction, its
+/// monthly quota); the allowance left goes to the `RateLimit-*` headers.
+async fn enforce_limits(
+    state: &AppState,
+    principal: &Principal,
+    predict: bool,
+    context: Option<&RequestContext>,
+) -> Result<(), ApiError> {
+    let quota = predict
+        .then_some(principal.monthly_prediction_limit)
+        .flatten();
+    let decision = state
+        .limits
+        .check(&principal.key_id, principal.rate_limit_per_hour, quota)
+        .await;
+    match decision {
+        Decision::Unlimited => Ok(()),
+        Decision::Allowed(allowance) => {
+            if let Some(context) = context {
+                context.set_allowance(allowance);
+            }
+            Ok(())
+        }
+        Decision::Limited(allowance, retry_after) => {
+            if let Some(context) = context {
+                context.set_allowance(allowance);
+            }
+            metrics::counter!(names::LIMITED, "limit" => "key").increment(1);
+            Err(ApiError::RateLimited {
+                detail: format!(
+                    "this API key's allowance of {} requests per hour is used up",
+                    allowance.limit
+                ),
+                retry_after,
+            })
+        }
+        Decision::QuotaExceeded(retry_after) => {
+            metrics::counter!(names::LIMITED, "limit" => "quota").increment(1);
+            Err(ApiError::QuotaExceeded { retry_after })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +312,7 @@ mod tests {
             service_id: None,
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             rate_limit_per_hour: None,
+            monthly_prediction_limit: None,
         }
     }
 
@@ -258,14 +346,20 @@ mod tests {
         let (parts, ()) = request.into_parts();
         let peer: IpAddr = [10, 0, 0, 9].into();
 
-        assert_eq!(client_ip(&parts, true), Some([203, 0, 113, 7].into()));
-        assert_eq!(client_ip(&parts, false), Some(peer));
+        assert_eq!(client_ip(&parts, Some(1)), Some([10, 0, 0, 1].into()));
+        assert_eq!(client_ip(&parts, Some(2)), Some([203, 0, 113, 7].into()));
+        assert_eq!(
+            client_ip(&parts, Some(3)),
+            Some(peer),
+            "fewer entries than hops"
+        );
+        assert_eq!(client_ip(&parts, None), Some(peer));
         let (garbage, ()) = axum::http::Request::builder()
             .header("x-forwarded-for", "not-an-ip")
             .body(())
             .expect("request")
             .into_parts();
-        assert_eq!(client_ip(&garbage, true), None);
+        assert_eq!(client_ip(&garbage, Some(1)), None);
     }
 
     #[test]

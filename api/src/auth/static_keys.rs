@@ -35,6 +35,7 @@ impl StaticKeys {
             service_id: Some("platform".to_owned()),
             scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
             rate_limit_per_hour: None,
+            monthly_prediction_limit: None,
         };
         self.keys.insert(digest, principal);
         self

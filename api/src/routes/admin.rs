@@ -31,6 +31,9 @@ fn queue_error(error: QueueError) -> ApiError {
     ApiError::Unexpected(anyhow::Error::new(error).context("dead-letter operation"))
 }
 
+/// The most dead letters one list answers, whatever `limit` asks.
+const MAX_LIST: usize = 1000;
+
 #[derive(Debug, Deserialize)]
 struct ListQuery {
     limit: Option<usize>,
@@ -50,7 +53,7 @@ pub(super) struct Replayed {
     tag = "admin",
     operation_id = "list_dead_letters",
     summary = "List dead letters",
-    params(("limit" = Option<usize>, Query, description = "At most this many (default 100)")),
+    params(("limit" = Option<usize>, Query, description = "At most this many (default 100, at most 1000)")),
     security(("bearer" = ["admin"]), ("api_key" = ["admin"])),
     responses(
         (status = 200, description = "The dead letters (as `hokusai-serve dlq list --json`)", body = Vec<DeadLetter>),
@@ -69,7 +72,7 @@ async fn list(
     principal.require(Scope::Admin)?;
     let letters = state
         .queue
-        .list(query.limit.unwrap_or(100))
+        .list(query.limit.unwrap_or(100).min(MAX_LIST))
         .await
         .map_err(queue_error)?;
     Ok(Json(

@@ -116,7 +116,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
         (status = 409, description = "CONFLICT: another operation on the model is in flight (the detail names it and its deployment) or raced this one", body = ErrorResponse),
         (status = 412, description = "PRECONDITION_FAILED: `If-Match` names a version of the model that is no longer current", body = ErrorResponse, headers(("ETag" = String, description = "The model's current version"))),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
-        (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
+        (status = 403, description = "FORBIDDEN: the key has neither `model:write` nor `model:write:{model_id}` (checked before the model is looked up)", body = ErrorResponse),
         (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`); SERVICE_UNAVAILABLE: the database is unreachable (`Retry-After`)", body = ErrorResponse),
         (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
     ),
@@ -128,9 +128,10 @@ async fn deploy(
     headers: HeaderMap,
     Body(body): Body,
 ) -> Result<Response, ApiError> {
-    principal.require(Scope::ModelWrite)?;
+    principal.require_model_write(&raw)?;
     let model = model_id(&raw)?;
     let body: DeployBody = optional_json(&body)?;
+    check_replicas(&state, body.scaling.as_ref())?;
     let key = idempotency_key(&headers)?;
     let if_match = etag::if_match(&headers)?;
     if let Some(key) = &key
@@ -179,6 +180,19 @@ async fn deploy(
             Ok(accepted(StatusCode::OK, existing, None, version))
         }
         Err(error) => Err(error.into()),
+    }
+}
+
+/// 422 when the body asks for more replicas than `MAX_REPLICAS_PER_DEPLOYMENT` (one
+/// request must not be able to order an expensive fleet).
+fn check_replicas(state: &AppState, scaling: Option<&ScalingSpec>) -> Result<(), ApiError> {
+    let cap = state.settings.api.max_replicas_per_deployment;
+    match scaling {
+        Some(s) if s.max_replica > cap => Err(ApiError::Validation(format!(
+            "scaling.max_replica: {} exceeds the limit of {cap} (MAX_REPLICAS_PER_DEPLOYMENT)",
+            s.max_replica
+        ))),
+        _ => Ok(()),
     }
 }
 
@@ -267,7 +281,7 @@ fn accepted(
         (status = 409, description = "CONFLICT: another operation on the model is in flight (the detail names it and its deployment) or raced this one", body = ErrorResponse),
         (status = 412, description = "PRECONDITION_FAILED: `If-Match` names a version of the model that is no longer current", body = ErrorResponse, headers(("ETag" = String, description = "The model's current version"))),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
-        (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
+        (status = 403, description = "FORBIDDEN: the key has neither `model:write` nor `model:write:{model_id}` (checked before the model is looked up)", body = ErrorResponse),
         (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`); SERVICE_UNAVAILABLE: the database is unreachable (`Retry-After`)", body = ErrorResponse),
         (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
     ),
@@ -278,7 +292,7 @@ async fn rollback(
     Path(raw): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    principal.require(Scope::ModelWrite)?;
+    principal.require_model_write(&raw)?;
     let model = model_id(&raw)?;
     let if_match = etag::if_match(&headers)?;
     let retire_after = state.settings.worker.retire_after;
@@ -318,7 +332,7 @@ async fn rollback(
         (status = 409, description = "CONFLICT: another operation on the model is in flight (the detail names it and its deployment) or raced this one", body = ErrorResponse),
         (status = 412, description = "PRECONDITION_FAILED: `If-Match` names a version of the model that is no longer current", body = ErrorResponse, headers(("ETag" = String, description = "The model's current version"))),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
-        (status = 403, description = "FORBIDDEN: the key lacks the required scope", body = ErrorResponse),
+        (status = 403, description = "FORBIDDEN: the key has neither `model:write` nor `model:write:{model_id}` (checked before the model is looked up)", body = ErrorResponse),
         (status = 503, description = "AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`); SERVICE_UNAVAILABLE: the database is unreachable (`Retry-After`)", body = ErrorResponse),
         (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
     ),
@@ -329,7 +343,7 @@ async fn undeploy(
     Path(raw): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    principal.require(Scope::ModelWrite)?;
+    principal.require_model_write(&raw)?;
     let model = model_id(&raw)?;
     let if_match = etag::if_match(&headers)?;
     let done = operations::undeploy(&state.db, state.route, &model, if_match)

@@ -130,6 +130,33 @@ async fn openapi_json() -> Json<Document> {
     summary = "A human page rendering /openapi.json",
     responses((status = 200, description = "The page", content_type = "text/html", body = String)),
 )]
-async fn docs() -> Html<&'static str> {
-    Html(include_str!("docs.html"))
+async fn docs() -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_SECURITY_POLICY, docs_policy())],
+        Html(DOCS_PAGE),
+    )
+}
+
+/// The page of `/docs`.
+const DOCS_PAGE: &str = include_str!("docs.html");
+
+/// The page's Content-Security-Policy: its one inline script is allowed by hash, nothing
+/// else runs, and it may fetch only from this origin (`/openapi.json`).
+fn docs_policy() -> &'static str {
+    static POLICY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    POLICY
+        .get_or_init(|| {
+            use base64::Engine;
+            use sha2::{Digest, Sha256};
+            let script = DOCS_PAGE
+                .split_once("<script>")
+                .and_then(|(_, rest)| rest.split_once("</script>"))
+                .map_or("", |(script, _)| script);
+            let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(script));
+            format!(
+                "default-src 'none'; script-src 'sha256-{hash}'; style-src 'unsafe-inline'; \
+             connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+            )
+        })
+        .as_str()
 }

@@ -237,31 +237,28 @@ fn record(route: &ActiveRoute, error: Option<&ApiError>, upstream: Duration, tot
     }
 }
 
-/// What a provider failure means to the client.
+/// What a provider failure means to the client. The provider's message (the endpoint's
+/// body, its URL) is logged with the request id, never sent: it may describe internal
+/// services.
 fn upstream_error(error: ProviderError, timeout_secs: u64) -> ApiError {
+    tracing::warn!(kind = error.kind(), error = %error.message(), "the model endpoint failed");
     match error {
-        ProviderError::Unavailable {
-            message,
-            retry_after,
-        } => ApiError::ModelNotReady {
-            detail: format!("the model endpoint is not ready: {message}"),
+        ProviderError::Unavailable { retry_after, .. } => ApiError::ModelNotReady {
+            detail: "the model endpoint is not ready (waking up or scaling)".into(),
             retry_after,
         },
-        ProviderError::RateLimited {
-            message,
-            retry_after,
-        } => ApiError::RateLimited {
-            detail: format!("the model endpoint is overloaded: {message}"),
+        ProviderError::RateLimited { retry_after, .. } => ApiError::RateLimited {
+            detail: "the model endpoint is overloaded".into(),
             retry_after,
         },
-        ProviderError::Invalid { message } => {
-            ApiError::BadRequest(format!("the model rejected the request: {message}"))
-        }
+        ProviderError::Invalid { .. } => ApiError::BadRequest(
+            "the model rejected the request (see the model's input format)".into(),
+        ),
         ProviderError::Timeout { .. } => ApiError::UpstreamTimeout(timeout_secs),
-        ProviderError::NotFound { message } => ApiError::ModelNotReady {
-            detail: format!("the model endpoint is gone: {message}"),
+        ProviderError::NotFound { .. } => ApiError::ModelNotReady {
+            detail: "the model endpoint is gone at the provider".into(),
             retry_after: Duration::from_secs(30),
         },
-        other => ApiError::Upstream(format!("the model endpoint failed: {}", other.message())),
+        _ => ApiError::Upstream("the model endpoint failed".into()),
     }
 }

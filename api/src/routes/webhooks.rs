@@ -9,6 +9,7 @@
 //! validates it and deploys.
 
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
@@ -24,9 +25,16 @@ use utoipa::ToSchema;
 use crate::error::{ApiError, ErrorResponse};
 use crate::state::AppState;
 
-/// The webhook routes.
+/// The largest webhook body read: MLflow's payloads are a few KiB (model name, version,
+/// tags), and the body is read before its signature can be checked.
+pub const WEBHOOK_MAX_BYTES: usize = 256 * 1024;
+
+/// The webhook route.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/api/v1/webhooks/mlflow", post(receive))
+    Router::new().route(
+        "/api/v1/webhooks/mlflow",
+        post(receive).layer(DefaultBodyLimit::max(WEBHOOK_MAX_BYTES)),
+    )
 }
 
 /// The listener's answer (documentation only; written with `json!`).
@@ -62,7 +70,7 @@ pub(super) struct WebhookAnswer {
         (status = 400, description = "BAD_REQUEST: the payload is malformed", body = ErrorResponse),
         (status = 401, description = "UNAUTHORIZED: bad or missing signature, or a stale timestamp", body = ErrorResponse),
         (status = 404, description = "NOT_FOUND: the listener is disabled (`MLFLOW_WEBHOOK_SECRET` unset)", body = ErrorResponse),
-        (status = 413, description = "PAYLOAD_TOO_LARGE: the body exceeds `MAX_BODY_BYTES`", body = ErrorResponse),
+        (status = 413, description = "PAYLOAD_TOO_LARGE: the body exceeds 256 KiB", body = ErrorResponse),
         (status = 500, description = "INTERNAL: unexpected failure (logged, never sent)", body = ErrorResponse),
         (status = 503, description = "SERVICE_UNAVAILABLE: the database is unreachable (`Retry-After`)", body = ErrorResponse),
     ),

@@ -173,6 +173,9 @@ pub struct Settings {
     pub mlflow: MlflowSettings,
     /// Logs and metrics.
     pub telemetry: TelemetrySettings,
+    /// `HTTP_PROVIDER_ALLOWED_HOSTS`: where the `http` provider may connect (empty: the
+    /// provider is disabled).
+    pub http_provider_allowed_hosts: crate::provider::egress::AllowList,
 }
 
 /// HTTP listener and request limits.
@@ -191,6 +194,20 @@ pub struct ApiSettings {
     /// How long the predict path trusts its in-memory view of a model's active deployment
     /// (a deploy or rollback is visible within it). Not an environment variable.
     pub routing_ttl: Duration,
+    /// `REQUEST_TIMEOUT_SECONDS`: the longest a non-predict request may take (body included).
+    pub request_timeout: Duration,
+    /// `MAX_CONCURRENT_REQUESTS`: requests served at once; past it 503 `OVERLOADED`.
+    pub max_concurrent_requests: usize,
+    /// `MAX_UPSTREAM_BODY_BYTES`: the largest answer read from a model endpoint (502 past it).
+    pub max_upstream_body_bytes: usize,
+    /// `MAX_REPLICAS_PER_DEPLOYMENT`: the largest `scaling.max_replica` a deploy may ask for.
+    pub max_replicas_per_deployment: u32,
+    /// `REDIS_URL`: where per-key rate limits are shared between API processes (`None`:
+    /// in-process limits).
+    pub redis_url: Option<Secret>,
+    /// `FAILED_AUTH_PER_IP_PER_MINUTE`: failed authentications one client IP may make per
+    /// minute before it gets 429 without an auth-service call (0: no limit).
+    pub failed_auth_per_ip_per_minute: u32,
 }
 
 /// Queue backend and its connection details.
@@ -340,9 +357,12 @@ pub struct AuthSettings {
     /// `AUTH_STALE_IF_ERROR_SECONDS` (0 = fail closed): how long past its positive TTL a
     /// key last seen valid keeps working while the auth service cannot answer.
     pub stale_if_error: Duration,
-    /// `TRUST_FORWARDED_FOR`: take the client IP from the first `X-Forwarded-For` entry
-    /// (only behind a load balancer that sets it); otherwise the peer address is used.
+    /// `TRUST_FORWARDED_FOR`: take the client IP from `X-Forwarded-For` (only behind a load
+    /// balancer that appends to it, see `trusted_proxy_hops`); otherwise the TCP peer.
     pub trust_forwarded_for: bool,
+    /// `TRUSTED_PROXY_HOPS`: how many proxies in front of us append to `X-Forwarded-For`;
+    /// the client is the entry the outermost one appended (that many from the right).
+    pub trusted_proxy_hops: usize,
     /// `AUTH_USAGE_REPORTING`: report each authenticated request to the auth service's
     /// usage route, after the response and off the request path.
     pub usage_reporting: bool,
@@ -479,6 +499,14 @@ impl Settings {
                     "`static` keys are refused in production; use `hokusai`",
                 ));
             }
+            if self.auth.backend == AuthBackend::Hokusai
+                && !secure_or_loopback(&self.auth.service_url)
+            {
+                return Err(ConfigError::invalid(
+                    "HOKUSAI_AUTH_SERVICE_URL",
+                    "must be https:// in production (http:// only to a loopback address)",
+                ));
+            }
             if self.huggingface.api_key.is_none() {
                 return Err(ConfigError::invalid(
                     "HUGGINGFACE_API_KEY",
@@ -511,6 +539,20 @@ impl Settings {
     /// Whether the HF emulator stands in for HuggingFace (no token configured).
     pub fn uses_hf_emulator(&self) -> bool {
         self.huggingface.api_key.is_none()
+    }
+}
+
+/// Whether `url` is https, or http to a loopback host.
+fn secure_or_loopback(url: &str) -> bool {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return false;
+    };
+    match (parsed.scheme(), parsed.host()) {
+        ("https", _) => true,
+        ("http", Some(url::Host::Domain(d))) => d == "localhost",
+        ("http", Some(url::Host::Ipv4(ip))) => ip.is_loopback(),
+        ("http", Some(url::Host::Ipv6(ip))) => ip.is_loopback(),
+        _ => false,
     }
 }
 

@@ -39,6 +39,20 @@ pub fn defaults(environment: Environment) -> Sources {
     d("AUTH_NEGATIVE_CACHE_TTL_SECONDS", "30");
     d("AUTH_STALE_IF_ERROR_SECONDS", "0");
     d("TRUST_FORWARDED_FOR", "false");
+    d("TRUSTED_PROXY_HOPS", "1");
+    d("FAILED_AUTH_PER_IP_PER_MINUTE", "120");
+    d(
+        "HTTP_PROVIDER_ALLOWED_HOSTS",
+        if dev {
+            crate::provider::egress::AllowList::DEVELOPMENT_DEFAULT
+        } else {
+            ""
+        },
+    );
+    d("REQUEST_TIMEOUT_SECONDS", "30");
+    d("MAX_CONCURRENT_REQUESTS", "4096");
+    d("MAX_UPSTREAM_BODY_BYTES", "10485760");
+    d("MAX_REPLICAS_PER_DEPLOYMENT", "10");
     d("AUTH_USAGE_REPORTING", "false");
     d("MLFLOW_RECONCILE_INTERVAL_SECONDS", "300");
     d("MLFLOW_AUTO_DEPLOY", "tagged");
@@ -184,6 +198,14 @@ fn log_filter(r: &Reader<'_>) -> Result<String, ConfigError> {
     Ok(raw)
 }
 
+fn allowed_hosts(r: &Reader<'_>) -> Result<crate::provider::egress::AllowList, ConfigError> {
+    let raw = r
+        .opt_string("HTTP_PROVIDER_ALLOWED_HOSTS")
+        .unwrap_or_default();
+    crate::provider::egress::AllowList::parse(&raw)
+        .map_err(|why| ConfigError::invalid("HTTP_PROVIDER_ALLOWED_HOSTS", why))
+}
+
 /// Parses every variable.
 pub fn settings(environment: Environment, s: &Sources) -> Result<Settings, ConfigError> {
     let r = Reader(s);
@@ -202,6 +224,13 @@ pub fn settings(environment: Environment, s: &Sources) -> Result<Settings, Confi
             predict_timeout: r.seconds("PREDICT_TIMEOUT_SECONDS", 1)?,
             scale_up_timeout: r.seconds("SCALE_UP_TIMEOUT_SECONDS", 0)?,
             routing_ttl: Duration::from_secs(2),
+            request_timeout: r.seconds("REQUEST_TIMEOUT_SECONDS", 1)?,
+            max_concurrent_requests: r.positive("MAX_CONCURRENT_REQUESTS")?,
+            max_upstream_body_bytes: r.positive("MAX_UPSTREAM_BODY_BYTES")?,
+            max_replicas_per_deployment: r.positive("MAX_REPLICAS_PER_DEPLOYMENT")?,
+            redis_url: r.opt_url("REDIS_URL", &["redis"])?.map(Secret::new),
+            failed_auth_per_ip_per_minute: r
+                .parsed("FAILED_AUTH_PER_IP_PER_MINUTE", "a whole number")?,
         },
         database_url: Secret::new(database_url),
         queue: QueueSettings {
@@ -254,6 +283,7 @@ pub fn settings(environment: Environment, s: &Sources) -> Result<Settings, Confi
             negative_cache_ttl: r.seconds("AUTH_NEGATIVE_CACHE_TTL_SECONDS", 0)?,
             stale_if_error: r.seconds("AUTH_STALE_IF_ERROR_SECONDS", 0)?,
             trust_forwarded_for: r.bool("TRUST_FORWARDED_FOR")?,
+            trusted_proxy_hops: r.positive("TRUSTED_PROXY_HOPS")?,
             usage_reporting: r.bool("AUTH_USAGE_REPORTING")?,
             dev_api_key: r.opt_secret("HOKUSAI_DEV_API_KEY"),
         },
@@ -282,5 +312,6 @@ pub fn settings(environment: Environment, s: &Sources) -> Result<Settings, Confi
                 .collect(),
             idle_after: Duration::from_secs(r.positive::<u64>("COST_IDLE_HOURS")? * 3600),
         },
+        http_provider_allowed_hosts: allowed_hosts(&r)?,
     })
 }

@@ -63,6 +63,12 @@ fn redact_authority_password(url: &str) -> String {
             &authority[..colon],
             &url[scheme_end + 3 + at..]
         ),
+        // `https://token@host`: over HTTP a lone user name is a credential (a token).
+        (Some(at), _) if url.starts_with("http") => format!(
+            "{}[redacted]{}",
+            &url[..scheme_end + 3],
+            &url[scheme_end + 3 + at..]
+        ),
         _ => url.to_owned(),
     }
 }
@@ -92,6 +98,10 @@ mod tests {
         assert_eq!(
             redact_url_password("postgres://app@db/hokusai?password=x:y@z&sslmode=require"),
             "postgres://app@db/hokusai?password=[redacted]&sslmode=require"
+        );
+        assert_eq!(
+            redact_url_password("https://hf_token123@mlflow.example/api?x=1"),
+            "https://[redacted]@mlflow.example/api?x=1"
         );
         assert_eq!(
             redact_url_password("sqlite://.hokusai/hokusai.db"),

@@ -81,6 +81,14 @@ pub const VARIABLES: &[Variable] = &[
     plain("AUTH_NEGATIVE_CACHE_TTL_SECONDS"),
     plain("AUTH_STALE_IF_ERROR_SECONDS"),
     plain("TRUST_FORWARDED_FOR"),
+    plain("TRUSTED_PROXY_HOPS"),
+    plain("FAILED_AUTH_PER_IP_PER_MINUTE"),
+    url("REDIS_URL"),
+    plain("HTTP_PROVIDER_ALLOWED_HOSTS"),
+    plain("REQUEST_TIMEOUT_SECONDS"),
+    plain("MAX_CONCURRENT_REQUESTS"),
+    plain("MAX_UPSTREAM_BODY_BYTES"),
+    plain("MAX_REPLICAS_PER_DEPLOYMENT"),
     plain("AUTH_USAGE_REPORTING"),
     secret("HOKUSAI_DEV_API_KEY"),
     url("MLFLOW_TRACKING_URI"),
@@ -168,6 +176,11 @@ impl Sources {
             .get(name)
             .map(|(v, _)| v.as_str())
             .filter(|v| !v.is_empty())
+    }
+
+    /// Where the winning value of `name` came from, if any layer set it.
+    pub fn origin(&self, name: &str) -> Option<&Origin> {
+        self.values.get(name).map(|(_, origin)| origin)
     }
 
     /// Every set variable with its value made safe to show, and its origin.

@@ -237,3 +237,55 @@ fn mlflow_auto_deploy_defaults_to_tagged_and_accepts_all() {
         "MLFLOW_AUTO_DEPLOY: `some` is not one of tagged, all"
     );
 }
+
+#[test]
+fn production_refuses_an_http_auth_service_url_except_on_loopback() {
+    let production = [
+        ("ENVIRONMENT", "production"),
+        ("DATABASE_URL", "postgres://db/hokusai"),
+        ("HUGGINGFACE_API_KEY", "hf_x"),
+    ];
+    let mut plain = production.to_vec();
+    plain.push(("HOKUSAI_AUTH_SERVICE_URL", "http://auth.internal"));
+    let mut loopback = production.to_vec();
+    loopback.push(("HOKUSAI_AUTH_SERVICE_URL", "http://127.0.0.1:8080"));
+    let (options, _dir) = isolated(&[]);
+
+    assert!(error_of(&plain).starts_with("HOKUSAI_AUTH_SERVICE_URL: must be https://"));
+    let (settings, _) = Settings::load_from(&env(&loopback), &options).expect("valid");
+    settings
+        .check_serving_policy()
+        .expect("loopback is allowed");
+}
+
+#[test]
+fn security_limits_have_defaults_and_the_allow_list_depends_on_the_environment() {
+    let (options, _dir) = isolated(&[]);
+    let (dev, sources) = Settings::load_from(&env(&[]), &options).expect("valid");
+    let production = [
+        ("ENVIRONMENT", "production"),
+        ("DATABASE_URL", "postgres://db/h"),
+    ];
+    let (prod, _) = Settings::load_from(&env(&production), &options).expect("valid");
+
+    assert_eq!(sources.origin("ENVIRONMENT"), Some(&Origin::Default));
+    assert!(
+        !dev.http_provider_allowed_hosts.is_empty(),
+        "loopback in development"
+    );
+    assert!(
+        prod.http_provider_allowed_hosts.is_empty(),
+        "disabled elsewhere"
+    );
+    assert_eq!(dev.api.max_concurrent_requests, 4096);
+    assert_eq!(dev.api.request_timeout, Duration::from_secs(30));
+    assert_eq!(dev.api.max_replicas_per_deployment, 10);
+    assert_eq!(dev.api.failed_auth_per_ip_per_minute, 120);
+    assert_eq!(dev.auth.trusted_proxy_hops, 1);
+    assert!(dev.api.redis_url.is_none());
+    assert!(
+        error_of(&[("HTTP_PROVIDER_ALLOWED_HOSTS", "10.0.0.0/99")])
+            .starts_with("HTTP_PROVIDER_ALLOWED_HOSTS: `10.0.0.0/99`")
+    );
+    assert!(error_of(&[("REDIS_URL", "http://cache")]).starts_with("REDIS_URL: must be a URL"));
+}

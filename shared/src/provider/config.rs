@@ -6,10 +6,12 @@
 //! [`ProvidersConfig::with_hf_emulator`], so the adapter code is the same in every
 //! environment.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{Secret, Settings};
 
+use super::egress::{AllowList, Lookup, SystemLookup};
 use super::types::InstanceSpec;
 
 /// The namespace used against the emulator when `HUGGINGFACE_NAMESPACE` is unset.
@@ -53,6 +55,8 @@ pub struct HuggingFaceConfig {
     pub predict_timeout: Duration,
     /// `X-Scale-Up-Timeout` sent with predictions (`None`: not sent, 503 while waking).
     pub scale_up_timeout: Option<Duration>,
+    /// `MAX_UPSTREAM_BODY_BYTES`: the largest prediction answer read.
+    pub max_body_bytes: usize,
 }
 
 /// Already-running HTTP endpoints (self-hosted TGI, KServe, a container on a VM).
@@ -62,6 +66,25 @@ pub struct HttpProviderConfig {
     pub timeout: Duration,
     /// The path probed for health, appended to the endpoint URL.
     pub health_route: String,
+    /// `HTTP_PROVIDER_ALLOWED_HOSTS`: where endpoints may be (empty: provider disabled).
+    pub allowed_hosts: AllowList,
+    /// How names are resolved before the allow-list checks the addresses.
+    pub lookup: Arc<dyn Lookup>,
+    /// `MAX_UPSTREAM_BODY_BYTES`: the largest answer read.
+    pub max_body_bytes: usize,
+}
+
+impl HttpProviderConfig {
+    /// `timeout` per call, `/health` probed, the system resolver, answers up to 10 MiB.
+    pub fn new(timeout: Duration, allowed_hosts: AllowList) -> Self {
+        Self {
+            timeout,
+            health_route: "/health".to_owned(),
+            allowed_hosts,
+            lookup: Arc::new(SystemLookup),
+            max_body_bytes: 10 << 20,
+        }
+    }
 }
 
 impl ProvidersConfig {
@@ -106,10 +129,14 @@ impl ProvidersConfig {
                 max_retries: hf.max_retries,
                 predict_timeout: settings.api.predict_timeout,
                 scale_up_timeout: (!scale_up.is_zero()).then_some(scale_up),
+                max_body_bytes: settings.api.max_upstream_body_bytes,
             },
             http: HttpProviderConfig {
-                timeout: settings.api.predict_timeout,
-                health_route: "/health".to_owned(),
+                max_body_bytes: settings.api.max_upstream_body_bytes,
+                ..HttpProviderConfig::new(
+                    settings.api.predict_timeout,
+                    settings.http_provider_allowed_hosts.clone(),
+                )
             },
         }
     }

@@ -6,10 +6,17 @@
 //! touching it (we do not own it), and predictions reuse the HF inference client. It exists
 //! to keep the [`Provider`] abstraction honest: a second provider is this module plus one
 //! line in the registry.
+//!
+//! Endpoint URLs are an SSRF vector: [`super::egress`] decides where this provider may
+//! connect (`HTTP_PROVIDER_ALLOWED_HOSTS`), on the URL when the deploy is accepted and
+//! before every call, and on resolved addresses at connect time; redirects are not followed.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use super::config::{HttpProviderConfig, ProviderConfigError};
+use super::egress::{AllowList, GuardedResolver};
 use super::huggingface::inference::InferenceClient;
 use super::{
     DeploymentSpec, EndpointHandle, EndpointStatus, PredictRequest, PredictResponse, Provider,
@@ -21,6 +28,7 @@ use super::{
 pub struct HttpProvider {
     inference: InferenceClient,
     health_route: String,
+    allow: Arc<AllowList>,
 }
 
 impl HttpProvider {
@@ -29,16 +37,24 @@ impl HttpProvider {
 
     /// A provider with one pooled HTTP client.
     pub fn new(config: &HttpProviderConfig) -> Result<Self, ProviderConfigError> {
+        let allow = Arc::new(config.allowed_hosts.clone());
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(GuardedResolver::new(
+                allow.clone(),
+                config.lookup.clone(),
+            )))
             .build()
             .map_err(|e| ProviderConfigError {
                 variable: "PREDICT_TIMEOUT_SECONDS",
                 reason: format!("cannot build the HTTP client: {e}"),
             })?;
         Ok(Self {
-            inference: InferenceClient::new(http, None, config.timeout, None),
+            inference: InferenceClient::new(http, None, config.timeout, None)
+                .with_max_body(config.max_body_bytes),
             health_route: config.health_route.clone(),
+            allow,
         })
     }
 
@@ -48,23 +64,16 @@ impl HttpProvider {
             .as_deref()
             .unwrap_or(&handle.provider_model_id)
     }
-}
 
-/// Checks that `raw` is an absolute http(s) URL with a host.
-fn parse_url(raw: &str) -> Result<String, ProviderError> {
-    let url = reqwest::Url::parse(raw)
-        .map_err(|e| ProviderError::invalid(format!("endpoint URL `{raw}`: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-        return Err(ProviderError::invalid(format!(
-            "endpoint URL `{raw}` must be http(s) with a host"
-        )));
+    /// Checks `raw` against the allow-list; the error names `endpoint_url` and the rule.
+    fn parse_url(&self, raw: &str) -> Result<String, ProviderError> {
+        let url = reqwest::Url::parse(raw)
+            .map_err(|e| ProviderError::invalid(format!("endpoint_url: not a URL ({e})")))?;
+        self.allow
+            .check_url(&url)
+            .map_err(|why| ProviderError::invalid(format!("endpoint_url: {why}")))?;
+        Ok(raw.to_owned())
     }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(ProviderError::invalid(
-            "endpoint URL must not carry credentials",
-        ));
-    }
-    Ok(raw.to_owned())
 }
 
 #[async_trait]
@@ -78,7 +87,7 @@ impl Provider for HttpProvider {
             .endpoint_url
             .as_deref()
             .ok_or_else(|| ProviderError::invalid("the http provider needs an endpoint URL"))?;
-        parse_url(raw).map(drop)
+        self.parse_url(raw).map(drop)
     }
 
     async fn deploy(&self, spec: &DeploymentSpec) -> Result<EndpointHandle, ProviderError> {
@@ -86,13 +95,20 @@ impl Provider for HttpProvider {
             .endpoint_url
             .as_deref()
             .ok_or_else(|| ProviderError::invalid("the http provider needs an endpoint URL"))?;
-        let url = parse_url(raw)?;
+        let url = self.parse_url(raw)?;
         Ok(EndpointHandle::new(url.clone(), Some(url)))
     }
 
     async fn get_status(&self, handle: &EndpointHandle) -> Result<EndpointStatus, ProviderError> {
         let url = Self::url_of(handle);
-        let healthy = self.inference.is_healthy(url, &self.health_route).await;
+        // Checked before every call too: the list may have changed since the deploy.
+        let healthy = match self.parse_url(url) {
+            Ok(_) => self.inference.is_healthy(url, &self.health_route).await,
+            Err(refused) => {
+                tracing::warn!(reason = %refused.message(), "endpoint refused by the egress allow-list");
+                false
+            }
+        };
         let (state, message) = if healthy {
             (ProviderState::Running, None)
         } else {
@@ -119,8 +135,18 @@ impl Provider for HttpProvider {
         req: PredictRequest,
     ) -> Result<PredictResponse, ProviderError> {
         match handle.parsed_url() {
-            Some(url) => self.inference.predict(url.clone(), &req).await,
-            None => self.inference.predict(Self::url_of(handle), &req).await,
+            Some(url) => {
+                self.allow
+                    .check_url(url)
+                    .map_err(|why| ProviderError::transient(format!("endpoint_url: {why}")))?;
+                self.inference.predict(url.clone(), &req).await
+            }
+            None => {
+                let url = self
+                    .parse_url(Self::url_of(handle))
+                    .map_err(|e| ProviderError::transient(e.message()))?;
+                self.inference.predict(url, &req).await
+            }
         }
     }
 }
@@ -137,11 +163,9 @@ mod tests {
     use crate::provider::types::{InstanceSpec, ScalingSpec};
 
     fn provider() -> HttpProvider {
-        HttpProvider::new(&HttpProviderConfig {
-            timeout: Duration::from_secs(2),
-            health_route: "/health".into(),
-        })
-        .expect("provider")
+        let loopback = AllowList::parse(AllowList::DEVELOPMENT_DEFAULT).expect("list");
+        HttpProvider::new(&HttpProviderConfig::new(Duration::from_secs(2), loopback))
+            .expect("provider")
     }
 
     fn spec(url: Option<&str>) -> DeploymentSpec {
@@ -168,12 +192,12 @@ mod tests {
     async fn deploy_validates_and_records_the_url() {
         let provider = provider();
         let handle = provider
-            .deploy(&spec(Some("https://tgi.internal/generate")))
+            .deploy(&spec(Some("https://localhost/generate")))
             .await
             .expect("deploy");
         assert_eq!(
             handle.endpoint_url.as_deref(),
-            Some("https://tgi.internal/generate")
+            Some("https://localhost/generate")
         );
         for bad in [
             None,

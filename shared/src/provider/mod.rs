@@ -9,6 +9,7 @@
 //! in [`registry`].
 
 pub mod config;
+pub mod egress;
 pub mod error;
 pub mod http;
 pub mod huggingface;

@@ -118,11 +118,9 @@ mod tests {
                 max_retries: 1,
                 predict_timeout: Duration::from_secs(5),
                 scale_up_timeout: None,
+                max_body_bytes: 1 << 20,
             },
-            http: HttpProviderConfig {
-                timeout: Duration::from_secs(5),
-                health_route: "/health".into(),
-            },
+            http: HttpProviderConfig::new(Duration::from_secs(5), Default::default()),
         }
     }
 

@@ -79,6 +79,11 @@ pub mod names {
     pub const OUTBOX_PARKED: &str = "hokusai_outbox_parked_total";
     /// Rows deleted by retention (`RETENTION_DAYS`), by table.
     pub const RETENTION_DELETED: &str = "hokusai_retention_deleted_total";
+    /// Requests refused by our own limits, by `limit` (`key`, `quota`, `failed_auth`,
+    /// `concurrency`).
+    pub const LIMITED: &str = "hokusai_limited_total";
+    /// Rate-limit checks answered in-process because Redis could not be reached.
+    pub const RATE_LIMIT_FALLBACKS: &str = "hokusai_rate_limit_fallbacks_total";
 }
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -122,6 +127,11 @@ pub fn render() -> String {
 fn describe() {
     use names::*;
     describe_counter!(HTTP_REQUESTS, "HTTP requests answered");
+    describe_counter!(LIMITED, "Requests refused by our own limits, by limit");
+    describe_counter!(
+        RATE_LIMIT_FALLBACKS,
+        "Rate-limit checks answered in-process because Redis was unreachable"
+    );
     describe_histogram!(HTTP_DURATION, Unit::Seconds, "HTTP request latency");
     describe_counter!(PREDICT_REQUESTS, "Predictions by model and outcome");
     describe_histogram!(

@@ -2,7 +2,7 @@
 //!
 //! `scripts/bench predict [--seconds S] [--saturation-seconds S] [--rate N]
 //! [--connections C] [--runs R] [--auth static|hokusai|hokusai-cold]
-//! [--placement pinned|shared|both] [--json FILE]`
+//! [--placement pinned|shared|both] [--limits local|redis] [--json FILE]`
 //! (`--auth`: keys from configuration, or auth.hokus.ai's contract through the fake auth
 //! service with the key cache warm or disabled; `--json`: every sample, medians, the
 //! direct baseline, ratios and targets for `scripts/bench`'s report). An upstream stub
@@ -30,6 +30,11 @@
 //!   below half of direct even for a gateway as cheap as the load generator and the stub
 //!   together. Reported for context.
 //!
+//! `--limits local|redis` (implies `--auth hokusai`) measures the per-key rate limiter: in
+//! the same gateway and the same runs, a key without an allowance (no limiter call) is the
+//! baseline and a key with a large allowance pays one limiter check per request, in process
+//! or as one script on Redis (`REDIS_URL`, `HOKUSAI_TEST_REDIS_URL` or loopback:6379).
+//!
 //! Figures are medians over the runs; added latency and the throughput ratio are taken
 //! between medians.
 
@@ -56,7 +61,29 @@ struct Args {
     json: Option<std::path::PathBuf>,
     auth: Auth,
     placements: Vec<Placement>,
+    limits: Option<Limiter>,
 }
+
+/// Where the measured per-key limiter keeps its counts (`--limits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limiter {
+    /// In process.
+    Local,
+    /// One Lua script per request on Redis.
+    Redis,
+}
+
+impl Limiter {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Local => "per-key limits in process",
+            Self::Redis => "per-key limits on Redis",
+        }
+    }
+}
+
+/// The key whose allowance is checked on every request (`--limits`).
+const LIMITED_KEY: &str = "hk_bench_limited0000000000000000000000";
 
 fn args() -> Args {
     let mut parsed = Args {
@@ -68,6 +95,7 @@ fn args() -> Args {
         json: None,
         auth: Auth::Static,
         placements: vec![Placement::Pinned, Placement::Shared],
+        limits: None,
     };
     let (json, mut argv) = json_arg();
     parsed.json = json;
@@ -81,6 +109,20 @@ fn args() -> Args {
                 std::process::exit(2);
             }
         };
+        argv.drain(at..at + 2);
+    }
+    if let Some(at) = argv.iter().position(|a| a == "--limits") {
+        parsed.limits = match argv.get(at + 1).map(String::as_str) {
+            Some("local") => Some(Limiter::Local),
+            Some("redis") => Some(Limiter::Redis),
+            _ => {
+                eprintln!("--limits takes local or redis");
+                std::process::exit(2);
+            }
+        };
+        if parsed.auth == Auth::Static {
+            parsed.auth = Auth::Hokusai { cold: false };
+        }
         argv.drain(at..at + 2);
     }
     if let Some(at) = argv.iter().position(|a| a == "--placement") {
@@ -110,7 +152,7 @@ fn args() -> Args {
                 eprintln!(
                     "usage: bench-predict [--seconds S] [--saturation-seconds S] [--rate N] \
                      [--connections C] [--runs R] [--auth static|hokusai|hokusai-cold] \
-                     [--placement pinned|shared|both] [--json FILE]"
+                     [--placement pinned|shared|both] [--limits local|redis] [--json FILE]"
                 );
                 std::process::exit(2);
             }
@@ -268,15 +310,36 @@ impl Auth {
 
 /// The gateway with the stub deployed as model `bench` through the `http` provider; with
 /// the hokusai backend, validating against `fake`.
-async fn start_gateway(stub: &str, auth: Auth, fake: Option<&FakeAuth>) -> TestApp {
+async fn start_gateway(
+    stub: &str,
+    auth: Auth,
+    fake: Option<&FakeAuth>,
+    limits: Option<Limiter>,
+) -> TestApp {
     let app = match (auth, fake) {
         (Auth::Hokusai { cold }, Some(fake)) => {
+            // The baseline key has no allowance to check (too large to measure); the
+            // limited key one far above what the bench sends, so nothing is refused.
             fake.add_key(ADMIN_KEY, "bench-admin", &["admin", "predict"]);
+            fake.set_limits(ADMIN_KEY, Some(u64::from(u32::MAX)), None);
+            let unique = uuid::Uuid::new_v4().simple().to_string();
+            fake.add_key(
+                LIMITED_KEY,
+                &format!("bench-limited-{unique}"),
+                &["predict"],
+            );
+            fake.set_limits(LIMITED_KEY, Some(1_000_000_000), None);
             let ttl = if cold { "0" } else { "300" };
-            let overrides = [
+            let redis = std::env::var("REDIS_URL")
+                .or_else(|_| std::env::var("HOKUSAI_TEST_REDIS_URL"))
+                .unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+            let mut overrides = vec![
                 ("AUTH_CACHE_TTL_SECONDS", ttl),
                 ("AUTH_NEGATIVE_CACHE_TTL_SECONDS", ttl),
             ];
+            if limits == Some(Limiter::Redis) {
+                overrides.push(("REDIS_URL", redis.as_str()));
+            }
             TestApp::start_hokusai(Engine::Sqlite, &fake.url, &overrides).await
         }
         _ => TestApp::start(Engine::Sqlite, &[]).await,
@@ -287,7 +350,7 @@ async fn start_gateway(stub: &str, auth: Auth, fake: Option<&FakeAuth>) -> TestA
     app
 }
 
-fn targets(stub: &str, gateway: &TestApp, connections: usize) -> (Target, Target) {
+fn targets(stub: &str, gateway: &TestApp, connections: usize) -> (Target, Target, Target) {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(connections * 2)
         .timeout(Duration::from_secs(10))
@@ -305,7 +368,11 @@ fn targets(stub: &str, gateway: &TestApp, connections: usize) -> (Target, Target
         key: Some(ADMIN_KEY),
         body: Arc::new(json!({"inputs": "I love this movie"})),
     };
-    (direct, through)
+    let limited = Target {
+        key: Some(LIMITED_KEY),
+        ..through.clone()
+    };
+    (direct, through, limited)
 }
 
 /// Samples of one scenario, direct and through the gateway.
@@ -313,9 +380,16 @@ fn targets(stub: &str, gateway: &TestApp, connections: usize) -> (Target, Target
 struct Series {
     direct: Vec<Sample>,
     gateway: Vec<Sample>,
+    /// Through the gateway with the limiter checked (`--limits`).
+    limited: Vec<Sample>,
 }
 
-async fn measure(args: &Args, direct: &Target, gateway: &Target) -> (Series, Series) {
+async fn measure(
+    args: &Args,
+    direct: &Target,
+    gateway: &Target,
+    limited: Option<&Target>,
+) -> (Series, Series) {
     let (mut rate, mut sat) = (Series::default(), Series::default());
     for run in 1..=args.runs {
         eprintln!("run {run}/{}", args.runs);
@@ -323,11 +397,19 @@ async fn measure(args: &Args, direct: &Target, gateway: &Target) -> (Series, Ser
             .push(fixed_rate(direct, args.rate, args.seconds).await);
         rate.gateway
             .push(fixed_rate(gateway, args.rate, args.seconds).await);
+        if let Some(limited) = limited {
+            rate.limited
+                .push(fixed_rate(limited, args.rate, args.seconds).await);
+        }
         let seconds = args.saturation_seconds;
         sat.direct
             .push(saturation(direct, args.connections, seconds).await);
         sat.gateway
             .push(saturation(gateway, args.connections, seconds).await);
+        if let Some(limited) = limited {
+            sat.limited
+                .push(saturation(limited, args.connections, seconds).await);
+        }
     }
     (rate, sat)
 }
@@ -375,9 +457,29 @@ fn report(args: &Args, m: &Measured) {
         ("saturation".to_owned(), "direct", &sat.direct),
         ("saturation".to_owned(), "gateway", &sat.gateway),
     ];
-    for (scenario, path, samples) in rows {
+    let limited_rows = [
+        (format!("{} req/s", args.rate), &rate.limited),
+        ("saturation".to_owned(), &sat.limited),
+    ];
+    let label = args.limits.map_or("", Limiter::label);
+    let limited_rows = limited_rows
+        .into_iter()
+        .filter(|(_, s)| !s.is_empty())
+        .map(|(scenario, s)| (scenario, label, s));
+    for (scenario, path, samples) in rows.into_iter().chain(limited_rows) {
         let (rps, p50, p99, errors) = medians(samples);
         println!("| {scenario} | {path} | {rps:.0} | {p50:.3} | {p99:.3} | {errors} |");
+    }
+    if let Some(limits) = args.limits {
+        let (_, b50, b99, _) = medians(&rate.gateway);
+        let (_, l50, l99, _) = medians(&rate.limited);
+        println!(
+            "added by {} at {} req/s: p50 {:.3} ms, p99 {:.3} ms (gateway without limits: p50 {b50:.3} ms, p99 {b99:.3} ms)",
+            limits.label(),
+            args.rate,
+            l50 - b50,
+            l99 - b99
+        );
     }
     let (_, d50, d99, _) = medians(&rate.direct);
     let (_, g50, g99, _) = medians(&rate.gateway);
@@ -424,7 +526,26 @@ fn figures(args: &Args, m: &Measured) -> Vec<Figure> {
         Placement::Pinned => figure.target(goal),
         Placement::Shared => figure,
     };
-    vec![
+    let mut limited = Vec::new();
+    if let Some(limits) = args.limits.filter(|_| !rate.limited.is_empty()) {
+        for (name, f) in [
+            ("p50", (|s: &Sample| s.p50_ms) as fn(&Sample) -> f64),
+            ("p99", |s: &Sample| s.p99_ms),
+        ] {
+            limited.push(
+                Figure::new(
+                    &format!("predict {name} at {at}, {} ({suffix})", limits.label()),
+                    "ms",
+                    field(&rate.limited, f),
+                )
+                .against(
+                    &format!("gateway {name} without limits"),
+                    field(&rate.gateway, f),
+                ),
+            );
+        }
+    }
+    let mut all = vec![
         goal(
             Figure::new(
                 &format!("predict p50 at {at}, gateway ({suffix})"),
@@ -458,7 +579,9 @@ fn figures(args: &Args, m: &Measured) -> Vec<Figure> {
             field(&sat.gateway, |s| s.p99_ms),
         )
         .against("direct p99", field(&sat.direct, |s| s.p99_ms)),
-    ]
+    ];
+    all.extend(limited);
+    all
 }
 
 fn write_json(path: &std::path::Path, args: &Args, measured: &[Measured]) {
@@ -482,6 +605,7 @@ fn write_json(path: &std::path::Path, args: &Args, measured: &[Measured]) {
         "connections": args.connections,
         "runs": args.runs,
         "auth": args.auth.label(),
+        "limits": args.limits.map(Limiter::label),
         "placements": measured.iter().map(|m| m.placement.label()).collect::<Vec<_>>(),
     });
     let mut notes = vec![format!(
@@ -554,12 +678,16 @@ fn run(args: &Args, placement: Placement) -> Measured {
         Auth::Static => None,
         Auth::Hokusai { .. } => Some(stubs.block_on(FakeAuth::start())),
     };
-    let gateway = gateways.block_on(start_gateway(&stub, args.auth, fake.as_ref()));
+    let gateway = gateways.block_on(start_gateway(&stub, args.auth, fake.as_ref(), args.limits));
     eprintln!("placement: {}", placement.label());
     let load = placement.runtime("load");
     let measured = load.block_on(async {
-        let (direct, through) = targets(&stub, &gateway, args.connections);
-        for target in [&direct, &through] {
+        let (direct, through, limited) = targets(&stub, &gateway, args.connections);
+        let limited = args.limits.map(|_| limited);
+        for target in [Some(&direct), Some(&through), limited.as_ref()]
+            .into_iter()
+            .flatten()
+        {
             for _ in 0..200 {
                 assert!(
                     target.send().await,
@@ -569,7 +697,7 @@ fn run(args: &Args, placement: Placement) -> Measured {
             }
         }
         let before = fake.as_ref().map(FakeAuth::validations);
-        let (rate, sat) = measure(args, &direct, &through).await;
+        let (rate, sat) = measure(args, &direct, &through, limited.as_ref()).await;
         let validations = fake
             .as_ref()
             .zip(before)

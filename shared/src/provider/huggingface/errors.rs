@@ -59,8 +59,11 @@ pub fn from_transport(err: &reqwest::Error) -> ProviderError {
     } else {
         "request failed"
     };
-    // The URL holds no secret (the token travels in a header), so it may be shown.
-    let url = err.url().map(|u| format!(" ({u})")).unwrap_or_default();
+    // For logs (never sent to API clients); credentials in the URL, if any, redacted.
+    let url = err
+        .url()
+        .map(|u| format!(" ({})", crate::config::redact_url_password(u.as_str())))
+        .unwrap_or_default();
     if err.is_timeout() {
         return ProviderError::Timeout {
             message: format!("provider {what}{url}"),

@@ -27,6 +27,8 @@ pub struct InferenceClient {
     token: Option<Secret>,
     timeout: Duration,
     scale_up_timeout: Option<Duration>,
+    /// The largest answer read (`MAX_UPSTREAM_BODY_BYTES`); past it the call fails.
+    max_body: usize,
 }
 
 impl InferenceClient {
@@ -42,7 +44,46 @@ impl InferenceClient {
             token,
             timeout,
             scale_up_timeout,
+            max_body: usize::MAX,
         }
+    }
+
+    /// Caps the answers read at `max_body` bytes.
+    pub fn with_max_body(mut self, max_body: usize) -> Self {
+        self.max_body = max_body;
+        self
+    }
+
+    /// The body of `response`, at most `max_body` bytes: a larger answer is an error and is
+    /// not read further (a hostile or broken endpoint cannot make us buffer without end).
+    async fn bounded_body(
+        &self,
+        mut response: reqwest::Response,
+    ) -> Result<Vec<u8>, ProviderError> {
+        let too_large = || {
+            ProviderError::transient(format!(
+                "the endpoint's answer exceeds {} bytes (MAX_UPSTREAM_BODY_BYTES)",
+                self.max_body
+            ))
+        };
+        if response
+            .content_length()
+            .is_some_and(|n| n > self.max_body as u64)
+        {
+            return Err(too_large());
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| errors::from_transport(&e))?
+        {
+            if body.len() + chunk.len() > self.max_body {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 
     fn authorised(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -90,18 +131,12 @@ impl InferenceClient {
         let status = response.status();
         if !status.is_success() {
             let headers = response.headers().clone();
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|e| errors::from_transport(&e))?;
+            let bytes = self.bounded_body(response).await?;
             return Err(classify(status, &headers, &String::from_utf8_lossy(&bytes)));
         }
         // Bytes, not `text()`: that parses the Content-Type for a charset on every call, and
         // the inference protocol is JSON (UTF-8).
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| errors::from_transport(&e))?;
+        let bytes = self.bounded_body(response).await?;
         let value = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         Ok(PredictResponse {

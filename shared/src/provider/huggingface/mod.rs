@@ -85,7 +85,8 @@ impl HuggingFaceProvider {
             Some(config.token.clone()),
             config.predict_timeout,
             config.scale_up_timeout,
-        );
+        )
+        .with_max_body(config.max_body_bytes);
         Ok(Self {
             management,
             inference,

@@ -32,6 +32,7 @@ fn config(base: &str) -> HuggingFaceConfig {
         max_retries: 3,
         predict_timeout: Duration::from_secs(2),
         scale_up_timeout: None,
+        max_body_bytes: 1 << 20,
     }
 }
 
