@@ -85,6 +85,9 @@ pub enum ApiError {
     /// The upstream endpoint did not answer in time.
     #[error("the model endpoint did not answer within {0} s")]
     UpstreamTimeout(u64),
+    /// The path exists but does not take this method (axum adds `Allow`).
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// Another operation on the model stands in the way (docs/design/domain.md,
     /// "Concurrent operations on one model").
     #[error("{0}")]
@@ -119,6 +122,7 @@ impl ApiError {
             | Self::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Upstream(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
             Self::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -144,6 +148,7 @@ impl ApiError {
             Self::ServiceUnavailable => "SERVICE_UNAVAILABLE",
             Self::Upstream(_) => "UPSTREAM_ERROR",
             Self::UpstreamTimeout(_) => "UPSTREAM_TIMEOUT",
+            Self::MethodNotAllowed(_) => "METHOD_NOT_ALLOWED",
             Self::Conflict(_) => "CONFLICT",
             Self::PreconditionFailed { .. } => "PRECONDITION_FAILED",
             Self::Unexpected(_) => "INTERNAL",
@@ -227,7 +232,8 @@ pub struct ErrorResponse {
     /// `PAYLOAD_TOO_LARGE` 413, `RATE_LIMITED` 429, `QUOTA_EXCEEDED` 429, `MODEL_NOT_READY`
     /// 503, `AUTH_UNAVAILABLE` 503, `SERVICE_UNAVAILABLE` 503 (the database is unreachable),
     /// `OVERLOADED` 503, `UPSTREAM_ERROR` 502, `UPSTREAM_TIMEOUT` 504, `TIMEOUT` 504,
-    /// `CONFLICT` 409 (another operation on the model is in flight), `PRECONDITION_FAILED` 412
+    /// `METHOD_NOT_ALLOWED` 405 (with `Allow`), `CONFLICT` 409 (another operation on the model
+    /// is in flight), `PRECONDITION_FAILED` 412
     /// (a stale `If-Match`; `ETag` holds the current tag), `INTERNAL` 500.
     #[schema(example = "MODEL_NOT_DEPLOYED")]
     pub error: String,

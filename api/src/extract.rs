@@ -83,7 +83,9 @@ impl From<QueryRejection> for ApiError {
 pub fn optional_json<T: serde::de::DeserializeOwned + Default>(
     bytes: &[u8],
 ) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    // No body, or JSON `null` (what the document's optional body allows): the defaults.
+    let trimmed = bytes.trim_ascii();
+    if trimmed.is_empty() || trimmed == b"null" {
         return Ok(T::default());
     }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);

@@ -99,3 +99,158 @@ pub fn rewrite_docs(update: Option<&str>, ci: Option<&str>) -> Result<bool, Stri
     }
     Ok(update)
 }
+
+/// Where a request lands in the document.
+#[derive(Debug)]
+pub enum Lookup {
+    /// The operation for this method and path.
+    Operation(Value),
+    /// The path exists, but not with this method: it takes these (upper case).
+    MethodNotAllowed(Vec<String>),
+    /// No documented path matches.
+    NoPath,
+}
+
+/// Whether the concrete `path` matches the template `template` (`{param}` matches one
+/// segment, even an empty one inside the path: the router takes `/api/v1/models//predict`
+/// to the predict route, whose handler refuses the empty id; a trailing empty one matches
+/// nothing).
+fn matches_template(template: &str, path: &str) -> bool {
+    let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+    let last = t.len().saturating_sub(1);
+    t.len() == p.len()
+        && t.iter().zip(&p).enumerate().all(|(n, (t, p))| {
+            (t.starts_with('{') && t.ends_with('}') && (n < last || !p.is_empty())) || t == p
+        })
+}
+
+/// The documented operation a request for `method` `path` (no query) reaches. A literal path
+/// wins over a templated one, as in the router.
+pub fn find_operation(doc: &Value, method: &str, path: &str) -> Lookup {
+    let Some(paths) = doc["paths"].as_object() else {
+        return Lookup::NoPath;
+    };
+    let mut candidates: Vec<(&String, &Value)> = paths
+        .iter()
+        .filter(|(template, _)| matches_template(template, path))
+        .collect();
+    candidates.sort_by_key(|(template, _)| template.matches('{').count());
+    let Some((_, item)) = candidates.first() else {
+        return Lookup::NoPath;
+    };
+    match item.get(method.to_lowercase()) {
+        Some(op) => Lookup::Operation(op.clone()),
+        None => Lookup::MethodNotAllowed(
+            METHODS
+                .iter()
+                .filter(|m| item.get(**m).is_some())
+                .map(|m| m.to_uppercase())
+                .collect(),
+        ),
+    }
+}
+
+/// The documented statuses of `op`.
+pub fn statuses(op: &Value) -> Vec<u16> {
+    op["responses"]
+        .as_object()
+        .map(|r| r.keys().filter_map(|k| k.parse().ok()).collect())
+        .unwrap_or_default()
+}
+
+/// The JSON schema `op` documents for `status`, if any.
+pub fn response_schema(op: &Value, status: u16) -> Option<Value> {
+    let schema = &op["responses"][status.to_string()]["content"]["application/json"]["schema"];
+    (!schema.is_null()).then(|| schema.clone())
+}
+
+/// Checks `value` against `schema` (the subset of JSON Schema utoipa emits: `$ref`, `type`
+/// (one or a list, `null` included), `properties`, `required`, `additionalProperties: false`,
+/// `items`, `oneOf`, `anyOf`, `allOf`, `enum`). `Err` names the first place that differs.
+pub fn validate(doc: &Value, schema: &Value, value: &Value) -> Result<(), String> {
+    validate_at(doc, schema, value, "$")
+}
+
+fn validate_at(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), String> {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.trim_start_matches("#/components/schemas/");
+        let target = &doc["components"]["schemas"][name];
+        if target.is_null() {
+            return Err(format!("{at}: unknown schema {reference}"));
+        }
+        return validate_at(doc, target, value, at);
+    }
+    if let Some(all) = schema["allOf"].as_array() {
+        for s in all {
+            validate_at(doc, s, value, at)?;
+        }
+    }
+    for (key, exactly_one) in [("oneOf", true), ("anyOf", false)] {
+        if let Some(options) = schema[key].as_array() {
+            let passing = options
+                .iter()
+                .filter(|s| validate_at(doc, s, value, at).is_ok())
+                .count();
+            let ok = if exactly_one {
+                passing == 1
+            } else {
+                passing >= 1
+            };
+            if !ok {
+                return Err(format!(
+                    "{at}: {passing} of the {key} schemas match {value}"
+                ));
+            }
+        }
+    }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        return Err(format!("{at}: {value} is not one of {allowed:?}"));
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    if !types.is_empty() {
+        let fits = types.iter().any(|t| match *t {
+            "null" => value.is_null(),
+            "string" => value.is_string(),
+            "integer" => value.is_i64() || value.is_u64(),
+            "number" => value.is_number(),
+            "boolean" => value.is_boolean(),
+            "array" => value.is_array(),
+            "object" => value.is_object(),
+            _ => true,
+        });
+        if !fits {
+            return Err(format!("{at}: {value} is not of type {types:?}"));
+        }
+    }
+    if let Some(object) = value.as_object() {
+        let properties = schema["properties"].as_object();
+        for required in schema["required"].as_array().into_iter().flatten() {
+            if let Some(name) = required.as_str()
+                && !object.contains_key(name)
+            {
+                return Err(format!("{at}: required `{name}` missing"));
+            }
+        }
+        for (name, field) in object {
+            match properties.and_then(|p| p.get(name)) {
+                Some(s) => validate_at(doc, s, field, &format!("{at}.{name}"))?,
+                None if schema["additionalProperties"] == Value::Bool(false) => {
+                    return Err(format!("{at}: `{name}` is not documented"));
+                }
+                None => {}
+            }
+        }
+    }
+    if let (Some(items), Some(elements)) = (schema.get("items"), value.as_array()) {
+        for (n, element) in elements.iter().enumerate() {
+            validate_at(doc, items, element, &format!("{at}[{n}]"))?;
+        }
+    }
+    Ok(())
+}

@@ -99,6 +99,17 @@ async fn bad_requests_get_the_documented_codes() {
         "VALIDATION_ERROR",
     )
     .await;
+    // The document's schema refuses null elements; so does the server.
+    let nulls = assert_error(
+        raw("{\"inputs\": [\"fine\", null]}").await.expect("req"),
+        422,
+        "VALIDATION_ERROR",
+    )
+    .await;
+    assert!(
+        nulls["detail"].as_str().unwrap().contains("inputs[1]"),
+        "{nulls}"
+    );
     let big = json!({"inputs": "x".repeat(5000)});
     assert_error(
         predict(&app, "model-a", ADMIN_KEY, big).await,

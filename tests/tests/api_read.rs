@@ -202,3 +202,27 @@ async fn the_event_log_is_served_oldest_first() {
         assert!(events[0].get(field).is_some(), "event lacks {field}");
     }
 }
+
+#[tokio::test]
+async fn a_method_a_known_path_does_not_take_answers_405_with_allow() {
+    let app = TestApp::start(Engine::Sqlite, &[]).await;
+    let response = app
+        .client
+        .put(format!("{}/api/v1/models/fraud-detector/rollback", app.url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .expect("request");
+    let allow = response
+        .headers()
+        .get("allow")
+        .expect("an Allow header")
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert_eq!(allow, "POST");
+    assert_error(response, 405, "METHOD_NOT_ALLOWED").await;
+    // An unknown path stays 404.
+    let unknown = app.get("/api/v1/nothing-here", ADMIN_KEY).await;
+    assert_error(unknown, 404, "NOT_FOUND").await;
+}

@@ -460,3 +460,24 @@ async fn admins_list_replay_and_purge_dead_letters() {
     assert_eq!(purged.status(), 204);
     assert_error(unknown, 404, "NOT_FOUND").await;
 }
+
+#[tokio::test]
+async fn a_json_null_deploy_body_means_no_body() {
+    // The document declares the body optional: `null` is a valid request, like no body.
+    let app = TestApp::start(Engine::Sqlite, &[]).await;
+    let response = app
+        .client
+        .post(format!("{}/api/v1/models/null-body/deployments", app.url))
+        .bearer_auth(ADMIN_KEY)
+        .header("content-type", "application/json")
+        .body("null")
+        .send()
+        .await
+        .expect("request");
+    // No repository anywhere: refused for that, not for the null.
+    let body = assert_error(response, 422, "VALIDATION_ERROR").await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("repository"),
+        "{body}"
+    );
+}

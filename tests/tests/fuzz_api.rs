@@ -1,7 +1,9 @@
 //! Bad-input fuzzing of the public API (issue 11) with proptest: request bodies, headers and
 //! path parameters generated against every route of docs/design/http-api.md on a real API (one
 //! app per test, many cases per app). Whatever arrives, the API never answers 500, never drops
-//! the connection (a panic), and every non-2xx answer has the documented error body
+//! the connection (a panic), answers only a status its OpenAPI document lists for the operation
+//! (405 with `Allow` for a method a known path does not take, 404 for an unknown path), with a
+//! body that fits the documented schema, and every non-2xx answer has the documented error body
 //! `{"detail", "error", "request_id"}` with a documented code and the request's id.
 
 use std::sync::Mutex;
@@ -19,6 +21,7 @@ use shared::mlflow::webhook;
 use tests::app::{ADMIN_KEY, MODEL_A_KEY, READ_KEY, TestApp};
 use tests::db::Engine;
 use tests::fuzz::{self, names};
+use tests::openapi;
 
 const SECRET: &str = "whsec-fuzz";
 /// A small limit so generated bodies cross it.
@@ -44,6 +47,9 @@ const CODES: &[&str] = &[
     "QUOTA_EXCEEDED",
     "OVERLOADED",
     "TIMEOUT",
+    "METHOD_NOT_ALLOWED",
+    "CONFLICT",
+    "PRECONDITION_FAILED",
 ];
 
 /// Every route of docs/design/http-api.md (`{p}` is the path parameter).
@@ -113,6 +119,8 @@ struct Fuzz {
     rt: tokio::runtime::Runtime,
     app: TestApp,
     client: reqwest::Client,
+    /// The OpenAPI document the app serves.
+    doc: Value,
 }
 
 impl Fuzz {
@@ -148,11 +156,20 @@ impl Fuzz {
             .pool_max_idle_per_host(0)
             .build()
             .expect("client");
+        let doc = rt.block_on(async {
+            let response = client
+                .get(format!("{}/openapi.json", app.url))
+                .send()
+                .await
+                .expect("the OpenAPI document");
+            response.json::<Value>().await.expect("JSON")
+        });
         Fuzz {
             rt,
             app,
             client,
             threads,
+            doc,
         }
     }
 
@@ -209,6 +226,7 @@ impl Fuzz {
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let path = url.path().to_owned();
         let mut request = self.client.request(method, url).headers(headers);
         if let Some(body) = &case.body {
             request = request.body(body.clone());
@@ -225,7 +243,23 @@ impl Fuzz {
             .headers()
             .get("x-request-id")
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let allow = response
+            .headers()
+            .get("allow")
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        let json_body = response
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
         let bytes = response.bytes().await.map_err(|e| format!("body: {e}"))?;
+        self.as_documented(
+            case.method,
+            &path,
+            status,
+            allow.as_deref(),
+            json_body,
+            &bytes,
+        )?;
         if status >= 500 && status != 502 && status != 503 && status != 504 {
             return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
         }
@@ -255,6 +289,56 @@ impl Fuzz {
             ));
         }
         Ok(())
+    }
+}
+
+impl Fuzz {
+    /// The answer is one the document lists for the operation, and its JSON body fits the
+    /// documented schema.
+    fn as_documented(
+        &self,
+        method: &str,
+        path: &str,
+        status: u16,
+        allow: Option<&str>,
+        json_body: bool,
+        bytes: &[u8],
+    ) -> Result<(), String> {
+        match openapi::find_operation(&self.doc, method, path) {
+            openapi::Lookup::Operation(op) => {
+                let documented = openapi::statuses(&op);
+                if !documented.contains(&status) {
+                    return Err(format!(
+                        "{status} is not documented (documented: {documented:?})"
+                    ));
+                }
+                if let Some(schema) = openapi::response_schema(&op, status)
+                    && json_body
+                {
+                    let value: Value = serde_json::from_slice(bytes)
+                        .map_err(|e| format!("{status}: not JSON: {e}"))?;
+                    openapi::validate(&self.doc, &schema, &value)
+                        .map_err(|e| format!("{status} does not fit its schema: {e}"))?;
+                }
+                Ok(())
+            }
+            openapi::Lookup::MethodNotAllowed(methods) => {
+                let listed: Vec<String> = allow
+                    .unwrap_or_default()
+                    .split(',')
+                    .map(|m| m.trim().to_owned())
+                    .filter(|m| !m.is_empty() && m != "HEAD")
+                    .collect();
+                if status != 405 || methods.iter().any(|m| !listed.contains(m)) {
+                    return Err(format!(
+                        "{status} (Allow {allow:?}) for a method the path does not take; expected 405 with Allow {methods:?}"
+                    ));
+                }
+                Ok(())
+            }
+            openapi::Lookup::NoPath if status == 404 => Ok(()),
+            openapi::Lookup::NoPath => Err(format!("{status} for an undocumented path")),
+        }
     }
 }
 
@@ -506,6 +590,18 @@ fn path_cases() -> impl Strategy<Value = Case> {
             body: None,
             sign: false,
         }),
+        // Any method on every known path: 405 with Allow where the path does not take it.
+        (
+            route(),
+            prop::sample::select(vec!["GET", "POST", "PUT", "PATCH", "DELETE"]),
+        )
+            .prop_map(|((_, template), method)| Case {
+                method,
+                path: fill(template, SERVED),
+                headers: vec![("authorization", format!("Bearer {ADMIN_KEY}").into_bytes())],
+                body: None,
+                sign: false,
+            }),
     ]
 }
 

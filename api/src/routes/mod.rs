@@ -38,8 +38,12 @@ async fn not_found(uri: Uri) -> ApiError {
     ApiError::NotFound(format!("no route for {}", uri.path()))
 }
 
-/// A known path with a method it does not take is a route that does not exist: the
-/// documented `NOT_FOUND` body rather than axum's empty 405.
+/// A known path with a method it does not take: 405 `METHOD_NOT_ALLOWED` with the documented
+/// error body; axum adds the `Allow` header listing the methods the path takes (RFC 9110
+/// §15.5.6), which schema-driven clients and HTTP tooling expect.
 async fn no_such_method(method: Method, uri: Uri) -> ApiError {
-    ApiError::NotFound(format!("no route for {method} {}", uri.path()))
+    ApiError::MethodNotAllowed(format!(
+        "{} does not take {method}; the Allow header lists the methods it takes",
+        uri.path()
+    ))
 }

@@ -63,7 +63,7 @@ pub fn router() -> Router<AppState> {
         webhooks::receive,
     ),
     components(schemas(ErrorResponse)),
-    modifiers(&SecuritySchemes),
+    modifiers(&SecuritySchemes, &CommonResponses),
     tags(
         (name = "ops", description = "Health, readiness, metrics, this documentation and the dashboard; no key"),
         (name = "models", description = "Deployed models (scope `read`)"),
@@ -102,6 +102,102 @@ impl Modify for SecuritySchemes {
             ))),
         );
         openapi.servers = Some(vec![Server::new("/")]);
+    }
+}
+
+/// Documents on every operation the answers that do not depend on the handler, so the
+/// document lists every status a route can give (a schema-driven client, and the fuzz test,
+/// hold us to it): with a key, 401 / 403 / 429 (`RATE_LIMITED`, `QUOTA_EXCEEDED` on predict);
+/// with a path parameter, 422 for one that is not UTF-8; with a body, 400 / 413 / 422; on every
+/// route but the probes (`bounds.rs`), 503 `OVERLOADED` and, predict aside, 504 `TIMEOUT`; and
+/// 500. An annotation's own description of a status wins.
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut Document) {
+        use utoipa::openapi::path::{HttpMethod, Operation};
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorResponse")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let probe = ["/health", "/ready", "/metrics"].contains(&path.as_str());
+            let predict = path.ends_with("/predict");
+            let templated = path.contains('{');
+            let operations: [(HttpMethod, &mut Option<Operation>); 5] = [
+                (HttpMethod::Get, &mut item.get),
+                (HttpMethod::Post, &mut item.post),
+                (HttpMethod::Put, &mut item.put),
+                (HttpMethod::Patch, &mut item.patch),
+                (HttpMethod::Delete, &mut item.delete),
+            ];
+            for (_, operation) in operations {
+                let Some(op) = operation.as_mut() else {
+                    continue;
+                };
+                let keyed = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let body = op.request_body.is_some();
+                let mut add = |status: &str, description: &str| {
+                    op.responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| error(description).into());
+                };
+                if keyed {
+                    add(
+                        "401",
+                        "UNAUTHORIZED: no API key, or an invalid or expired one",
+                    );
+                    add("403", "FORBIDDEN: the key lacks the required scope");
+                    add(
+                        "429",
+                        if predict {
+                            "RATE_LIMITED: the key's hourly allowance is spent, or too many failed authentications from this address (`Retry-After`); QUOTA_EXCEEDED: the key's monthly prediction quota is spent"
+                        } else {
+                            "RATE_LIMITED: the key's hourly allowance is spent, or too many failed authentications from this address (`Retry-After`)"
+                        },
+                    );
+                }
+                if templated {
+                    add(
+                        "422",
+                        "VALIDATION_ERROR: a path parameter is not valid UTF-8",
+                    );
+                }
+                if body {
+                    add("400", "BAD_REQUEST: the body is not readable");
+                    add(
+                        "413",
+                        "PAYLOAD_TOO_LARGE: the body exceeds `MAX_BODY_BYTES`",
+                    );
+                    add(
+                        "422",
+                        "VALIDATION_ERROR: the body does not have the documented shape",
+                    );
+                }
+                if !probe {
+                    add(
+                        "503",
+                        "OVERLOADED: more than `MAX_CONCURRENT_REQUESTS` requests in flight (`Retry-After`)",
+                    );
+                    if !predict {
+                        add(
+                            "504",
+                            "TIMEOUT: the request took longer than `REQUEST_TIMEOUT_SECONDS`",
+                        );
+                    }
+                }
+                add("500", "INTERNAL: unexpected failure (logged, never sent)");
+            }
+        }
     }
 }
 

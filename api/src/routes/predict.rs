@@ -38,8 +38,9 @@ pub fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PredictBody {
-    /// The model inputs: any JSON but null.
-    #[schema(value_type = Object)]
+    /// The model inputs: a string, a number, a boolean, an object, or an array whose elements
+    /// are not null (never null itself).
+    #[schema(schema_with = inputs_schema)]
     pub inputs: Value,
     /// Task parameters.
     #[schema(value_type = Option<Object>)]
@@ -50,6 +51,33 @@ pub struct PredictBody {
     #[serde(rename = "options")]
     #[schema(value_type = Option<Object>)]
     pub _options: Option<Map<String, Value>>,
+}
+
+/// The schema of `inputs`, exactly what [`predict`] accepts: any JSON value but null, and no
+/// null element in an array.
+fn inputs_schema() -> utoipa::openapi::Schema {
+    use utoipa::openapi::Schema;
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+    let of = |t: Type| Schema::Object(ObjectBuilder::new().schema_type(t).build());
+    let element = OneOfBuilder::new()
+        .item(of(Type::String))
+        .item(of(Type::Number))
+        .item(of(Type::Boolean))
+        .item(of(Type::Object))
+        .item(of(Type::Array));
+    let array = ArrayBuilder::new().items(element).build();
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .description(Some(
+                "The model inputs: a string, a number, a boolean, an object, or an array without null elements",
+            ))
+            .item(of(Type::String))
+            .item(of(Type::Number))
+            .item(of(Type::Boolean))
+            .item(of(Type::Object))
+            .item(Schema::Array(array))
+            .build(),
+    )
 }
 
 /// Metadata of a prediction.
@@ -106,7 +134,7 @@ pub(super) struct PredictResponse<'a> {
         (status = 400, description = "BAD_REQUEST: unreadable JSON, or the model rejected the request", body = ErrorResponse),
         (status = 404, description = "MODEL_NOT_DEPLOYED: the model has no active deployment", body = ErrorResponse),
         (status = 413, description = "PAYLOAD_TOO_LARGE: the body exceeds `MAX_BODY_BYTES`", body = ErrorResponse),
-        (status = 422, description = "VALIDATION_ERROR: the body does not have the documented shape (`inputs` required, not null)", body = ErrorResponse),
+        (status = 422, description = "VALIDATION_ERROR: the body does not have the documented shape (`inputs` required, not null, no null element)", body = ErrorResponse),
         (status = 429, description = "RATE_LIMITED: the model endpoint is throttling (`Retry-After`)", body = ErrorResponse),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
         (status = 403, description = "FORBIDDEN: the key has neither `predict` nor `predict:{model_id}`", body = ErrorResponse),
@@ -129,6 +157,15 @@ async fn predict(
     principal.require_predict(&model)?;
     if body.inputs.is_null() {
         return Err(ApiError::Validation("inputs: must not be null".into()));
+    }
+    if let Some(n) = body
+        .inputs
+        .as_array()
+        .and_then(|items| items.iter().position(Value::is_null))
+    {
+        return Err(ApiError::Validation(format!(
+            "inputs[{n}]: must not be null"
+        )));
     }
     let route = match state.routing.resolve(&state.db, &model).await? {
         Routed::Active(route) => route,
