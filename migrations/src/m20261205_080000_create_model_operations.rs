@@ -5,7 +5,7 @@
 //! active deployment takes this row's lock first in its transaction (an `UPDATE` of it), so
 //! operations on one model are serialised across API processes and workers, and bumps
 //! `version` — the model's `ETag`. `operation` and `deployment_id` name the last accepted
-//! operation, so a later one can tell whether it is still in flight.
+//! undeploy or rollback, so a later one can tell whether it is still in flight.
 
 use sea_orm_migration::{prelude::*, schema::*};
 

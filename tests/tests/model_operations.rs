@@ -173,6 +173,8 @@ async fn rollback_or_undeploy_beside_an_undeploy_in_flight_is_refused() {
         .expect("undeploy")
         .expect("something was active");
     assert_eq!(undeployed.value.id, v2);
+    // A deploy accepted meanwhile does not hide the undeploy in flight.
+    created(&deploy(&world, model.as_str(), "3").await);
 
     let rollback = operations::rollback(
         &world.db.conn,

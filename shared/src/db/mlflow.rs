@@ -237,7 +237,6 @@ pub async fn create_for_version(
     let (model, id) = (new.model_id.clone(), new.id.0);
     super::operations::supersede_provisioning(&txn, route, &model, Operation::Deploy, id).await?;
     let deployment = deployments::create(&txn, route, new, command).await?;
-    super::model_ops::record(&txn, model.as_str(), Operation::Deploy, id).await?;
     txn.commit().await?;
     Ok(Some(deployment))
 }

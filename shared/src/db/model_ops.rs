@@ -56,7 +56,7 @@ pub struct Locked {
     pub version: i64,
     /// The version before this transaction (what an `If-Match` had to name).
     pub previous: i64,
-    /// The last operation accepted on the model, and its deployment.
+    /// The last undeploy or rollback accepted on the model, and its deployment.
     pub last: Option<(String, Option<Uuid>)>,
 }
 
@@ -130,7 +130,10 @@ pub async fn lock<C: ConnectionTrait>(
     })
 }
 
-/// Records `operation` on `deployment` as the model's last accepted one (under [`lock`]).
+/// Records an undeploy or a rollback of `deployment` as the model's last one (under
+/// [`lock`]): what a later rollback or undeploy asks "is it still in flight?". Deploys are not
+/// recorded here (their in-flight state is the deployments' own status), so a deploy in
+/// between does not hide an undeploy in flight.
 pub async fn record<C: ConnectionTrait>(
     txn: &C,
     model: &str,

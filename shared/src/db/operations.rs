@@ -212,11 +212,9 @@ async fn deploy_once(
             version: locked.previous,
         });
     }
-    let model = new.model_id.clone();
     let id = new.id.0;
     supersede(&txn, route, &history, None, Operation::Deploy.as_str(), id).await?;
     let created = deployments::create(&txn, route, new, command).await?;
-    model_ops::record(&txn, model.as_str(), Operation::Deploy, id).await?;
     txn.commit().await?;
     Ok(Versioned {
         value: Deployed::Created(created),

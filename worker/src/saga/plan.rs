@@ -180,7 +180,6 @@ impl Plan {
             let id = r.new.id.0;
             operations::supersede_provisioning(txn, ctx.route, &model, Operation::Heal, id).await?;
             let created = deployments::create(txn, ctx.route, r.new, &r.command).await?;
-            model_ops::record(txn, model.as_str(), Operation::Heal, id).await?;
             let details = serde_json::json!({"replaces": row.id});
             deployments::record_event(txn, &created, "replaces", None, &r.message, Some(details))
                 .await?;
