@@ -285,6 +285,21 @@ impl TestApp {
         id
     }
 
+    /// Starts a loopback upstream answering `status` with `body` after `delay`
+    /// ([`crate::upstream::start`]) and deploys it as `model` with the `http` provider, serving.
+    pub async fn serve_upstream(
+        &self,
+        model: &str,
+        status: u16,
+        body: &'static str,
+        delay: std::time::Duration,
+    ) {
+        let url = crate::upstream::start(status, body, delay).await;
+        let worker = self.worker();
+        let spec = serde_json::json!({"provider": "http", "endpoint_url": url});
+        self.deploy_and_serve(&worker, model, spec).await;
+    }
+
     /// `GET path` with `key` as Bearer.
     pub async fn get(&self, path: &str, key: &str) -> reqwest::Response {
         self.client

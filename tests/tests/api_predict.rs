@@ -7,7 +7,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tests::app::{ADMIN_KEY, MODEL_A_KEY, READ_KEY, TestApp, assert_error};
 use tests::db::Engine;
-use tests::upstream;
 
 fn hf_body(version: &str) -> Value {
     json!({"model_version": version, "repository": "distilbert/distilbert-base-uncased-finetuned-sst-2-english",
@@ -143,43 +142,25 @@ async fn bad_requests_get_the_documented_codes() {
     .await;
 }
 
-async fn serve_upstream(
-    app: &TestApp,
-    model: &str,
-    status: u16,
-    body: &'static str,
-    delay: Duration,
-) {
-    let url = upstream::start(status, body, delay).await;
-    let worker = app.worker();
-    app.deploy_and_serve(
-        &worker,
-        model,
-        json!({"provider": "http", "endpoint_url": url}),
-    )
-    .await;
-}
-
 #[tokio::test]
 async fn upstream_failures_map_to_400_502_and_504() {
     let app = TestApp::start(Engine::Sqlite, &[("PREDICT_TIMEOUT_SECONDS", "1")]).await;
-    serve_upstream(
-        &app,
+    app.serve_upstream(
         "refuses",
         400,
         r#"{"error":"inputs must be text"}"#,
         Duration::ZERO,
     )
     .await;
-    serve_upstream(
-        &app,
+    app.serve_upstream(
         "broken",
         500,
         r#"{"error":"CUDA out of memory"}"#,
         Duration::ZERO,
     )
     .await;
-    serve_upstream(&app, "slow", 200, "[]", Duration::from_secs(5)).await;
+    app.serve_upstream("slow", 200, "[]", Duration::from_secs(5))
+        .await;
     let input = json!({"inputs": "x"});
 
     let refused = assert_error(
@@ -218,8 +199,7 @@ async fn upstream_failures_map_to_400_502_and_504() {
 #[tokio::test]
 async fn a_cold_start_answers_503_with_retry_after() {
     let app = TestApp::start(Engine::Sqlite, &[("SCALE_UP_TIMEOUT_SECONDS", "0")]).await;
-    serve_upstream(
-        &app,
+    app.serve_upstream(
         "waking",
         503,
         r#"{"error":"Service Unavailable"}"#,

@@ -9,24 +9,13 @@ use serde_json::json;
 use tests::app::{ADMIN_KEY, TestApp, assert_error};
 use tests::db::Engine;
 use tests::process::{run, scratch_dir};
-use tests::upstream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-async fn serve(app: &TestApp, model: &str, status: u16, body: &'static str, delay: Duration) {
-    let url = upstream::start(status, body, delay).await;
-    let worker = app.worker();
-    app.deploy_and_serve(
-        &worker,
-        model,
-        json!({"provider": "http", "endpoint_url": url}),
-    )
-    .await;
-}
 
 #[tokio::test]
 async fn overload_sheds_with_503_and_recovers() {
     let app = TestApp::start(Engine::Sqlite, &[("MAX_CONCURRENT_REQUESTS", "2")]).await;
-    serve(&app, "slow", 200, "[]", Duration::from_millis(1500)).await;
+    app.serve_upstream("slow", 200, "[]", Duration::from_millis(1500))
+        .await;
     let input = json!({"inputs": "x"});
     let predict = || app.post("/api/v1/models/slow/predict", ADMIN_KEY, &input);
 
@@ -82,9 +71,9 @@ async fn a_body_sent_slowly_times_out_at_request_timeout() {
 #[tokio::test]
 async fn an_upstream_answer_past_max_upstream_body_bytes_is_502() {
     let app = TestApp::start(Engine::Sqlite, &[("MAX_UPSTREAM_BODY_BYTES", "64")]).await;
-    serve(&app, "small", 200, r#"[{"label":"ok"}]"#, Duration::ZERO).await;
-    serve(
-        &app,
+    app.serve_upstream("small", 200, r#"[{"label":"ok"}]"#, Duration::ZERO)
+        .await;
+    app.serve_upstream(
         "huge",
         200,
         r#"[{"label":"0123456789012345678901234567890123456789012345678901234567890123456789"}]"#,

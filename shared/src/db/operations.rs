@@ -165,12 +165,20 @@ fn same_request(row: &Deployment, new: &NewDeployment) -> bool {
 /// worker step changed a row it read, without the lock): each try reads everything again.
 const TRIES: usize = 3;
 
-/// Whether `error` is such a lost race.
-fn lost_race(error: &DbError) -> bool {
-    matches!(
-        error,
-        DbError::StaleTransition { .. } | DbError::ActiveConflict(_)
-    )
+/// Runs `attempt` again (up to [`TRIES`]) while its transaction lost such a race.
+async fn retrying<T, F, Fut>(mut attempt: F) -> Result<T, DbError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, DbError>>,
+{
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match attempt().await {
+            Err(DbError::StaleTransition { .. } | DbError::ActiveConflict(_)) if tries < TRIES => {}
+            outcome => return outcome,
+        }
+    }
 }
 
 /// Deploys `new` (its `command` queued with it): an identical deploy already in flight is
@@ -182,14 +190,7 @@ pub async fn deploy(
     command: &Envelope,
     if_match: Option<i64>,
 ) -> Result<Versioned<Deployed>, DbError> {
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match deploy_once(db, route, new.clone(), command, if_match).await {
-            Err(error) if tries < TRIES && lost_race(&error) => continue,
-            outcome => return outcome,
-        }
-    }
+    retrying(|| deploy_once(db, route, new.clone(), command, if_match)).await
 }
 
 async fn deploy_once(
@@ -231,14 +232,7 @@ pub async fn undeploy(
     model: &ModelId,
     if_match: Option<i64>,
 ) -> Result<Option<Versioned<Deployment>>, DbError> {
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match undeploy_once(db, route, model, if_match).await {
-            Err(error) if tries < TRIES && lost_race(&error) => continue,
-            outcome => return outcome,
-        }
-    }
+    retrying(|| undeploy_once(db, route, model, if_match)).await
 }
 
 async fn undeploy_once(
@@ -292,14 +286,7 @@ pub async fn rollback(
     retire_after: Duration,
     if_match: Option<i64>,
 ) -> Result<Option<Versioned<Rollback>>, DbError> {
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match rollback_once(db, route, model, retire_after, if_match).await {
-            Err(error) if tries < TRIES && lost_race(&error) => continue,
-            outcome => return outcome,
-        }
-    }
+    retrying(|| rollback_once(db, route, model, retire_after, if_match)).await
 }
 
 async fn rollback_once(
