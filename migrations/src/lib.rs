@@ -23,6 +23,7 @@ mod m20261129_100000_add_cost_tracking;
 mod m20261204_090000_create_leader_leases;
 mod m20261204_190000_worker_robustness;
 mod m20261205_080000_create_model_operations;
+mod m20261205_130000_queue_claim_index;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_090000_create_leader_leases::Migration),
             Box::new(m20261204_190000_worker_robustness::Migration),
             Box::new(m20261205_080000_create_model_operations::Migration),
+            Box::new(m20261205_130000_queue_claim_index::Migration),
         ]
     }
 }

@@ -229,6 +229,33 @@ impl Figure {
     }
 }
 
+/// Prints one verdict line per figure that has a target: `PASS`/`MISS`, the compared
+/// value and the target.
+pub fn print_verdicts(figures: &[Figure]) {
+    for figure in figures {
+        let Some(target) = &figure.target else {
+            continue;
+        };
+        let value = match target.of {
+            Of::Value => Some(figure.median()),
+            Of::Ratio => figure.ratio(),
+            Of::Difference => figure.difference(),
+        };
+        let verdict = match figure.met() {
+            Some(true) => "PASS",
+            Some(false) => "MISS",
+            None => "n/a ",
+        };
+        let shown = value
+            .filter(|v| v.is_finite())
+            .map_or("-".to_owned(), |v| format!("{v:.3}"));
+        println!(
+            "verdict {verdict} {}: {shown} (target {})",
+            figure.name, target.text
+        );
+    }
+}
+
 /// Writes one benchmark's results to `path` as `{benchmark, parameters, figures, notes}`,
 /// the input of `bench-report`.
 pub fn write_json(

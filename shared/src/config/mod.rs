@@ -226,6 +226,10 @@ pub struct QueueSettings {
     /// `QUEUE_LEASE_SECONDS`: how long a taken message stays invisible to other consumers
     /// (db lease, SQS visibility timeout) before a crashed consumer's message returns.
     pub lease: Duration,
+    /// `QUEUE_POLL_INTERVAL_SECONDS` (fractions allowed): how often an idle consumer of the
+    /// embedded queue looks for rows when no wake-up arrived (the fallback of
+    /// LISTEN/NOTIFY and of the in-process wake-up).
+    pub poll_interval: Duration,
 }
 
 /// Worker behaviour.

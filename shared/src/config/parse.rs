@@ -73,6 +73,7 @@ pub fn defaults(environment: Environment) -> Sources {
     d("SCALE_UP_TIMEOUT_SECONDS", "60");
     d("QUEUE_MAX_ATTEMPTS", "8");
     d("QUEUE_LEASE_SECONDS", "30");
+    d("QUEUE_POLL_INTERVAL_SECONDS", "1");
     d("WORKER_CONCURRENCY", "4");
     d("WORKER_METRICS_PORT", "9091");
     d("DEPLOY_TIMEOUT_SECONDS", "1800");
@@ -149,6 +150,18 @@ impl Reader<'_> {
             ));
         }
         Ok(Duration::from_secs(n))
+    }
+
+    /// A duration in seconds where fractions are allowed (`0.25`), within `[min, max]`.
+    fn fractional_seconds(&self, name: &str, min: f64, max: f64) -> Result<Duration, ConfigError> {
+        let n: f64 = self.parsed(name, "a number of seconds (fractions allowed)")?;
+        if !(min..=max).contains(&n) {
+            return Err(ConfigError::invalid(
+                Self::name(name),
+                format!("must be between {min} and {max}"),
+            ));
+        }
+        Ok(Duration::from_secs_f64(n))
     }
 
     fn positive<T: FromStr + PartialOrd + From<u8>>(&self, name: &str) -> Result<T, ConfigError> {
@@ -240,6 +253,7 @@ pub fn settings(environment: Environment, s: &Sources) -> Result<Settings, Confi
             sqs_dlq_url: r.opt_url("SQS_DLQ_URL", &["http", "https"])?,
             max_attempts: r.positive("QUEUE_MAX_ATTEMPTS")?,
             lease: r.seconds("QUEUE_LEASE_SECONDS", 1)?,
+            poll_interval: r.fractional_seconds("QUEUE_POLL_INTERVAL_SECONDS", 0.01, 60.0)?,
         },
         worker: WorkerSettings {
             concurrency: r.positive("WORKER_CONCURRENCY")?,

@@ -112,6 +112,7 @@ pub const VARIABLES: &[Variable] = &[
     plain("SCALE_UP_TIMEOUT_SECONDS"),
     plain("QUEUE_MAX_ATTEMPTS"),
     plain("QUEUE_LEASE_SECONDS"),
+    plain("QUEUE_POLL_INTERVAL_SECONDS"),
     plain("WORKER_CONCURRENCY"),
     plain("WORKER_METRICS_PORT"),
     plain("DEPLOY_TIMEOUT_SECONDS"),

@@ -157,6 +157,28 @@ fn queue_lease_defaults_to_30_seconds_and_must_be_positive() {
 }
 
 #[test]
+fn queue_poll_interval_takes_fractions_within_bounds() {
+    let (options, _dir) = isolated(&[]);
+    let (settings, _) = Settings::load_from(&env(&[]), &options).expect("defaults are valid");
+    assert_eq!(settings.queue.poll_interval, Duration::from_secs(1));
+    let (settings, _) =
+        Settings::load_from(&env(&[("QUEUE_POLL_INTERVAL_SECONDS", "0.25")]), &options)
+            .expect("valid");
+    assert_eq!(settings.queue.poll_interval, Duration::from_millis(250));
+    for bad in ["0", "0.001", "61", "NaN", "inf", "-1"] {
+        assert_eq!(
+            error_of(&[("QUEUE_POLL_INTERVAL_SECONDS", bad)]),
+            "QUEUE_POLL_INTERVAL_SECONDS: must be between 0.01 and 60",
+            "{bad}"
+        );
+    }
+    assert!(
+        error_of(&[("QUEUE_POLL_INTERVAL_SECONDS", "soon")])
+            .starts_with("QUEUE_POLL_INTERVAL_SECONDS:")
+    );
+}
+
+#[test]
 fn layers_apply_in_order_file_then_dotenv_then_environment() {
     let (options, _dir) = isolated(&[
         (

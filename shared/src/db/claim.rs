@@ -11,14 +11,17 @@
 //! ack, retry, finish or extend it, whatever happened to `attempts` meanwhile. (The token
 //! used to be `attempts`, which a retry resets to 0, so a stale holder could match again.)
 
+use std::collections::HashSet;
 use std::marker::PhantomData;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait, SimpleExpr};
+use sea_orm::sea_query::{
+    Expr, ExprTrait, PostgresQueryBuilder, Query, SelectStatement, SimpleExpr,
+};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbErr, DeleteMany, EntityTrait, QueryFilter,
-    UpdateMany,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DbErr, DeleteMany, EntityTrait,
+    IdenStatic, QueryFilter, QueryResult, Statement, UpdateMany,
 };
 use uuid::Uuid;
 
@@ -121,6 +124,114 @@ pub async fn take<E: WorkTable, C: ConnectionTrait>(
         until,
         table: PhantomData,
     }))
+}
+
+/// Claims every row `candidates` selects (a query of ids; on PostgreSQL it should lock
+/// `FOR UPDATE SKIP LOCKED`, so concurrent claimers split the rows instead of waiting), in
+/// **one statement**, all under one fresh token (a token per claim, not per row: the guards
+/// match the row's id *and* the token). Rows that are no longer live and free are left
+/// alone. Returns each claimed row's `returning` columns with its claim.
+pub async fn take_many<E: WorkTable, C: ConnectionTrait>(
+    conn: &C,
+    candidates: SelectStatement,
+    lease: Duration,
+    returning: impl IntoIterator<Item = E::Column>,
+) -> Result<Vec<(QueryResult, Claim<E>)>, DbErr> {
+    let now = Utc::now();
+    let until = later(now, lease);
+    let token = Uuid::new_v4();
+    let returning: Vec<E::Column> = returning.into_iter().collect();
+    let rows = match conn.get_database_backend() {
+        // `= ANY(ARRAY(subquery))`: the array is computed once (an init plan), whereas
+        // `IN (subquery)` may be planned as a join that runs the `LIMIT … SKIP LOCKED`
+        // subquery again and claims more rows than asked. sea-query cannot write it, so the
+        // statement is composed around the rendered subquery (names are the entity's own,
+        // every value a bound parameter).
+        DatabaseBackend::Postgres => {
+            let (select, mut values) = candidates.build(PostgresQueryBuilder);
+            let name = |c: E::Column| format!("\"{}\"", IdenStatic::as_str(&c));
+            let (until_at, token_at) = (values.0.len() + 1, values.0.len() + 2);
+            values.0.push(until.into());
+            values.0.push(token.into());
+            let attempts = name(E::attempts());
+            let sql = format!(
+                "UPDATE \"{table}\" SET {locked} = ${until_at}, {attempts} = {attempts} + 1, \
+                 {token_col} = ${token_at} WHERE {id} = ANY(ARRAY({select})) RETURNING {columns}",
+                table = E::default().table_name(),
+                locked = name(E::locked_until()),
+                token_col = name(E::claim_token()),
+                id = name(E::id()),
+                columns = returning
+                    .iter()
+                    .map(|c| name(*c))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+            conn.query_all_raw(Statement::from_sql_and_values(
+                DatabaseBackend::Postgres,
+                sql,
+                values,
+            ))
+            .await?
+        }
+        // One writer at a time: the subquery and the update are one atomic step.
+        _ => {
+            let statement = Query::update()
+                .table(E::default())
+                .value(E::locked_until(), until)
+                .value(E::attempts(), Expr::col(E::attempts()).add(1))
+                .value(E::claim_token(), token)
+                .and_where(E::id().in_subquery(candidates))
+                .and_where(E::live())
+                .cond_where(free::<E>(now))
+                .returning(Query::returning().columns(returning))
+                .to_owned();
+            conn.query_all(&statement).await?
+        }
+    };
+    rows.into_iter()
+        .map(|row| {
+            let id: Uuid = row.try_get("", IdenStatic::as_str(&E::id()))?;
+            Ok((
+                row,
+                Claim {
+                    id,
+                    token,
+                    until,
+                    table: PhantomData,
+                },
+            ))
+        })
+        .collect()
+}
+
+/// Deletes the rows of `claims` that their claim still holds, in one statement; returns
+/// the ids deleted (a claim missing from it was lost to another claimer).
+pub async fn delete_held<E: WorkTable, C: ConnectionTrait>(
+    conn: &C,
+    claims: &[Claim<E>],
+) -> Result<HashSet<Uuid>, DbErr> {
+    if claims.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let held = claims.iter().fold(Condition::any(), |any, claim| {
+        any.add(
+            Condition::all()
+                .add(E::id().eq(claim.id))
+                .add(E::claim_token().eq(claim.token)),
+        )
+    });
+    let statement = Query::delete()
+        .from_table(E::default())
+        .cond_where(held)
+        .returning_col(E::id())
+        .to_owned();
+    let id_column = IdenStatic::as_str(&E::id());
+    conn.query_all(&statement)
+        .await?
+        .into_iter()
+        .map(|row| row.try_get::<Uuid>("", id_column))
+        .collect()
 }
 
 impl<E: WorkTable> Claim<E> {

@@ -77,6 +77,8 @@ pub async fn create<C: TransactionTrait>(
     .await?;
     outbox::enqueue(&txn, route, DEPLOYMENTS_QUEUE, command, None).await?;
     txn.commit().await?;
+    // Inside a caller's transaction this commits a savepoint: the caller calls it again.
+    outbox::committed(route);
     Ok(deployment)
 }
 

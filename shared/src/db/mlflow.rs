@@ -238,6 +238,7 @@ pub async fn create_for_version(
     super::operations::supersede_provisioning(&txn, route, &model, Operation::Deploy, id).await?;
     let deployment = deployments::create(&txn, route, new, command).await?;
     txn.commit().await?;
+    super::outbox::committed(route);
     Ok(Some(deployment))
 }
 

@@ -217,6 +217,7 @@ async fn deploy_once(
     supersede(&txn, route, &history, None, Operation::Deploy.as_str(), id).await?;
     let created = deployments::create(&txn, route, new, command).await?;
     txn.commit().await?;
+    outbox::committed(route);
     Ok(Versioned {
         value: Deployed::Created(created),
         version: locked.version,
@@ -272,6 +273,7 @@ async fn undeploy_once(
     outbox::enqueue(&txn, route, DEPLOYMENTS_QUEUE, &command, None).await?;
     model_ops::record(&txn, model.as_str(), Operation::Undeploy, row.id).await?;
     txn.commit().await?;
+    outbox::committed(route);
     Ok(Some(Versioned {
         value: row,
         version: locked.version,
@@ -346,6 +348,7 @@ async fn rollback_once(
     };
     model_ops::record(&txn, model.as_str(), Operation::Rollback, id).await?;
     txn.commit().await?;
+    outbox::committed(route);
     Ok(Some(Versioned {
         value: done,
         version: locked.version,

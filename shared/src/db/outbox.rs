@@ -56,6 +56,15 @@ pub async fn enqueue<C: ConnectionTrait>(
     Ok(())
 }
 
+/// Call after committing a transaction that called [`enqueue`]: on [`Route::Direct`] it
+/// wakes this process's idle consumers at once (other processes learn of it from
+/// PostgreSQL's NOTIFY, or at their next poll on SQLite).
+pub fn committed(route: Route) {
+    if route == Route::Direct {
+        db_queue::wake_local();
+    }
+}
+
 /// The outbox row; its id is the envelope's `message_id`, so a command is written once.
 async fn insert_outbox<C: ConnectionTrait>(
     conn: &C,

@@ -1,34 +1,46 @@
 //! The embedded queue (`QUEUE_BACKEND=db`): rows in `queue_messages`, in the application
-//! database, so `dev` needs no broker.
+//! database, so `dev` needs no broker (docs/design/queue.md, "The embedded queue").
 //!
 //! - A message is ready when it is not dead, `available_at` has passed (delays) and nobody
 //!   holds a lease on it (`locked_until` null or past).
-//! - A consumer claims one ready row with a fenced claim (`db::claim`): `locked_until = now +
-//!   lease`, `attempts` (deliveries) incremented, and a fresh `claim_token`. Ack, retry,
-//!   dead-letter and lease extension only touch the row while it still carries that token,
-//!   so a consumer whose lease expired cannot settle a message someone else now holds.
+//! - **Claims are batched**: the consumers of a process that wait for a message share one
+//!   claim statement (`db::claim::take_many`: `UPDATE … WHERE id IN (SELECT … ORDER BY
+//!   available_at, id LIMIT n FOR UPDATE SKIP LOCKED) RETURNING …`), which leases up to as
+//!   many rows as consumers wait — never more, so no message sits leased in a buffer while
+//!   every handler is busy. The partial index `idx_queue_messages_claim (queue, available_at,
+//!   id) WHERE dead_at IS NULL` serves the order, so a claim costs the same whatever the depth.
+//! - Each claim is fenced (`db::claim`): `locked_until = now + lease`, `attempts` (deliveries)
+//!   incremented, a fresh `claim_token`. Ack, retry, dead-letter and lease extension only
+//!   touch the row while it still carries that token.
+//! - **Acks are batched** the same way (one `DELETE … WHERE (id, token) … RETURNING id` for
+//!   every ack that queued up while the previous one ran), and so are publishes (one
+//!   multi-row insert). A caller's ack or publish returns only after *its* statement
+//!   committed ([`Batcher`]): batching never loses one, at shutdown either.
+//! - **Wake-ups, not polling**: on PostgreSQL every enqueue also runs `pg_notify` on the
+//!   channel `hokusai_queue` (delivered when the publishing transaction commits) and each
+//!   consuming process LISTENs; in-process publishes wake the process's consumers directly
+//!   ([`wake_local`], which the outbox's writers call after their commit). An idle consumer
+//!   sleeps until a wake-up, the next delayed row's due time, or `poll_interval`
+//!   (`QUEUE_POLL_INTERVAL_SECONDS`), the fallback that bounds how late a lost wake-up (a
+//!   listener reconnecting, a publish from another process on SQLite, an expired lease) is
+//!   noticed.
 //! - A crashed consumer simply stops extending its lease; the row becomes ready again.
-//! - PostgreSQL picks candidates with `FOR UPDATE SKIP LOCKED`, so consumers never wait for
-//!   each other. SQLite has one writer at a time anyway: claims go through an in-process
-//!   writer lock (no `SQLITE_BUSY` storms) and the token-guarded update keeps them correct
-//!   across processes.
 //! - Dead letters stay in the table with `dead_at` and `last_error` set.
 //!
 //! Producers that write in a business transaction call [`insert`] on that transaction
 //! (through `db::outbox::enqueue`): with this backend the outbox insert *is* the enqueue.
 
-use std::sync::Arc;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use sea_orm::sea_query::{Expr, LockBehavior, LockType};
+use sea_orm::sea_query::{Expr, LockBehavior, LockType, Order, Query};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr,
-    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, Set,
-    TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, QuerySelect, Select, Set, Statement,
 };
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
 mod dead_letters;
@@ -37,42 +49,110 @@ use super::delivery::KeepAlive;
 use super::{Depth, Queue, QueueError, QueueOptions, RawDelivery, Selection, Settle};
 use crate::db::claim::{self, Claim};
 use crate::db::entities::queue_messages::{self, Column, Entity};
+use crate::runtime::{Backoff, Batcher};
 
-/// How often an idle consumer looks for new rows (publishes through the same
-/// [`DbQueue`] wake it at once).
-const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// The PostgreSQL channel every enqueue notifies (the payload is the queue's name).
+const CHANNEL: &str = "hokusai_queue";
+
+/// At most this many claims, acks or publishes share one statement.
+const MAX_BATCH: usize = 128;
+
+/// Callers waiting for a batched statement, at most (beyond it they wait to enqueue).
+const MAX_WAITING: usize = 4_096;
+
+/// Wakes this process's idle consumers: a publish here, or a notification from PostgreSQL.
+static WAKE: Notify = Notify::const_new();
+
+/// Wakes the idle consumers of the embedded queue in this process. Call it after
+/// committing a transaction that enqueued (`db::outbox::committed`); without it they find
+/// the message at their next poll.
+pub fn wake_local() {
+    WAKE.notify_waiters();
+}
 
 /// Enqueues `body` on `queue` in the caller's connection or transaction; it becomes ready
-/// after `delay`. Returns the row id.
+/// after `delay`. Returns the row id. On PostgreSQL the consumers are notified when the
+/// caller's transaction commits; in-process consumers need [`wake_local`] after the commit.
 pub async fn insert<C: ConnectionTrait>(
     conn: &C,
     queue: &str,
     body: &[u8],
     delay: Option<Duration>,
 ) -> Result<Uuid, DbErr> {
+    let ids = insert_many(conn, queue, [(body, delay)]).await?;
+    Ok(ids[0])
+}
+
+/// Enqueues every `(body, delay)` on `queue` with one multi-row insert, then notifies (on
+/// PostgreSQL, delivered at the commit of `conn`'s transaction). Returns the row ids.
+pub async fn insert_many<'a, C: ConnectionTrait>(
+    conn: &C,
+    queue: &str,
+    messages: impl IntoIterator<Item = (&'a [u8], Option<Duration>)>,
+) -> Result<Vec<Uuid>, DbErr> {
     let now = Utc::now();
-    let id = Uuid::now_v7();
-    queue_messages::ActiveModel {
-        id: Set(id),
-        queue: Set(queue.to_owned()),
-        // The column is text: an undecodable non-UTF-8 payload is kept lossily, which is
-        // enough to inspect and dead-letter it.
-        payload: Set(String::from_utf8_lossy(body).into_owned()),
-        available_at: Set(later(now, delay.unwrap_or_default())),
-        attempts: Set(0),
-        locked_until: Set(None),
-        last_error: Set(None),
-        dead_at: Set(None),
-        created_at: Set(now),
-        claim_token: Set(None),
+    let rows: Vec<queue_messages::ActiveModel> = messages
+        .into_iter()
+        .map(|(body, delay)| queue_messages::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            queue: Set(queue.to_owned()),
+            // The column is text: an undecodable non-UTF-8 payload is kept lossily, which is
+            // enough to inspect and dead-letter it.
+            payload: Set(String::from_utf8_lossy(body).into_owned()),
+            available_at: Set(later(now, delay.unwrap_or_default())),
+            attempts: Set(0),
+            locked_until: Set(None),
+            last_error: Set(None),
+            dead_at: Set(None),
+            created_at: Set(now),
+            claim_token: Set(None),
+        })
+        .collect();
+    let ids: Vec<Uuid> = rows.iter().map(|r| *r.id.as_ref()).collect();
+    if ids.is_empty() {
+        return Ok(ids);
     }
-    .insert(conn)
-    .await?;
-    Ok(id)
+    Entity::insert_many(rows)
+        .exec_without_returning(conn)
+        .await?;
+    notify(conn, queue).await?;
+    Ok(ids)
+}
+
+/// `pg_notify` on PostgreSQL (delivered at commit), nothing elsewhere.
+async fn notify<C: ConnectionTrait>(conn: &C, queue: &str) -> Result<(), DbErr> {
+    if conn.get_database_backend() == DatabaseBackend::Postgres {
+        conn.execute_raw(Statement::from_sql_and_values(
+            DatabaseBackend::Postgres,
+            "SELECT pg_notify($1, $2)",
+            [CHANNEL.into(), queue.into()],
+        ))
+        .await?;
+    }
+    Ok(())
 }
 
 fn later(now: DateTime<Utc>, by: Duration) -> DateTime<Utc> {
     now + ChronoDuration::from_std(by).unwrap_or(ChronoDuration::MAX)
+}
+
+/// A batched statement failed: every caller of the batch gets the database's message.
+fn failed(err: &DbErr) -> QueueError {
+    QueueError::Unavailable(format!("database: {err}"))
+}
+
+/// What one waiting consumer got from a batched claim.
+enum Claimed {
+    Row {
+        payload: String,
+        attempts: i32,
+        claim: Claim<Entity>,
+    },
+    /// Nothing ready; the next delayed row is due then (if any).
+    Nothing {
+        next_due: Option<DateTime<Utc>>,
+    },
+    Failed(QueueError),
 }
 
 /// The embedded queue. Cheap to clone the connection into; one per queue name.
@@ -81,92 +161,225 @@ pub struct DbQueue {
     inner: Arc<Inner>,
 }
 
+/// What the batched statements need (no handle on the batchers, so their tasks end with
+/// the queue).
+struct Shared {
+    db: DatabaseConnection,
+    options: QueueOptions,
+}
+
 struct Inner {
     db: DatabaseConnection,
     options: QueueOptions,
-    /// Serialises claims on SQLite (its single writer).
-    writer: Mutex<()>,
-    /// Wakes idle consumers of this process when it publishes.
-    published: Notify,
+    shared: Arc<Shared>,
+    claims: Batcher<(), Claimed>,
+    acks: Batcher<Claim<Entity>, Result<bool, QueueError>>,
+    publishes: Batcher<(Vec<u8>, Option<Duration>), Result<(), QueueError>>,
+    /// Starts the LISTEN task at the first fetch (publishers need no listener).
+    listening: Once,
+    /// Dropped with the queue: stops the LISTEN task.
+    stop_listening: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
+    _listener_guard: oneshot::Sender<()>,
 }
 
 impl DbQueue {
-    /// The queue `options.name` in `db` (migrated).
+    /// The queue `options.name` in `db` (migrated). Needs a tokio runtime (the batchers'
+    /// tasks).
     pub fn new(db: DatabaseConnection, options: QueueOptions) -> Self {
+        let shared = Arc::new(Shared {
+            db: db.clone(),
+            options: options.clone(),
+        });
+        let (guard, stop) = oneshot::channel();
         Self {
             inner: Arc::new(Inner {
                 db,
                 options,
-                writer: Mutex::new(()),
-                published: Notify::new(),
+                claims: {
+                    let shared = Arc::clone(&shared);
+                    Batcher::spawn(MAX_BATCH, MAX_WAITING, move |waiting: Vec<()>| {
+                        let shared = Arc::clone(&shared);
+                        async move { shared.claim(waiting.len()).await }
+                    })
+                },
+                acks: {
+                    let shared = Arc::clone(&shared);
+                    Batcher::spawn(MAX_BATCH, MAX_WAITING, move |claims| {
+                        let shared = Arc::clone(&shared);
+                        async move { shared.ack(claims).await }
+                    })
+                },
+                publishes: {
+                    let shared = Arc::clone(&shared);
+                    Batcher::spawn(MAX_BATCH, MAX_WAITING, move |messages| {
+                        let shared = Arc::clone(&shared);
+                        async move { shared.publish(messages).await }
+                    })
+                },
+                shared,
+                listening: Once::new(),
+                stop_listening: std::sync::Mutex::new(Some(stop)),
+                _listener_guard: guard,
             }),
+        }
+    }
+}
+
+impl Shared {
+    fn ready(&self, now: DateTime<Utc>) -> sea_orm::sea_query::SelectStatement {
+        let mut candidates = Query::select();
+        candidates
+            .column(Column::Id)
+            .from(Entity)
+            .and_where(Column::Queue.eq(&self.options.name))
+            .and_where(Column::DeadAt.is_null())
+            .and_where(Column::AvailableAt.lte(now))
+            .cond_where(claim::free::<Entity>(now))
+            .order_by(Column::AvailableAt, Order::Asc)
+            .order_by(Column::Id, Order::Asc);
+        candidates
+    }
+
+    /// One claim statement for `waiting` consumers: up to that many rows.
+    async fn claim(&self, waiting: usize) -> Vec<Claimed> {
+        let mut candidates = self.ready(Utc::now());
+        candidates
+            .limit(u64::try_from(waiting).unwrap_or(u64::MAX))
+            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        let rows = match claim::take_many::<Entity, _>(
+            &self.db,
+            candidates,
+            self.options.lease,
+            [Column::Id, Column::Payload, Column::Attempts],
+        )
+        .await
+        {
+            Ok(rows) => rows,
+            Err(err) => {
+                return (0..waiting)
+                    .map(|_| Claimed::Failed(failed(&err)))
+                    .collect();
+            }
+        };
+        let mut answers = Vec::with_capacity(waiting);
+        for (row, claim) in rows {
+            answers.push(
+                match (row.try_get("", "payload"), row.try_get("", "attempts")) {
+                    (Ok(payload), Ok(attempts)) => Claimed::Row {
+                        payload,
+                        attempts,
+                        claim,
+                    },
+                    // Unreadable: leave the lease to expire; a retry reads it again.
+                    (Err(err), _) | (_, Err(err)) => Claimed::Failed(failed(&err)),
+                },
+            );
+        }
+        if answers.len() < waiting {
+            let next_due = self.next_due().await.unwrap_or_else(|err| {
+                tracing::debug!(%err, "could not read the next due time of the queue");
+                None
+            });
+            answers.resize_with(waiting, || Claimed::Nothing { next_due });
+        }
+        answers
+    }
+
+    /// When the earliest live row not yet available becomes available.
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>, DbErr> {
+        Entity::find()
+            .select_only()
+            .column_as(Column::AvailableAt.min(), "next")
+            .filter(Column::Queue.eq(&self.options.name))
+            .filter(Column::DeadAt.is_null())
+            .filter(Column::AvailableAt.gt(Utc::now()))
+            .into_tuple::<Option<DateTime<Utc>>>()
+            .one(&self.db)
+            .await
+            .map(Option::flatten)
+    }
+
+    async fn ack(&self, claims: Vec<Claim<Entity>>) -> Vec<Result<bool, QueueError>> {
+        match claim::delete_held(&self.db, &claims).await {
+            Ok(deleted) => claims.iter().map(|c| Ok(deleted.contains(&c.id))).collect(),
+            Err(err) => claims.iter().map(|_| Err(failed(&err))).collect(),
+        }
+    }
+
+    async fn publish(
+        &self,
+        messages: Vec<(Vec<u8>, Option<Duration>)>,
+    ) -> Vec<Result<(), QueueError>> {
+        let inserted = insert_many(
+            &self.db,
+            &self.options.name,
+            messages
+                .iter()
+                .map(|(body, delay)| (body.as_slice(), *delay)),
+        )
+        .await;
+        match inserted {
+            Ok(_) => {
+                wake_local();
+                messages.iter().map(|_| Ok(())).collect()
+            }
+            Err(err) => messages.iter().map(|_| Err(failed(&err))).collect(),
         }
     }
 }
 
 impl Inner {
-    fn ready(&self, now: DateTime<Utc>) -> Select<Entity> {
-        Entity::find()
-            .filter(Column::Queue.eq(&self.options.name))
-            .filter(Column::DeadAt.is_null())
-            .filter(Column::AvailableAt.lte(now))
-            .filter(claim::free::<Entity>(now))
-            .order_by_asc(Column::AvailableAt)
-            .order_by_asc(Column::Id)
+    /// Lets the other consumers know a row changed outside the batchers (retry, replay).
+    async fn woke(&self) -> Result<(), DbErr> {
+        notify(&self.db, &self.options.name).await?;
+        wake_local();
+        Ok(())
     }
 
-    /// Leases the oldest ready row, if any.
-    async fn claim(&self) -> Result<Option<(queue_messages::Model, Claim<Entity>)>, QueueError> {
-        let now = Utc::now();
-        if self.db.get_database_backend() == DatabaseBackend::Postgres {
-            let txn = self.db.begin().await?;
-            let candidate = self
-                .ready(now)
-                .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
-                .one(&txn)
-                .await?;
-            let claimed = match candidate {
-                Some(row) => claim::take(&txn, row.id, self.options.lease)
-                    .await?
-                    .map(|c| (row, c)),
-                None => None,
+    /// On PostgreSQL, starts the task that LISTENs and wakes this process's consumers; it
+    /// reconnects with backoff and ends when the queue is dropped.
+    fn listen(&self) {
+        if self.db.get_database_backend() != DatabaseBackend::Postgres {
+            return;
+        }
+        self.listening.call_once(|| {
+            let Some(mut stop) = self.stop_listening.lock().ok().and_then(|mut s| s.take()) else {
+                return;
             };
-            txn.commit().await?;
-            return Ok(claimed);
-        }
-        let _writer = self.writer.lock().await;
-        match self.ready(now).one(&self.db).await? {
-            Some(row) => Ok(claim::take(&self.db, row.id, self.options.lease)
-                .await?
-                .map(|c| (row, c))),
-            None => Ok(None),
-        }
-    }
-
-    fn delivery(self: &Arc<Self>, row: queue_messages::Model, claim: Claim<Entity>) -> RawDelivery {
-        let inner = Arc::clone(self);
-        let keep_alive = KeepAlive::spawn(self.options.lease / 3, move || {
-            let inner = Arc::clone(&inner);
-            async move {
-                match claim.extend(&inner.db, inner.options.lease).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(message = %claim.id, "queue lease lost: another consumer holds the message")
+            let pool = self.db.get_postgres_connection_pool().clone();
+            tokio::spawn(async move {
+                let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+                let mut failures = 0u32;
+                loop {
+                    let listened = async {
+                        let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+                        listener.listen(CHANNEL).await?;
+                        // Rows published while we were not listening.
+                        wake_local();
+                        loop {
+                            listener.recv().await?;
+                            failures = 0;
+                            wake_local();
+                        }
+                        #[allow(unreachable_code)]
+                        Ok::<(), sqlx::Error>(())
+                    };
+                    tokio::select! {
+                        _ = &mut stop => return,
+                        result = listened => {
+                            if let Err(err) = result {
+                                tracing::warn!(%err, "queue LISTEN connection lost; polling until it is back");
+                            }
+                        }
                     }
-                    Err(err) => tracing::warn!(%err, "could not extend a queue lease"),
+                    failures = failures.saturating_add(1);
+                    tokio::select! {
+                        _ = &mut stop => return,
+                        () = tokio::time::sleep(backoff.delay(failures)) => {}
+                    }
                 }
-            }
+            });
         });
-        RawDelivery {
-            body: row.payload.into_bytes(),
-            deliveries: u32::try_from(row.attempts + 1).unwrap_or(u32::MAX),
-            max_attempts: self.options.max_attempts,
-            settle: Box::new(DbSettle {
-                inner: Arc::clone(self),
-                claim,
-                _keep_alive: keep_alive,
-            }),
-        }
     }
 
     fn dead(&self) -> Select<Entity> {
@@ -182,6 +395,38 @@ impl Inner {
             query = query.filter(Column::Id.is_in(ids));
         }
         Ok(query.into_tuple::<Uuid>().all(&self.db).await?)
+    }
+
+    fn delivery(
+        self: &Arc<Self>,
+        payload: String,
+        attempts: i32,
+        claim: Claim<Entity>,
+    ) -> RawDelivery {
+        let shared = Arc::clone(&self.shared);
+        let keep_alive = KeepAlive::spawn(self.options.lease / 3, move || {
+            let shared = Arc::clone(&shared);
+            async move {
+                match claim.extend(&shared.db, shared.options.lease).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(message = %claim.id, "queue lease lost: another consumer holds the message")
+                    }
+                    Err(err) => tracing::warn!(%err, "could not extend a queue lease"),
+                }
+            }
+        });
+        RawDelivery {
+            body: payload.into_bytes(),
+            // `attempts` as the claim left it: the deliveries so far, this one included.
+            deliveries: u32::try_from(attempts).unwrap_or(u32::MAX),
+            max_attempts: self.options.max_attempts,
+            settle: Box::new(DbSettle {
+                inner: Arc::clone(self),
+                claim,
+                _keep_alive: keep_alive,
+            }),
+        }
     }
 }
 
@@ -213,8 +458,13 @@ impl DbSettle {
 #[async_trait]
 impl Settle for DbSettle {
     async fn ack(self: Box<Self>) -> Result<(), QueueError> {
-        let deleted = self.claim.guard_delete().exec(&self.inner.db).await?;
-        self.check(deleted.rows_affected)
+        let held = self
+            .inner
+            .acks
+            .call(self.claim)
+            .await
+            .map_err(|err| QueueError::Unavailable(err.to_string()))??;
+        self.check(u64::from(held))
     }
 
     async fn retry(
@@ -239,8 +489,10 @@ impl Settle for DbSettle {
             .col_expr(Column::LastError, Expr::value(error))
             .exec(&self.inner.db)
             .await?;
-        self.inner.published.notify_waiters();
-        self.check(updated.rows_affected)
+        self.check(updated.rows_affected)?;
+        // Consumers sleeping until a later due time look again.
+        self.inner.woke().await?;
+        Ok(())
     }
 
     async fn dead_letter(
@@ -278,24 +530,44 @@ impl Queue for DbQueue {
         body: Vec<u8>,
         delay: Option<Duration>,
     ) -> Result<(), QueueError> {
-        insert(&self.inner.db, &self.inner.options.name, &body, delay).await?;
-        self.inner.published.notify_waiters();
-        Ok(())
+        self.inner
+            .publishes
+            .call((body, delay))
+            .await
+            .map_err(|err| QueueError::Unavailable(err.to_string()))?
     }
 
     async fn fetch(&self, wait: Duration) -> Result<Option<RawDelivery>, QueueError> {
+        self.inner.listen();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let notified = self.inner.published.notified();
-            if let Some((row, claim)) = self.inner.claim().await? {
-                return Ok(Some(self.inner.delivery(row, claim)));
-            }
+            // Created before the claim: a wake-up during the claim is not missed.
+            let woken = WAKE.notified();
+            let claimed = self
+                .inner
+                .claims
+                .call(())
+                .await
+                .map_err(|err| QueueError::Unavailable(err.to_string()))?;
+            let next_due = match claimed {
+                Claimed::Row {
+                    payload,
+                    attempts,
+                    claim,
+                } => return Ok(Some(self.inner.delivery(payload, attempts, claim))),
+                Claimed::Failed(err) => return Err(err),
+                Claimed::Nothing { next_due } => next_due,
+            };
             let now = tokio::time::Instant::now();
             if now >= deadline {
                 return Ok(None);
             }
-            let nap = POLL_INTERVAL.min(deadline - now);
-            let _ = tokio::time::timeout(nap, notified).await;
+            let mut nap = self.inner.options.poll_interval.min(deadline - now);
+            if let Some(due) = next_due {
+                let until_due = (due - Utc::now()).to_std().unwrap_or_default();
+                nap = nap.min(until_due);
+            }
+            let _ = tokio::time::timeout(nap, woken).await;
         }
     }
 

@@ -80,6 +80,10 @@ pub struct QueueOptions {
     /// `WORKER_CONCURRENCY` ([`QueueOptions::with_prefetch`]): no message waits unacked in a
     /// buffer while every handler is busy.
     pub prefetch: u16,
+    /// Embedded queue: how often an idle consumer looks for rows when no wake-up came
+    /// (`QUEUE_POLL_INTERVAL_SECONDS`; wake-ups are LISTEN/NOTIFY on PostgreSQL and
+    /// in-process otherwise, so this only bounds how late a lost wake-up is noticed).
+    pub poll_interval: Duration,
 }
 
 impl QueueOptions {
@@ -90,6 +94,7 @@ impl QueueOptions {
             max_attempts: max_attempts.max(1),
             lease: Duration::from_secs(30),
             prefetch: 16,
+            poll_interval: Duration::from_secs(1),
         }
     }
 
@@ -103,6 +108,7 @@ impl QueueOptions {
     pub fn from_settings(settings: &QueueSettings) -> Self {
         Self {
             lease: settings.lease,
+            poll_interval: settings.poll_interval,
             ..Self::new(DEPLOYMENTS_QUEUE, settings.max_attempts)
         }
     }

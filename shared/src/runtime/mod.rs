@@ -1,6 +1,8 @@
 //! The moving parts every process shares, one mechanism per concern
 //! (docs/design/runtime.md):
 //!
+//! - [`Batcher`]: the one way concurrent callers share a round trip (group commit: queue
+//!   claims, publishes and acks).
 //! - [`Backoff`]: the one retry-delay policy (minimum, maximum, jitter, a server's
 //!   `Retry-After` honoured); `backon` runs retries with it.
 //! - [`within`]: the one bounded wait.
@@ -11,6 +13,7 @@
 //!   [`Tasks::every`] is the one periodic-task runner.
 
 mod backoff;
+mod batch;
 mod shutdown;
 mod tasks;
 
@@ -18,6 +21,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use backoff::{Backoff, Delays};
+pub use batch::{BatchFailed, Batcher};
 pub use shutdown::{Shutdown, ShutdownTrigger};
 pub use tasks::{Heartbeat, Readiness, TaskReport, TaskState, Tasks};
 

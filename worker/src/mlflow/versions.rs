@@ -205,6 +205,7 @@ async fn swap(ctx: &MlflowContext, row: &Deployment, version: &str) -> Result<()
     let message = format!("MLflow alias production points at version {version}");
     deployments::set_active(&txn, row, true, &message).await?;
     txn.commit().await?;
+    outbox::committed(ctx.route);
     tracing::info!(model_id = %row.model_id, version, at = %Utc::now(), "production alias activated");
     Ok(())
 }

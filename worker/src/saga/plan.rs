@@ -135,6 +135,7 @@ impl Plan {
             Err(error) => return Err(error),
         }
         txn.commit().await?;
+        outbox::committed(ctx.route);
         if let Some((to, deployment)) = outcome {
             record_outcome(to, &deployment);
         }

@@ -73,7 +73,7 @@ impl DeadLetters for DbQueue {
                 .await?;
         }
         txn.commit().await?;
-        self.inner.published.notify_waiters();
+        self.inner.woke().await?;
         Ok(rows.into_iter().map(|r| r.id.to_string()).collect())
     }
 

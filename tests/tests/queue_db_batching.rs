@@ -1,0 +1,317 @@
+//! The embedded queue's batching and wake-ups (docs/design/queue.md, "The embedded queue"),
+//! on SQLite and PostgreSQL: consumers waiting together share claims without a message
+//! being leased twice or left leased in a buffer, acks answered before the queue is dropped
+//! are committed, a consumer that dies between claim and ack gets its batch redelivered,
+//! and a message enqueued by another connection wakes an idle consumer long before its poll.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use shared::db::entities::queue_messages::{self, Column};
+use shared::domain::DeploymentId;
+use shared::queue::db::DbQueue;
+use shared::queue::{Delivery, Envelope, MessageKind, Queue, QueueOptions};
+use tests::db::{Engine, TestDb};
+use uuid::Uuid;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn command() -> Envelope {
+    Envelope::new(
+        MessageKind::CheckStatus,
+        DeploymentId::new(),
+        serde_json::Value::Null,
+    )
+}
+
+fn options(lease: Duration, poll: Duration) -> QueueOptions {
+    let mut options = QueueOptions::new(format!("hk-batch-{}", Uuid::new_v4().simple()), 8);
+    options.lease = lease;
+    options.poll_interval = poll;
+    options
+}
+
+async fn rows(db: &TestDb, name: &str) -> u64 {
+    queue_messages::Entity::find()
+        .filter(Column::Queue.eq(name))
+        .count(&db.conn)
+        .await
+        .expect("count")
+}
+
+async fn leased(db: &TestDb, name: &str) -> u64 {
+    queue_messages::Entity::find()
+        .filter(Column::Queue.eq(name))
+        .filter(Column::ClaimToken.is_not_null())
+        .count(&db.conn)
+        .await
+        .expect("count")
+}
+
+/// `consumers` tasks receive and ack until `n` messages were consumed; returns the message
+/// ids each delivery carried.
+async fn consume(queue: Arc<dyn Queue>, n: usize, consumers: usize) -> Vec<Uuid> {
+    let seen = Arc::new(tokio::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..consumers {
+        let (queue, seen) = (queue.clone(), seen.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                if seen.lock().await.len() >= n {
+                    return;
+                }
+                let Some(delivery) = queue
+                    .receive(Duration::from_millis(300))
+                    .await
+                    .expect("receive")
+                else {
+                    continue;
+                };
+                let id = delivery.envelope().message_id;
+                delivery.ack().await.expect("ack");
+                seen.lock().await.push(id);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("consumer");
+    }
+    Arc::try_unwrap(seen).expect("consumers done").into_inner()
+}
+
+async fn concurrent_consumers_get_each_message_once(engine: Engine) {
+    let db = TestDb::migrated(engine).await;
+    let opts = options(Duration::from_secs(30), Duration::from_secs(1));
+    let queue: Arc<dyn Queue> = Arc::new(DbQueue::new(db.conn.clone(), opts.clone()));
+    let sent: Vec<Envelope> = (0..400).map(|_| command()).collect();
+    let publishes: Vec<_> = sent
+        .iter()
+        .cloned()
+        .map(|e| {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.publish(&e, None).await })
+        })
+        .collect();
+    for publish in publishes {
+        publish.await.expect("task").expect("publish");
+    }
+    assert_eq!(rows(&db, &opts.name).await, 400, "every publish committed");
+
+    let got = consume(queue.clone(), sent.len(), 8).await;
+
+    let unique: HashSet<Uuid> = got.iter().copied().collect();
+    let expected: HashSet<Uuid> = sent.iter().map(|e| e.message_id).collect();
+    let left = rows(&db, &opts.name).await;
+    println!(
+        "batching {engine:?}: published {} / delivered {} / distinct {} / left in the table {left}",
+        sent.len(),
+        got.len(),
+        unique.len()
+    );
+    assert_eq!(got.len(), sent.len(), "no message delivered twice");
+    assert_eq!(unique, expected);
+    assert_eq!(left, 0, "acked rows are deleted");
+    drop(queue);
+    db.drop_database().await;
+}
+
+async fn a_claim_leases_no_more_rows_than_consumers_wait(engine: Engine) {
+    let db = TestDb::migrated(engine).await;
+    let opts = options(Duration::from_secs(30), Duration::from_secs(1));
+    let queue = Arc::new(DbQueue::new(db.conn.clone(), opts.clone()));
+    for _ in 0..50 {
+        queue.publish(&command(), None).await.expect("publish");
+    }
+
+    let takes: Vec<_> = (0..3)
+        .map(|_| {
+            let queue = queue.clone();
+            tokio::spawn(async move { queue.receive(WAIT).await })
+        })
+        .collect();
+    let mut held: Vec<Delivery> = Vec::new();
+    for take in takes {
+        held.push(
+            take.await
+                .expect("task")
+                .expect("receive")
+                .expect("message"),
+        );
+    }
+
+    let leased_now = leased(&db, &opts.name).await;
+    println!("{engine:?}: 3 consumers waited, {leased_now} rows leased of 50");
+    assert_eq!(leased_now, 3, "only the waiting consumers' rows are leased");
+    for delivery in held {
+        delivery.ack().await.expect("ack");
+    }
+    assert_eq!(rows(&db, &opts.name).await, 47);
+    assert_eq!(leased(&db, &opts.name).await, 0);
+    db.drop_database().await;
+}
+
+async fn answered_acks_are_committed_when_the_queue_is_dropped(engine: Engine) {
+    let db = TestDb::migrated(engine).await;
+    let opts = options(Duration::from_secs(30), Duration::from_secs(1));
+    let queue = Arc::new(DbQueue::new(db.conn.clone(), opts.clone()));
+    for _ in 0..64 {
+        queue.publish(&command(), None).await.expect("publish");
+    }
+    let mut held = Vec::new();
+    while held.len() < 64 {
+        held.push(
+            queue
+                .receive(WAIT)
+                .await
+                .expect("receive")
+                .expect("message"),
+        );
+    }
+
+    // All acks at once (they share statements), and the queue handle goes away meanwhile:
+    // the way a worker stops with acks in flight.
+    let acks: Vec<_> = held
+        .into_iter()
+        .map(|d| tokio::spawn(async move { d.ack().await }))
+        .collect();
+    drop(queue);
+    let mut answered = 0;
+    for ack in acks {
+        ack.await.expect("task").expect("ack answered");
+        answered += 1;
+    }
+
+    let left = rows(&db, &opts.name).await;
+    println!("{engine:?}: {answered} acks answered, {left} rows left");
+    assert_eq!(left, 0, "an answered ack is a committed delete");
+    db.drop_database().await;
+}
+
+async fn a_batch_claimed_by_a_dead_consumer_comes_back(engine: Engine) {
+    let db = TestDb::migrated(engine).await;
+    let opts = options(Duration::from_secs(2), Duration::from_millis(200));
+    let doomed = Arc::new(DbQueue::new(db.conn.clone(), opts.clone()));
+    let sent: Vec<Envelope> = (0..6).map(|_| command()).collect();
+    for e in &sent {
+        doomed.publish(e, None).await.expect("publish");
+    }
+    let takes: Vec<_> = (0..6)
+        .map(|_| {
+            let queue = doomed.clone();
+            tokio::spawn(async move { queue.receive(WAIT).await })
+        })
+        .collect();
+    let mut taken = Vec::new();
+    for take in takes {
+        taken.push(
+            take.await
+                .expect("task")
+                .expect("receive")
+                .expect("message"),
+        );
+    }
+    assert_eq!(leased(&db, &opts.name).await, 6);
+
+    // The consumer dies between claim and ack: nothing settles, nothing extends the leases.
+    drop(taken);
+    drop(doomed);
+
+    let survivor: Arc<dyn Queue> = Arc::new(DbQueue::new(db.conn.clone(), opts.clone()));
+    let mut again = Vec::new();
+    while again.len() < sent.len() {
+        let d = survivor
+            .receive(WAIT)
+            .await
+            .expect("receive")
+            .expect("redelivered after the lease");
+        assert!(d.deliveries() >= 2, "deliveries {}", d.deliveries());
+        again.push(d.envelope().message_id);
+        d.ack().await.expect("ack");
+    }
+    let left = rows(&db, &opts.name).await;
+    println!(
+        "{engine:?}: {} redelivered of {}, {left} left",
+        again.len(),
+        sent.len()
+    );
+    let expected: HashSet<Uuid> = sent.iter().map(|e| e.message_id).collect();
+    assert_eq!(again.into_iter().collect::<HashSet<_>>(), expected);
+    assert_eq!(left, 0);
+    drop(survivor);
+    db.drop_database().await;
+}
+
+/// An enqueue from another connection, in a committed transaction, with no in-process
+/// wake-up: on PostgreSQL the NOTIFY wakes the idle consumer long before its 60 s poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_notify_wakes_an_idle_consumer_before_its_poll() {
+    let db = TestDb::migrated(Engine::Postgres).await;
+    let opts = options(Duration::from_secs(30), Duration::from_secs(60));
+    let queue = DbQueue::new(db.conn.clone(), opts.clone());
+    // The consumer is idle (its first claim found nothing) before the message exists.
+    let waiting = tokio::spawn({
+        let queue = queue.clone();
+        async move {
+            let started = Instant::now();
+            let got = queue.receive(Duration::from_secs(30)).await;
+            (got, started.elapsed())
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let other = sea_orm::Database::connect(&db.url).await.expect("connect");
+    let sent = command();
+    let txn = sea_orm::TransactionTrait::begin(&other)
+        .await
+        .expect("begin");
+    shared::queue::db::insert(&txn, &opts.name, &sent.to_bytes(), None)
+        .await
+        .expect("insert");
+    txn.commit().await.expect("commit");
+    let enqueued = Instant::now();
+
+    let (got, waited) = waiting.await.expect("task");
+    let delivery = got.expect("receive").expect("woken by the notification");
+    let after_commit = enqueued.elapsed();
+    println!("notify: received {after_commit:?} after the commit (waited {waited:?}; poll 60 s)");
+    assert_eq!(delivery.envelope().message_id, sent.message_id);
+    assert!(
+        after_commit < Duration::from_secs(10),
+        "woken by the NOTIFY, not by the 60 s poll: {after_commit:?}"
+    );
+    delivery.ack().await.expect("ack");
+    other.close().await.ok();
+    drop(queue);
+    db.drop_database().await;
+}
+
+macro_rules! on_both {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(Engine::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(Engine::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both!(
+    concurrent_consumers_get_each_message_once,
+    a_claim_leases_no_more_rows_than_consumers_wait,
+    answered_acks_are_committed_when_the_queue_is_dropped,
+    a_batch_claimed_by_a_dead_consumer_comes_back,
+);
