@@ -9,8 +9,13 @@
 //!
 //! - **One relay at a time**: the relay holds the lease `outbox_relay` (`db::lease`, judged by
 //!   the database's clock) while it publishes, so with many workers the order holds. No
-//!   database transaction or lock is held across a broker round trip: rows are read, each is
-//!   published, then marked with its own short statement.
+//!   database transaction or lock is held across a broker round trip: a batch of rows is
+//!   read, published — one deployment's rows in order, different deployments' rows at the
+//!   same time (up to 32), so their confirms overlap — and the confirmed rows are marked in
+//!   one statement.
+//! - **Woken, not polling**: a commit that wrote an outbox row wakes the relay
+//!   (`db::outbox::committed` in-process, PostgreSQL's NOTIFY from other processes); the
+//!   idle pause (200 ms) only bounds how late a lost wake-up is noticed.
 //! - **No row blocks the others**: a row the broker refuses (`QueueError::Rejected`, e.g. too
 //!   large for SQS) has the failure counted in `attempts` and `last_error`; the rows behind
 //!   it flow, except later rows of the same deployment (their order matters). After
@@ -19,7 +24,7 @@
 //!   whose command the database no longer holds and moves it on. A broker that is down
 //!   (`Unavailable`) spends no attempt: the batch stops and is tried again after a backoff.
 
-use std::collections::HashSet;
+use futures_util::StreamExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,7 +34,7 @@ use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOr
 use serde_json::json;
 use shared::db::deployments;
 use shared::db::entities::outbox::{self, Column, Entity};
-use shared::db::lease;
+use shared::db::{lease, wake};
 use shared::domain::DeploymentId;
 use shared::queue::{Queue, QueueError};
 use shared::runtime::{Backoff, Heartbeat, Shutdown};
@@ -44,6 +49,17 @@ const LEASE_TTL: Duration = Duration::from_secs(15);
 pub const PERIOD: Duration = Duration::from_secs(30);
 /// Pauses after failed batches.
 const BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+
+/// Deployments whose rows are published at the same time within a batch.
+const IN_FLIGHT: usize = 32;
+
+/// What publishing one deployment's rows of a batch did.
+#[derive(Default)]
+struct Sequence {
+    published: Vec<Uuid>,
+    refused: Option<(outbox::Model, String)>,
+    error: Option<QueueError>,
+}
 
 /// Publishes outbox rows to one queue.
 pub struct Relay {
@@ -125,34 +141,70 @@ impl Relay {
             read: rows.len(),
             ..BatchReport::default()
         };
-        // Deployments with a refused row in this batch: their later rows wait (order).
-        let mut held_back: HashSet<Option<String>> = HashSet::new();
+        // One sequence per deployment, in creation order: a deployment's commands are
+        // published one after the other (their order matters), different deployments'
+        // commands at the same time (their confirms overlap instead of adding up).
+        let mut sequences: Vec<(Option<String>, Vec<outbox::Model>)> = Vec::new();
         for row in rows {
             let deployment = deployment_of(&row);
-            if held_back.contains(&deployment) {
-                continue;
-            }
-            match self.publish(&row).await {
-                Ok(()) => {
-                    Entity::update_many()
-                        .col_expr(Column::PublishedAt, Expr::value(Utc::now()))
-                        .filter(Column::Id.eq(row.id))
-                        .exec(&self.db)
-                        .await?;
-                    report.published += 1;
-                }
-                Err(QueueError::Rejected(reason)) => {
-                    held_back.insert(deployment);
-                    if self.refused(&row, &reason).await? {
-                        report.parked += 1;
-                    } else {
-                        report.failed += 1;
-                    }
-                }
-                Err(other) => return Err(other.into()),
+            match sequences.iter_mut().find(|(d, _)| *d == deployment) {
+                Some((_, sequence)) => sequence.push(row),
+                None => sequences.push((deployment, vec![row])),
             }
         }
-        Ok(report)
+        let outcomes: Vec<Sequence> = futures_util::stream::iter(sequences)
+            .map(|(_, sequence)| self.publish_in_order(sequence))
+            .buffer_unordered(IN_FLIGHT)
+            .collect()
+            .await;
+        // Every confirmed row is marked in one statement, also when a broker error ended
+        // the batch (a crash before this publishes them again: at-least-once).
+        let published: Vec<Uuid> = outcomes.iter().flat_map(|o| o.published.clone()).collect();
+        if !published.is_empty() {
+            Entity::update_many()
+                .col_expr(Column::PublishedAt, Expr::value(Utc::now()))
+                .filter(Column::Id.is_in(published.iter().copied()))
+                .exec(&self.db)
+                .await?;
+        }
+        report.published = published.len();
+        let mut broker_error = None;
+        for outcome in outcomes {
+            if let Some((row, reason)) = outcome.refused {
+                if self.refused(&row, &reason).await? {
+                    report.parked += 1;
+                } else {
+                    report.failed += 1;
+                }
+            }
+            if let Some(error) = outcome.error {
+                broker_error.get_or_insert(error);
+            }
+        }
+        match broker_error {
+            Some(error) => Err(error.into()),
+            None => Ok(report),
+        }
+    }
+
+    /// Publishes one deployment's rows in order, stopping at the first that fails.
+    async fn publish_in_order(&self, sequence: Vec<outbox::Model>) -> Sequence {
+        let mut outcome = Sequence::default();
+        for row in sequence {
+            match self.publish(&row).await {
+                Ok(()) => outcome.published.push(row.id),
+                Err(QueueError::Rejected(reason)) => {
+                    // The rows behind it (same deployment) wait: order.
+                    outcome.refused = Some((row, reason));
+                    break;
+                }
+                Err(other) => {
+                    outcome.error = Some(other);
+                    break;
+                }
+            }
+        }
+        outcome
     }
 
     /// Counts a refused publish of `row`; parks it at the limit. Returns whether it parked.
@@ -213,26 +265,35 @@ impl Relay {
     /// by a short pause, an error by a backoff (the rows stay pending). Beats `heartbeat`
     /// after every batch; gives the relay lease up on the way out.
     pub async fn run(&self, heartbeat: Heartbeat, shutdown: Shutdown) {
+        // Other processes' commits wake us through PostgreSQL's NOTIFY (`db::wake`).
+        let _listening = wake::listen(&self.db);
         let mut failures = 0;
         while !shutdown.is_triggered() {
-            let pause = match self.relay_batch().await {
+            // Taken before reading: a commit while the batch runs is not missed.
+            let woken = wake::notified();
+            let (pause, wakeable) = match self.relay_batch().await {
                 Ok(report) => {
                     failures = 0;
                     if report.read as u64 >= self.batch && report.published > 0 {
-                        Duration::ZERO
+                        (Duration::ZERO, false)
                     } else {
-                        self.idle
+                        (self.idle, true)
                     }
                 }
                 Err(err) => {
                     let delay = BACKOFF.delay(failures);
                     failures += 1;
                     tracing::warn!(error = %format!("{err:#}"), retry_in = ?delay, "outbox relay failed; retrying");
-                    delay
+                    (delay, false)
                 }
             };
             heartbeat.beat();
-            if shutdown.sleep(pause).await {
+            if wakeable {
+                tokio::select! {
+                    () = woken => {}
+                    stopped = shutdown.sleep(pause) => if stopped { break },
+                }
+            } else if shutdown.sleep(pause).await {
                 break;
             }
         }

@@ -14,6 +14,7 @@ pub mod model_ops;
 pub mod operations;
 pub mod outbox;
 pub mod transitions;
+pub mod wake;
 
 use std::time::Duration;
 

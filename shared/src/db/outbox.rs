@@ -16,6 +16,9 @@ use super::entities::outbox;
 use crate::config::QueueBackend;
 use crate::queue::{Envelope, Event, count, db as db_queue};
 
+/// The payload of the notification an outbox insert sends (`db::wake`).
+pub const OUTBOX_WAKE: &str = "outbox";
+
 /// Where committed commands are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -56,13 +59,11 @@ pub async fn enqueue<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Call after committing a transaction that called [`enqueue`]: on [`Route::Direct`] it
-/// wakes this process's idle consumers at once (other processes learn of it from
-/// PostgreSQL's NOTIFY, or at their next poll on SQLite).
-pub fn committed(route: Route) {
-    if route == Route::Direct {
-        db_queue::wake_local();
-    }
+/// Call after committing a transaction that called [`enqueue`]: it wakes this process's
+/// idle consumers ([`Route::Direct`]) or relay ([`Route::Relay`]) at once (other processes
+/// learn of it from PostgreSQL's NOTIFY, or at their next poll on SQLite).
+pub fn committed(_route: Route) {
+    super::wake::local();
 }
 
 /// The outbox row; its id is the envelope's `message_id`, so a command is written once.
@@ -88,7 +89,8 @@ async fn insert_outbox<C: ConnectionTrait>(
     }
     .insert(conn)
     .await?;
-    Ok(())
+    // The relay of another process is woken when this transaction commits.
+    super::wake::notify(conn, OUTBOX_WAKE).await
 }
 
 /// Deployments with a command the database still holds: on [`Route::Direct`], a

@@ -30,17 +30,16 @@
 //! Producers that write in a business transaction call [`insert`] on that transaction
 //! (through `db::outbox::enqueue`): with this backend the outbox insert *is* the enqueue.
 
-use std::sync::{Arc, Once};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use sea_orm::sea_query::{Expr, LockBehavior, LockType, Order, Query};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter, QuerySelect, Select, Set, Statement,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QuerySelect, Select, Set,
 };
-use tokio::sync::{Notify, oneshot};
 use uuid::Uuid;
 
 mod dead_letters;
@@ -49,10 +48,8 @@ use super::delivery::KeepAlive;
 use super::{Depth, Queue, QueueError, QueueOptions, RawDelivery, Selection, Settle};
 use crate::db::claim::{self, Claim};
 use crate::db::entities::queue_messages::{self, Column, Entity};
-use crate::runtime::{Backoff, Batcher};
-
-/// The PostgreSQL channel every enqueue notifies (the payload is the queue's name).
-const CHANNEL: &str = "hokusai_queue";
+use crate::db::wake;
+use crate::runtime::Batcher;
 
 /// At most this many claims, acks or publishes share one statement.
 const MAX_BATCH: usize = 128;
@@ -60,14 +57,11 @@ const MAX_BATCH: usize = 128;
 /// Callers waiting for a batched statement, at most (beyond it they wait to enqueue).
 const MAX_WAITING: usize = 4_096;
 
-/// Wakes this process's idle consumers: a publish here, or a notification from PostgreSQL.
-static WAKE: Notify = Notify::const_new();
-
-/// Wakes the idle consumers of the embedded queue in this process. Call it after
-/// committing a transaction that enqueued (`db::outbox::committed`); without it they find
-/// the message at their next poll.
+/// Wakes the idle consumers of the embedded queue in this process (`db::wake::local`).
+/// Call it after committing a transaction that enqueued (`db::outbox::committed` does);
+/// without it they find the message at their next poll.
 pub fn wake_local() {
-    WAKE.notify_waiters();
+    wake::local();
 }
 
 /// Enqueues `body` on `queue` in the caller's connection or transaction; it becomes ready
@@ -115,21 +109,8 @@ pub async fn insert_many<'a, C: ConnectionTrait>(
     Entity::insert_many(rows)
         .exec_without_returning(conn)
         .await?;
-    notify(conn, queue).await?;
+    wake::notify(conn, queue).await?;
     Ok(ids)
-}
-
-/// `pg_notify` on PostgreSQL (delivered at commit), nothing elsewhere.
-async fn notify<C: ConnectionTrait>(conn: &C, queue: &str) -> Result<(), DbErr> {
-    if conn.get_database_backend() == DatabaseBackend::Postgres {
-        conn.execute_raw(Statement::from_sql_and_values(
-            DatabaseBackend::Postgres,
-            "SELECT pg_notify($1, $2)",
-            [CHANNEL.into(), queue.into()],
-        ))
-        .await?;
-    }
-    Ok(())
 }
 
 fn later(now: DateTime<Utc>, by: Duration) -> DateTime<Utc> {
@@ -175,11 +156,9 @@ struct Inner {
     claims: Batcher<(), Claimed>,
     acks: Batcher<Claim<Entity>, Result<bool, QueueError>>,
     publishes: Batcher<(Vec<u8>, Option<Duration>), Result<(), QueueError>>,
-    /// Starts the LISTEN task at the first fetch (publishers need no listener).
-    listening: Once,
-    /// Dropped with the queue: stops the LISTEN task.
-    stop_listening: std::sync::Mutex<Option<oneshot::Receiver<()>>>,
-    _listener_guard: oneshot::Sender<()>,
+    /// The LISTEN connection, opened at the first fetch (publishers need none); closed
+    /// with the queue.
+    listening: OnceLock<Option<wake::Listening>>,
 }
 
 impl DbQueue {
@@ -190,7 +169,6 @@ impl DbQueue {
             db: db.clone(),
             options: options.clone(),
         });
-        let (guard, stop) = oneshot::channel();
         Self {
             inner: Arc::new(Inner {
                 db,
@@ -217,9 +195,7 @@ impl DbQueue {
                     })
                 },
                 shared,
-                listening: Once::new(),
-                stop_listening: std::sync::Mutex::new(Some(stop)),
-                _listener_guard: guard,
+                listening: OnceLock::new(),
             }),
         }
     }
@@ -331,55 +307,14 @@ impl Shared {
 impl Inner {
     /// Lets the other consumers know a row changed outside the batchers (retry, replay).
     async fn woke(&self) -> Result<(), DbErr> {
-        notify(&self.db, &self.options.name).await?;
-        wake_local();
+        wake::notify(&self.db, &self.options.name).await?;
+        wake::local();
         Ok(())
     }
 
-    /// On PostgreSQL, starts the task that LISTENs and wakes this process's consumers; it
-    /// reconnects with backoff and ends when the queue is dropped.
+    /// Starts listening for other processes' enqueues (PostgreSQL), once.
     fn listen(&self) {
-        if self.db.get_database_backend() != DatabaseBackend::Postgres {
-            return;
-        }
-        self.listening.call_once(|| {
-            let Some(mut stop) = self.stop_listening.lock().ok().and_then(|mut s| s.take()) else {
-                return;
-            };
-            let pool = self.db.get_postgres_connection_pool().clone();
-            tokio::spawn(async move {
-                let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-                let mut failures = 0u32;
-                loop {
-                    let listened = async {
-                        let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
-                        listener.listen(CHANNEL).await?;
-                        // Rows published while we were not listening.
-                        wake_local();
-                        loop {
-                            listener.recv().await?;
-                            failures = 0;
-                            wake_local();
-                        }
-                        #[allow(unreachable_code)]
-                        Ok::<(), sqlx::Error>(())
-                    };
-                    tokio::select! {
-                        _ = &mut stop => return,
-                        result = listened => {
-                            if let Err(err) = result {
-                                tracing::warn!(%err, "queue LISTEN connection lost; polling until it is back");
-                            }
-                        }
-                    }
-                    failures = failures.saturating_add(1);
-                    tokio::select! {
-                        _ = &mut stop => return,
-                        () = tokio::time::sleep(backoff.delay(failures)) => {}
-                    }
-                }
-            });
-        });
+        self.listening.get_or_init(|| wake::listen(&self.db));
     }
 
     fn dead(&self) -> Select<Entity> {
@@ -542,7 +477,7 @@ impl Queue for DbQueue {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             // Created before the claim: a wake-up during the claim is not missed.
-            let woken = WAKE.notified();
+            let woken = wake::notified();
             let claimed = self
                 .inner
                 .claims
