@@ -146,7 +146,29 @@ pub struct DbQueue {
 /// the queue).
 struct Shared {
     db: DatabaseConnection,
+    /// Where claims and lease extensions run: on PostgreSQL a small pool of its own whose
+    /// sessions do not wait for the WAL flush at commit ([`soft_state`]); `db` elsewhere.
+    leases: DatabaseConnection,
     options: QueueOptions,
+}
+
+/// Connections for the queue's soft state — claims and lease extensions — on PostgreSQL:
+/// two sessions of `db`'s server with `synchronous_commit = off`. A lease lost in a crash of
+/// PostgreSQL only makes its row free again, to be delivered anew (at-least-once; the
+/// consumers' inbox makes the duplicate harmless), and the next durable commit flushes it
+/// anyway; so a claim costs a round trip, not a disk flush. Acks and publishes stay on
+/// `db`, durable. Elsewhere `db` itself.
+fn soft_state(db: &DatabaseConnection) -> DatabaseConnection {
+    if db.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
+        return db.clone();
+    }
+    let options = (*db.get_postgres_connection_pool().connect_options())
+        .clone()
+        .options([("synchronous_commit", "off")]);
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_lazy_with(options);
+    sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(pool)
 }
 
 struct Inner {
@@ -166,6 +188,7 @@ impl DbQueue {
     /// tasks).
     pub fn new(db: DatabaseConnection, options: QueueOptions) -> Self {
         let shared = Arc::new(Shared {
+            leases: soft_state(&db),
             db: db.clone(),
             options: options.clone(),
         });
@@ -223,7 +246,7 @@ impl Shared {
             .limit(u64::try_from(waiting).unwrap_or(u64::MAX))
             .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
         let rows = match claim::take_many::<Entity, _>(
-            &self.db,
+            &self.leases,
             candidates,
             self.options.lease,
             [Column::Id, Column::Payload, Column::Attempts],
@@ -342,7 +365,7 @@ impl Inner {
         let keep_alive = KeepAlive::spawn(self.options.lease / 3, move || {
             let shared = Arc::clone(&shared);
             async move {
-                match claim.extend(&shared.db, shared.options.lease).await {
+                match claim.extend(&shared.leases, shared.options.lease).await {
                     Ok(true) => {}
                     Ok(false) => {
                         tracing::warn!(message = %claim.id, "queue lease lost: another consumer holds the message")
