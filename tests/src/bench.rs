@@ -52,6 +52,9 @@ pub async fn queue_throughput(queue: Arc<dyn Queue>, n: usize) -> f64 {
     for task in tasks {
         task.await.expect("bench task");
     }
+    // A message counts once its ack is durable: the embedded queue commits acks behind
+    // the handlers, so the clock stops when the last one committed.
+    queue.drain().await.expect("drain");
     n as f64 / started.elapsed().as_secs_f64()
 }
 
@@ -315,4 +318,54 @@ pub fn json_arg() -> (Option<std::path::PathBuf>, Vec<String>) {
         }
     }
     (json, rest)
+}
+
+/// Seconds and counts of one histogram by label set, read from a Prometheus text
+/// exposition: `labels` (as written between the braces) → (sum, count).
+pub fn histogram_totals(
+    exposition: &str,
+    name: &str,
+) -> std::collections::BTreeMap<String, (f64, f64)> {
+    let mut totals = std::collections::BTreeMap::<String, (f64, f64)>::new();
+    for line in exposition.lines() {
+        let (series, is_sum) = if let Some(rest) = line.strip_prefix(&format!("{name}_sum")) {
+            (rest, true)
+        } else if let Some(rest) = line.strip_prefix(&format!("{name}_count")) {
+            (rest, false)
+        } else {
+            continue;
+        };
+        let Some((labels, value)) = series.rsplit_once(' ') else {
+            continue;
+        };
+        let labels = labels.trim().trim_start_matches('{').trim_end_matches('}');
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let entry = totals.entry(labels.to_owned()).or_default();
+        if is_sum {
+            entry.0 += value;
+        } else {
+            entry.1 += value;
+        }
+    }
+    totals
+}
+
+/// `after − before` of [`histogram_totals`] (what one run added).
+pub fn histogram_delta(
+    before: &str,
+    after: &str,
+    name: &str,
+) -> std::collections::BTreeMap<String, (f64, f64)> {
+    let before = histogram_totals(before, name);
+    let mut delta = histogram_totals(after, name);
+    for (labels, (sum, count)) in &mut delta {
+        if let Some((s, c)) = before.get(labels) {
+            *sum -= s;
+            *count -= c;
+        }
+    }
+    delta.retain(|_, (_, count)| *count > 0.0);
+    delta
 }

@@ -97,9 +97,10 @@ async fn auth_outages_fail_closed_with_a_stale_window_and_never_500() {
     auth.add_key(REVOKED, "revoked", &["predict"]);
     auth.set_state(REVOKED, KeyState::Revoked);
     // This test sends as fast as the machine answers (thousands per key in 12 s); the
-    // per-key hourly allowance is security_limits.rs' subject, so none here.
+    // per-key hourly allowance is security_limits.rs' subject, so one it cannot reach
+    // (`null` would mean the contract's default of 1000).
     for key in [RECENT, FRESH] {
-        auth.set_limits(key, None, None);
+        auth.set_limits(key, Some(100_000_000), None);
     }
     let app = TestApp::start_hokusai(
         Engine::Sqlite,

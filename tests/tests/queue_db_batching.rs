@@ -1,8 +1,10 @@
 //! The embedded queue's batching and wake-ups (docs/design/queue.md, "The embedded queue"),
 //! on SQLite and PostgreSQL: consumers waiting together share claims without a message
-//! being leased twice or left leased in a buffer, acks answered before the queue is dropped
-//! are committed, a consumer that dies between claim and ack gets its batch redelivered,
-//! and a message enqueued by another connection wakes an idle consumer long before its poll.
+//! being leased twice or left leased in a buffer; acks are written behind the handler (an
+//! ack returns while its delete waits on a locked row) and every ack handed over is
+//! committed by `drain`, or by the queue's task once the queue is dropped; a consumer that
+//! dies between claim and ack gets its batch redelivered; and a message enqueued by another
+//! connection wakes an idle consumer long before its poll.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -100,6 +102,7 @@ async fn concurrent_consumers_get_each_message_once(engine: Engine) {
     assert_eq!(rows(&db, &opts.name).await, 400, "every publish committed");
 
     let got = consume(queue.clone(), sent.len(), 8).await;
+    queue.drain().await.expect("drain");
 
     let unique: HashSet<Uuid> = got.iter().copied().collect();
     let expected: HashSet<Uuid> = sent.iter().map(|e| e.message_id).collect();
@@ -147,14 +150,14 @@ async fn a_claim_leases_no_more_rows_than_consumers_wait(engine: Engine) {
     for delivery in held {
         delivery.ack().await.expect("ack");
     }
+    queue.drain().await.expect("drain");
     assert_eq!(rows(&db, &opts.name).await, 47);
     assert_eq!(leased(&db, &opts.name).await, 0);
     db.drop_database().await;
 }
 
-async fn answered_acks_are_committed_when_the_queue_is_dropped(engine: Engine) {
-    let db = TestDb::migrated(engine).await;
-    let opts = options(Duration::from_secs(30), Duration::from_secs(1));
+/// Publishes 64 messages on a fresh queue and receives them all.
+async fn held_deliveries(db: &TestDb, opts: &QueueOptions) -> (Arc<DbQueue>, Vec<Delivery>) {
     let queue = Arc::new(DbQueue::new(db.conn.clone(), opts.clone()));
     for _ in 0..64 {
         queue.publish(&command(), None).await.expect("publish");
@@ -169,23 +172,108 @@ async fn answered_acks_are_committed_when_the_queue_is_dropped(engine: Engine) {
                 .expect("message"),
         );
     }
+    (queue, held)
+}
 
-    // All acks at once (they share statements), and the queue handle goes away meanwhile:
-    // the way a worker stops with acks in flight.
+async fn drain_commits_every_ack_handed_over(engine: Engine) {
+    let db = TestDb::migrated(engine).await;
+    let opts = options(Duration::from_secs(30), Duration::from_secs(1));
+    let (queue, held) = held_deliveries(&db, &opts).await;
+
+    // All acks at once (they share statements), then the drain a stopping worker runs.
     let acks: Vec<_> = held
         .into_iter()
         .map(|d| tokio::spawn(async move { d.ack().await }))
         .collect();
-    drop(queue);
     let mut answered = 0;
     for ack in acks {
-        ack.await.expect("task").expect("ack answered");
+        ack.await.expect("task").expect("ack handed over");
         answered += 1;
     }
+    queue.drain().await.expect("drain");
 
     let left = rows(&db, &opts.name).await;
-    println!("{engine:?}: {answered} acks answered, {left} rows left");
-    assert_eq!(left, 0, "an answered ack is a committed delete");
+    println!("{engine:?}: {answered} acks answered, drained, {left} rows left");
+    assert_eq!(left, 0, "after drain every ack is a committed delete");
+    drop(queue);
+    db.drop_database().await;
+}
+
+async fn acks_handed_over_are_committed_after_the_queue_is_dropped(engine: Engine) {
+    let db = TestDb::migrated(engine).await;
+    let opts = options(Duration::from_secs(30), Duration::from_secs(1));
+    let (queue, held) = held_deliveries(&db, &opts).await;
+
+    let answered = held.len();
+    for delivery in held {
+        delivery.ack().await.expect("ack handed over");
+    }
+    drop(queue); // no drain: the queue's task still finishes its backlog
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut left = rows(&db, &opts.name).await;
+    while left > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        left = rows(&db, &opts.name).await;
+    }
+    println!("{engine:?}: {answered} acks handed over, queue dropped, {left} rows left");
+    assert_eq!(
+        left, 0,
+        "the backlog of acks is committed without the queue handle"
+    );
+    db.drop_database().await;
+}
+
+/// The handler is free before its ack commits: with the message's row locked by another
+/// transaction the ack returns at once, the drain waits for the lock, and the row is gone
+/// once it is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_ack_returns_before_its_delete_commits() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    let db = TestDb::migrated(Engine::Postgres).await;
+    let opts = options(Duration::from_secs(30), Duration::from_secs(1));
+    let queue = DbQueue::new(db.conn.clone(), opts.clone());
+    queue.publish(&command(), None).await.expect("publish");
+    let delivery = queue
+        .receive(WAIT)
+        .await
+        .expect("receive")
+        .expect("message");
+    let other = sea_orm::Database::connect(&db.url).await.expect("connect");
+    let blocker = other.begin().await.expect("begin");
+    blocker
+        .execute_unprepared(&format!(
+            "SELECT id FROM queue_messages WHERE queue = '{}' FOR UPDATE",
+            opts.name
+        ))
+        .await
+        .expect("lock the row");
+
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(2), delivery.ack())
+        .await
+        .expect("the ack does not wait for the locked delete")
+        .expect("ack handed over");
+    let ack_took = started.elapsed();
+    let draining = tokio::spawn({
+        let queue = queue.clone();
+        async move { queue.drain().await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let drained_early = draining.is_finished();
+    let rows_while_locked = rows(&db, &opts.name).await;
+    blocker.rollback().await.expect("release");
+    draining.await.expect("task").expect("drain");
+    let left = rows(&db, &opts.name).await;
+    println!(
+        "write-behind: ack returned in {ack_took:?}; while locked: drained {drained_early}, \
+         {rows_while_locked} row; after the release {left} rows"
+    );
+    assert!(!drained_early, "drain waits for the delete to commit");
+    assert_eq!(rows_while_locked, 1);
+    assert_eq!(left, 0);
+    other.close().await.ok();
+    drop(queue);
     db.drop_database().await;
 }
 
@@ -230,6 +318,7 @@ async fn a_batch_claimed_by_a_dead_consumer_comes_back(engine: Engine) {
         again.push(d.envelope().message_id);
         d.ack().await.expect("ack");
     }
+    survivor.drain().await.expect("drain");
     let left = rows(&db, &opts.name).await;
     println!(
         "{engine:?}: {} redelivered of {}, {left} left",
@@ -312,6 +401,7 @@ macro_rules! on_both {
 on_both!(
     concurrent_consumers_get_each_message_once,
     a_claim_leases_no_more_rows_than_consumers_wait,
-    answered_acks_are_committed_when_the_queue_is_dropped,
+    drain_commits_every_ack_handed_over,
+    acks_handed_over_are_committed_after_the_queue_is_dropped,
     a_batch_claimed_by_a_dead_consumer_comes_back,
 );

@@ -82,16 +82,20 @@ impl Consumer {
             message_id = %envelope.message_id,
             attempt = envelope.attempt,
         );
-        self.handle(delivery).instrument(span).await?;
+        let mut phases = Phases::start(envelope.kind.as_str());
+        let handled = self.handle(delivery, &mut phases).instrument(span).await;
+        phases.mark("settle");
+        handled?;
         Ok(Outcome::Processed)
     }
 
-    async fn handle(&self, delivery: Delivery) -> Result<(), QueueError> {
+    async fn handle(&self, delivery: Delivery, phases: &mut Phases) -> Result<(), QueueError> {
         let envelope = delivery.envelope().clone();
-        match processed_messages::Entity::find_by_id(envelope.message_id)
+        let seen = processed_messages::Entity::find_by_id(envelope.message_id)
             .one(&self.ctx.db)
-            .await
-        {
+            .await;
+        phases.mark("inbox");
+        match seen {
             Ok(Some(_)) => {
                 tracing::debug!("duplicate delivery of a handled message; acking");
                 return delivery.ack().await;
@@ -100,20 +104,24 @@ impl Consumer {
             Err(error) => return retry_infrastructure(delivery, &error.to_string()).await,
         }
         let step_timeout = self.ctx.settings.step_timeout;
-        let step =
-            match tokio::time::timeout(step_timeout, saga::decide(&self.ctx, &envelope)).await {
-                Ok(Ok(step)) => step,
-                Ok(Err(error)) => return retry_db_error(delivery, &error).await,
-                Err(_) => {
-                    let error = format!(
-                        "the step took longer than {} s (STEP_TIMEOUT_SECONDS)",
-                        step_timeout.as_secs()
-                    );
-                    return retry_infrastructure(delivery, &error).await;
-                }
-            };
+        let decided = tokio::time::timeout(step_timeout, saga::decide(&self.ctx, &envelope)).await;
+        phases.mark("decide");
+        let step = match decided {
+            Ok(Ok(step)) => step,
+            Ok(Err(error)) => return retry_db_error(delivery, &error).await,
+            Err(_) => {
+                let error = format!(
+                    "the step took longer than {} s (STEP_TIMEOUT_SECONDS)",
+                    step_timeout.as_secs()
+                );
+                return retry_infrastructure(delivery, &error).await;
+            }
+        };
         match step {
-            Step::Commit(plan) => match plan.commit(&self.ctx, Some(envelope.message_id)).await {
+            Step::Commit(plan) => match phases
+                .timed("commit", plan.commit(&self.ctx, Some(envelope.message_id)))
+                .await
+            {
                 Ok(Applied::Committed) => {
                     tracing::info!("step committed");
                     delivery.ack().await
@@ -143,6 +151,41 @@ impl Consumer {
                 delivery.dead_letter(&reason).await
             }
         }
+    }
+}
+
+/// Where a handler's time goes, per command kind: `hokusai_worker_step_duration_seconds`
+/// `{kind, phase}` with phase `inbox` (the duplicate check), `decide` (reads and provider
+/// calls), `commit` (the step's transaction) and `settle` (the queue's ack, retry or dead
+/// letter). `scripts/bench pipeline` prints the breakdown from it.
+struct Phases {
+    kind: &'static str,
+    since: std::time::Instant,
+}
+
+impl Phases {
+    fn start(kind: &'static str) -> Self {
+        Self {
+            kind,
+            since: std::time::Instant::now(),
+        }
+    }
+
+    /// Records the time since the previous mark as `phase`.
+    fn mark(&mut self, phase: &'static str) {
+        let now = std::time::Instant::now();
+        metrics::histogram!(shared::telemetry::metrics::names::WORKER_STEP,
+            "kind" => self.kind, "phase" => phase)
+        .record(now.duration_since(self.since).as_secs_f64());
+        self.since = now;
+    }
+
+    /// Runs `work` as `phase` (the time before it is left to the next mark).
+    async fn timed<T>(&mut self, phase: &'static str, work: impl Future<Output = T>) -> T {
+        self.since = std::time::Instant::now();
+        let out = work.await;
+        self.mark(phase);
+        out
     }
 }
 

@@ -247,6 +247,10 @@ impl Worker {
         tracing::info!("worker stopping: finishing the messages in hand");
         self.trigger.trigger();
         tasks.join().await;
+        // The embedded queue commits acks behind the handlers; none is left to its lease.
+        if let Err(error) = self.queue.drain().await {
+            tracing::warn!(%error, "could not commit the last acks; their messages will be delivered again");
+        }
         shared::telemetry::cloudwatch::flush();
         tracing::info!("worker stopped");
         Ok(())

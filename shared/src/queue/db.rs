@@ -12,10 +12,16 @@
 //! - Each claim is fenced (`db::claim`): `locked_until = now + lease`, `attempts` (deliveries)
 //!   incremented, a fresh `claim_token`. Ack, retry, dead-letter and lease extension only
 //!   touch the row while it still carries that token.
-//! - **Acks are batched** the same way (one `DELETE … WHERE (id, token) … RETURNING id` for
-//!   every ack that queued up while the previous one ran), and so are publishes (one
-//!   multi-row insert). A caller's ack or publish returns only after *its* statement
-//!   committed ([`Batcher`]): batching never loses one, at shutdown either.
+//! - **Acks are written behind** (as River's completer): an ack hands the claim to a
+//!   batcher and returns, so the handler takes its next message while the ack commits with
+//!   every other that queued up (one `DELETE … WHERE (id, token) … RETURNING id`). The
+//!   backlog is bounded (an ack waits while [`MAX_WAITING`] are queued); [`Queue::drain`]
+//!   (called by the worker before it exits, and by [`Queue::depth`]) returns once every ack
+//!   handed over is committed. An ack lost with a crashed process only lets its row's lease
+//!   expire: the message is delivered again and the consumer's inbox recognises it
+//!   (at-least-once, as before).
+//! - **Publishes are batched** (one multi-row insert for every publish that queued up while
+//!   the previous one ran) and return only after *their* statement committed ([`Batcher`]).
 //! - **Wake-ups, not polling**: on PostgreSQL every enqueue also runs `pg_notify` on the
 //!   channel `hokusai_queue` (delivered when the publishing transaction commits) and each
 //!   consuming process LISTENs; in-process publishes wake the process's consumers directly
@@ -49,13 +55,18 @@ use super::{Depth, Queue, QueueError, QueueOptions, RawDelivery, Selection, Sett
 use crate::db::claim::{self, Claim};
 use crate::db::entities::queue_messages::{self, Column, Entity};
 use crate::db::wake;
-use crate::runtime::Batcher;
+use crate::runtime::{Backoff, Batcher};
 
 /// At most this many claims, acks or publishes share one statement.
 const MAX_BATCH: usize = 128;
 
-/// Callers waiting for a batched statement, at most (beyond it they wait to enqueue).
+/// Callers waiting for a batched statement, at most (beyond it they wait to enqueue); for
+/// acks, the write-behind backlog.
 const MAX_WAITING: usize = 4_096;
+
+/// Statements tried for one batch of acks before its rows are left to their leases.
+const ACK_ATTEMPTS: u32 = 4;
+const ACK_BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
 
 /// Wakes the idle consumers of the embedded queue in this process (`db::wake::local`).
 /// Call it after committing a transaction that enqueued (`db::outbox::committed` does);
@@ -176,7 +187,8 @@ struct Inner {
     options: QueueOptions,
     shared: Arc<Shared>,
     claims: Batcher<(), Claimed>,
-    acks: Batcher<Claim<Entity>, Result<bool, QueueError>>,
+    /// Claims to delete; `None` is a barrier ([`Queue::drain`]).
+    acks: Batcher<Option<Claim<Entity>>, Result<(), QueueError>>,
     publishes: Batcher<(Vec<u8>, Option<Duration>), Result<(), QueueError>>,
     /// The LISTEN connection, opened at the first fetch (publishers need none); closed
     /// with the queue.
@@ -298,11 +310,41 @@ impl Shared {
             .map(Option::flatten)
     }
 
-    async fn ack(&self, claims: Vec<Claim<Entity>>) -> Vec<Result<bool, QueueError>> {
-        match claim::delete_held(&self.db, &claims).await {
-            Ok(deleted) => claims.iter().map(|c| Ok(deleted.contains(&c.id))).collect(),
-            Err(err) => claims.iter().map(|_| Err(failed(&err))).collect(),
-        }
+    /// Deletes the acked rows still held by their claims, retrying a failed statement a few
+    /// times; nobody waits for an ack's answer (only barriers get one), so what went wrong is
+    /// logged here.
+    async fn ack(&self, items: Vec<Option<Claim<Entity>>>) -> Vec<Result<(), QueueError>> {
+        let claims: Vec<Claim<Entity>> = items.iter().flatten().cloned().collect();
+        let mut attempt = 0;
+        let outcome = loop {
+            if claims.is_empty() {
+                break Ok(());
+            }
+            match claim::delete_held(&self.db, &claims).await {
+                Ok(deleted) => {
+                    for lost in claims.iter().filter(|c| !deleted.contains(&c.id)) {
+                        tracing::warn!(message = %lost.id, queue = %self.options.name,
+                            "an acked message was leased again before its ack committed; it will be handled again");
+                    }
+                    break Ok(());
+                }
+                Err(err) if attempt + 1 < ACK_ATTEMPTS => {
+                    let delay = ACK_BACKOFF.delay(attempt);
+                    attempt += 1;
+                    tracing::debug!(%err, retry_in = ?delay, "could not commit queue acks; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(err) => {
+                    tracing::warn!(%err, acks = claims.len(), queue = %self.options.name,
+                        "could not commit queue acks; their messages will be delivered again when their leases expire");
+                    break Err(format!("database: {err}"));
+                }
+            }
+        };
+        items
+            .iter()
+            .map(|_| outcome.clone().map_err(QueueError::Unavailable))
+            .collect()
     }
 
     async fn publish(
@@ -416,13 +458,12 @@ impl DbSettle {
 #[async_trait]
 impl Settle for DbSettle {
     async fn ack(self: Box<Self>) -> Result<(), QueueError> {
-        let held = self
-            .inner
+        // Write-behind: committed with the next batch; the lease covers the row meanwhile.
+        self.inner
             .acks
-            .call(self.claim)
+            .submit(Some(self.claim))
             .await
-            .map_err(|err| QueueError::Unavailable(err.to_string()))??;
-        self.check(u64::from(held))
+            .map_err(|err| QueueError::Unavailable(err.to_string()))
     }
 
     async fn retry(
@@ -529,7 +570,17 @@ impl Queue for DbQueue {
         }
     }
 
+    async fn drain(&self) -> Result<(), QueueError> {
+        self.inner
+            .acks
+            .call(None)
+            .await
+            .map_err(|err| QueueError::Unavailable(err.to_string()))?
+    }
+
     async fn depth(&self) -> Result<Depth, QueueError> {
+        // What this process acked counts as gone.
+        self.drain().await?;
         let live = Entity::find()
             .filter(Column::Queue.eq(&self.inner.options.name))
             .filter(Column::DeadAt.is_null())

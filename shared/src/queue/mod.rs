@@ -219,6 +219,13 @@ pub trait Queue: DeadLetters {
     async fn fetch(&self, wait: Duration) -> Result<Option<RawDelivery>, QueueError>;
     /// Messages waiting and dead.
     async fn depth(&self) -> Result<Depth, QueueError>;
+    /// Returns once every settlement this process handed to the queue so far is durable.
+    /// The embedded queue commits acks behind the handler's back (write-behind, in
+    /// batches); a process calls this before it exits so that none is left to the lease's
+    /// expiry. The brokers settle synchronously: nothing to wait for.
+    async fn drain(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
 
     /// Publishes a command.
     async fn publish(

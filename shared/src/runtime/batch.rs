@@ -56,11 +56,21 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
         Self { tx }
     }
 
-    /// Runs `item` in the next flush and returns its answer.
+    /// Runs `item` in the next flush and returns its answer. Flushes run in the order items
+    /// were handed over, so an answer also means every item handed over before this one
+    /// (by [`Batcher::submit`] too) was flushed: a `call` is a barrier.
     pub async fn call(&self, item: I) -> Result<O, BatchFailed> {
         let (reply, answer) = oneshot::channel();
         self.tx.send((item, reply)).await.map_err(|_| BatchFailed)?;
         answer.await.map_err(|_| BatchFailed)
+    }
+
+    /// Hands `item` to a coming flush without waiting for it (write-behind): returns once it
+    /// is queued, waiting only while `capacity` items are. Its answer is dropped, so the
+    /// flush itself must report what failed; a later [`Batcher::call`] returns after it.
+    pub async fn submit(&self, item: I) -> Result<(), BatchFailed> {
+        let (reply, _answer) = oneshot::channel();
+        self.tx.send((item, reply)).await.map_err(|_| BatchFailed)
     }
 }
 
@@ -128,6 +138,44 @@ mod tests {
         let batcher = Batcher::spawn(100, 100, |items: Vec<u8>| async move { items });
         let answer = tokio::time::timeout(Duration::from_millis(500), batcher.call(7)).await;
         assert_eq!(answer.unwrap(), Ok(7));
+    }
+
+    #[tokio::test]
+    async fn a_call_returns_after_every_item_submitted_before_it_was_flushed() {
+        let flushed = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&flushed);
+        let batcher = Batcher::spawn(4, 16, move |items: Vec<u32>| {
+            let seen = Arc::clone(&seen);
+            async move {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                seen.lock().unwrap().extend(items.iter().copied());
+                items
+            }
+        });
+        for i in 0..10 {
+            batcher.submit(i).await.unwrap();
+        }
+        assert_eq!(batcher.call(99).await, Ok(99));
+        let flushed = flushed.lock().unwrap().clone();
+        assert_eq!(flushed, (0..10).chain([99]).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn submit_waits_while_the_capacity_is_full() {
+        let (release, gate) = tokio::sync::watch::channel(false);
+        let batcher = Batcher::spawn(1, 1, move |items: Vec<u8>| {
+            let mut gate = gate.clone();
+            async move {
+                let _ = gate.wait_for(|open| *open).await;
+                items
+            }
+        });
+        batcher.submit(1).await.unwrap(); // taken by the flush, which waits at the gate
+        batcher.submit(2).await.unwrap(); // fills the one place
+        let third = tokio::time::timeout(Duration::from_millis(100), batcher.submit(3)).await;
+        assert!(third.is_err(), "a full batcher makes submit wait");
+        release.send(true).unwrap();
+        assert_eq!(batcher.call(4).await, Ok(4));
     }
 
     #[tokio::test]

@@ -54,6 +54,8 @@ pub mod names {
     pub const DEPLOYMENTS: &str = "hokusai_deployments";
     /// Request to serving (or failed), by outcome.
     pub const DEPLOYMENT_DURATION: &str = "hokusai_deployment_duration_seconds";
+    /// A worker handler's time per command, by kind and phase (inbox, decide, commit, settle).
+    pub const WORKER_STEP: &str = "hokusai_worker_step_duration_seconds";
     /// Accrued cost by model and provider.
     pub const DEPLOYMENT_COST: &str = "hokusai_deployment_cost_usd_total";
     /// Current hourly burn by model.
@@ -163,6 +165,11 @@ fn describe() {
     );
     describe_gauge!(OUTBOX_PENDING, "Outbox rows not yet relayed to the queue");
     describe_gauge!(DEPLOYMENTS, "Deployments by status");
+    describe_histogram!(
+        WORKER_STEP,
+        Unit::Seconds,
+        "A worker handler's time per command, by kind and phase"
+    );
     describe_histogram!(
         DEPLOYMENT_DURATION,
         Unit::Seconds,

@@ -27,7 +27,9 @@ use shared::domain::DeploymentStatus;
 use shared::queue::db::DbQueue;
 use shared::queue::rabbitmq::RabbitMqQueue;
 use shared::queue::{DEPLOYMENTS_QUEUE, Queue, QueueOptions};
-use tests::bench::{Figure, Of, Target, json_arg, print_verdicts, queue_throughput};
+use tests::bench::{
+    Figure, Of, Target, histogram_delta, json_arg, print_verdicts, queue_throughput,
+};
 use tests::db::{Engine, TestDb};
 use tests::queue::{Backend, TestQueue, amqp_url, delete_rabbitmq_queues};
 use tests::world::{World, fast_settings};
@@ -108,9 +110,43 @@ async fn world(backend: Backend) -> World {
     World::with_queue(db, settings, emulator, queue, route).await
 }
 
+/// Where the handlers' time went in one run: per command kind and phase, commands per
+/// deployment and milliseconds per command (`hokusai_worker_step_duration_seconds`), and
+/// the handler-milliseconds a deployment cost against the wall time of four handlers.
+fn print_breakdown(label: &str, before: &str, n: usize, wall: Duration) {
+    let after = shared::telemetry::metrics::render();
+    let delta = histogram_delta(
+        before,
+        &after,
+        shared::telemetry::metrics::names::WORKER_STEP,
+    );
+    eprintln!("{label}: where a deployment's handler time went (last run, {n} deployments)");
+    eprintln!(
+        "  {:<40} {:>10} {:>12} {:>16}",
+        "kind, phase", "per depl.", "ms each", "ms per depl."
+    );
+    let mut busy = 0.0;
+    for (labels, (sum, count)) in &delta {
+        busy += sum;
+        eprintln!(
+            "  {labels:<40} {:>10.2} {:>12.3} {:>16.3}",
+            count / n as f64,
+            sum / count * 1e3,
+            sum / n as f64 * 1e3
+        );
+    }
+    let handlers = 4.0;
+    eprintln!(
+        "  handler time {:.2} ms per deployment; {:.2} ms of wall time per deployment with          {handlers} handlers ({:.0} % of the handlers' time in steps)",
+        busy / n as f64 * 1e3,
+        wall.as_secs_f64() / n as f64 * 1e3 * handlers,
+        busy / (wall.as_secs_f64() * handlers) * 100.0
+    );
+}
+
 /// Requests `n` deployments, then runs a worker until all are `deployed`; returns
-/// deployments per second from the worker's start.
-async fn pipeline(backend: Backend, n: usize) -> f64 {
+/// deployments per second from the worker's start, and the time it took.
+async fn pipeline(backend: Backend, n: usize) -> (f64, Duration) {
     let world = world(backend).await;
     for i in 0..n {
         world.request(&format!("bench-model-{i:05}"), "1").await;
@@ -136,7 +172,8 @@ async fn pipeline(backend: Backend, n: usize) -> f64 {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let wall = started.elapsed();
+    let rate = n as f64 / wall.as_secs_f64();
     let _ = stop.send(());
     running
         .await
@@ -146,7 +183,7 @@ async fn pipeline(backend: Backend, n: usize) -> f64 {
         delete_rabbitmq_queues(DEPLOYMENTS_QUEUE).await;
     }
     db.drop_database().await;
-    rate
+    (rate, wall)
 }
 
 /// The raw queue throughput of `backend` (fresh queue, `n` messages).
@@ -160,6 +197,8 @@ async fn raw_queue(backend: Backend, n: usize) -> f64 {
 #[tokio::main]
 async fn main() {
     let args = args();
+    // The in-process worker's step histograms feed the breakdown.
+    shared::telemetry::metrics::install();
     let mut rows = Vec::new();
     for (label, backend) in [
         ("db (SQLite)", Backend::DbSqlite),
@@ -170,7 +209,12 @@ async fn main() {
         pipeline(backend, WARM_UP.min(args.deployments)).await;
         for run in 1..=args.runs {
             messages.push(raw_queue(backend, args.messages).await);
-            deploys.push(pipeline(backend, args.deployments).await);
+            let before = shared::telemetry::metrics::render();
+            let (rate, wall) = pipeline(backend, args.deployments).await;
+            deploys.push(rate);
+            if run == args.runs {
+                print_breakdown(label, &before, args.deployments, wall);
+            }
             eprintln!(
                 "{label} run {run}: {:.1} deployments/s, {:.0} queue msg/s",
                 deploys[run - 1],
