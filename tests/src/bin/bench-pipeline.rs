@@ -137,7 +137,7 @@ fn print_breakdown(label: &str, before: &str, n: usize, wall: Duration) {
     }
     let handlers = 4.0;
     eprintln!(
-        "  handler time {:.2} ms per deployment; {:.2} ms of wall time per deployment with          {handlers} handlers ({:.0} % of the handlers' time in steps)",
+        "  handler time {:.2} ms per deployment; {:.2} ms of wall time per deployment with {handlers} handlers ({:.0} % of the handlers' time in steps)",
         busy / n as f64 * 1e3,
         wall.as_secs_f64() / n as f64 * 1e3 * handlers,
         busy / (wall.as_secs_f64() * handlers) * 100.0
