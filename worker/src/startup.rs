@@ -247,9 +247,18 @@ impl Worker {
         tracing::info!("worker stopping: finishing the messages in hand");
         self.trigger.trigger();
         tasks.join().await;
-        // The embedded queue commits acks behind the handlers; none is left to its lease.
-        if let Err(error) = self.queue.drain().await {
-            tracing::warn!(%error, "could not commit the last acks; their messages will be delivered again");
+        // The embedded queue commits acks behind the handlers; none is left to its lease
+        // unless the database does not answer within DRAIN_LIMIT.
+        match shared::runtime::within("committing the last acks", DRAIN_LIMIT, self.queue.drain())
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "could not commit the last acks; their messages will be delivered again");
+            }
+            Err(timed_out) => {
+                tracing::warn!(%timed_out, "the last acks did not commit in time; their messages will be delivered again");
+            }
         }
         shared::telemetry::cloudwatch::flush();
         tracing::info!("worker stopped");
@@ -257,6 +266,8 @@ impl Worker {
     }
 }
 
+/// How long a stopping worker waits for its written-behind acks to commit.
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// How long a handler waits for a message in one call (SQS's longest long poll).
 const LONG_POLL: Duration = Duration::from_secs(20);
 /// Delays after the queue failed under a handler.
