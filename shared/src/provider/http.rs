@@ -38,7 +38,7 @@ impl HttpProvider {
     /// A provider with one pooled HTTP client.
     pub fn new(config: &HttpProviderConfig) -> Result<Self, ProviderConfigError> {
         let allow = Arc::new(config.allowed_hosts.clone());
-        let http = reqwest::Client::builder()
+        let http = crate::provider::huggingface::inference::pooled_client()
             .timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .dns_resolver(Arc::new(GuardedResolver::new(
@@ -260,5 +260,93 @@ mod tests {
             json!({"inputs": "hi", "parameters": {"max_new_tokens": 5}})
         );
         assert_eq!(sent.header("authorization"), None);
+    }
+
+    /// Connections to `port` in state ESTABLISHED on the server's side (`/proc/net/tcp`).
+    fn established_to(port: u16) -> usize {
+        let table = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+        table
+            .lines()
+            .skip(1)
+            .filter(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let local_port = fields[1].rsplit(':').next().unwrap_or_default();
+                u16::from_str_radix(local_port, 16).ok() == Some(port) && fields[3] == "01"
+            })
+            .count()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_leaves_at_most_the_idle_bound_of_pooled_connections() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use crate::provider::huggingface::inference::IDLE_CONNECTIONS_PER_HOST;
+
+        let (in_flight, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let app = {
+            let (in_flight, peak) = (in_flight.clone(), peak.clone());
+            axum::Router::new().route(
+                "/model",
+                axum::routing::post(move || {
+                    let (in_flight, peak) = (in_flight.clone(), peak.clone());
+                    async move {
+                        let now = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                        peak.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        in_flight.fetch_sub(1, Ordering::SeqCst);
+                        axum::Json(json!([{"label": "ok"}]))
+                    }
+                }),
+            )
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+        let provider = provider();
+        let handle = provider
+            .deploy(&spec(Some(&format!("http://127.0.0.1:{port}/model"))))
+            .await
+            .expect("deploy");
+
+        let burst = 3 * IDLE_CONNECTIONS_PER_HOST;
+        let calls = (0..burst).map(|_| {
+            let (provider, handle) = (&provider, &handle);
+            async move {
+                let request = PredictRequest {
+                    inputs: json!("hi"),
+                    parameters: None,
+                    task: None,
+                };
+                provider.predict(handle, request).await
+            }
+        });
+        let answers = futures_util::future::join_all(calls).await;
+
+        assert!(answers.iter().all(Result::is_ok), "every call answered");
+        let peak = peak.load(Ordering::SeqCst);
+        assert!(
+            peak > IDLE_CONNECTIONS_PER_HOST,
+            "the burst must open more connections than the bound: {peak} at once"
+        );
+        let mut open = established_to(port);
+        for _ in 0..50 {
+            if open <= IDLE_CONNECTIONS_PER_HOST {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            open = established_to(port);
+        }
+        println!("burst of {burst}: {peak} requests at once, {open} connections kept");
+        assert!(
+            open <= IDLE_CONNECTIONS_PER_HOST,
+            "{open} connections stay open after the burst, bound {IDLE_CONNECTIONS_PER_HOST}"
+        );
+        assert!(
+            open > 0,
+            "the pool keeps warm connections for the next calls"
+        );
     }
 }

@@ -17,6 +17,23 @@ use crate::config::Secret;
 use crate::provider::ProviderError;
 use crate::provider::types::{PredictRequest, PredictResponse};
 
+/// Idle connections kept per endpoint host. Under a burst the pool grows to one connection
+/// per concurrent request; past this many idle ones the extra are closed when they come back,
+/// so memory returns after the burst instead of waiting for the idle timeout
+/// (docs/design/runtime.md, "Memory"). Light traffic still finds a warm connection.
+pub const IDLE_CONNECTIONS_PER_HOST: usize = 32;
+
+/// How long an idle pooled connection stays open (under the 60 s idle timeout common to
+/// load balancers, so the pool rarely hands out a connection the far side has closed).
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(55);
+
+/// The HTTP client builder every provider starts from: the pool bounds above.
+pub fn pooled_client() -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
+        .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
+}
+
 /// How long a client should wait when a waking endpoint does not say.
 pub const DEFAULT_WAKE_RETRY_AFTER: Duration = Duration::from_secs(5);
 

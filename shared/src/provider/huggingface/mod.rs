@@ -60,9 +60,8 @@ impl HuggingFaceProvider {
         config: &HuggingFaceConfig,
         sleeper: RetrySleeper,
     ) -> Result<Self, ProviderConfigError> {
-        let http = reqwest::Client::builder()
+        let http = inference::pooled_client()
             .timeout(config.timeout)
-            .pool_idle_timeout(std::time::Duration::from_secs(90))
             .build()
             .map_err(|e| ProviderConfigError {
                 variable: "HUGGINGFACE_API_BASE",
