@@ -153,6 +153,21 @@ fn quick_bench_writes_a_well_formed_report() {
         }
     }
     assert!(rows >= 15, "only {rows} figures measured");
+    let figure_names: Vec<&str> = benchmarks
+        .iter()
+        .flat_map(|b| b["figures"].as_array().into_iter().flatten())
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    for expected in [
+        "predict p50 at 20 req/s",
+        "predict p99 at 20 req/s",
+        "dev idle CPU",
+    ] {
+        assert!(
+            figure_names.iter().any(|n| n.starts_with(expected)),
+            "no figure named {expected}…: {figure_names:?}"
+        );
+    }
 
     // Assert: the load test really held its connections and measured the API's memory.
     let load = &benchmarks[3]["details"];

@@ -13,6 +13,8 @@
 //!
 //! - a fixed rate (open loop): request `i` is due at `start + i / rate` and its latency counts
 //!   from that due time, so a slow server cannot hide its queueing (no coordinated omission);
+//!   at `--rate` (1,000 req/s) and at `--light-rate` (20 req/s, for `--light-seconds`): most
+//!   models see light traffic, where a lone request finds threads asleep and pools cold;
 //! - saturation (closed loop): `C` connections each send their next request when the last
 //!   one answered.
 //!
@@ -36,7 +38,15 @@
 //! or as one script on Redis (`REDIS_URL`, `HOKUSAI_TEST_REDIS_URL` or loopback:6379).
 //!
 //! Figures are medians over the runs; added latency and the throughput ratio are taken
-//! between medians.
+//! between medians. Latencies are exact (every request's own `Instant` difference, in
+//! nanoseconds, sorted: no histogram buckets); a failed request counts in the latencies with
+//! the time it took to fail and in the error count, and throughput counts answered requests
+//! only.
+//!
+//! Targets and where they are judged were fixed before measuring (docs/benchmarks.md): the
+//! added latency at both rates on the pinned placement (the gateway on its own core, as it is
+//! deployed), the saturation throughput ratio on the shared placement (everything on the same
+//! two cores; the harder one).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -45,7 +55,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tests::app::{ADMIN_KEY, TestApp};
-use tests::bench::{Figure, Of, Target as Goal, json_arg};
+use tests::bench::{Figure, Of, Target as Goal, json_arg, print_verdicts};
 use tests::db::Engine;
 use tests::fake_auth::FakeAuth;
 
@@ -56,6 +66,8 @@ struct Args {
     seconds: u64,
     saturation_seconds: u64,
     rate: u64,
+    light_rate: u64,
+    light_seconds: u64,
     connections: usize,
     runs: usize,
     json: Option<std::path::PathBuf>,
@@ -90,6 +102,8 @@ fn args() -> Args {
         seconds: 10,
         saturation_seconds: 5,
         rate: 1_000,
+        light_rate: 20,
+        light_seconds: 15,
         connections: 64,
         runs: 3,
         json: None,
@@ -146,12 +160,14 @@ fn args() -> Args {
             ("--seconds", Some(n)) => parsed.seconds = n,
             ("--saturation-seconds", Some(n)) => parsed.saturation_seconds = n,
             ("--rate", Some(n)) => parsed.rate = n,
+            ("--light-rate", Some(n)) => parsed.light_rate = n,
+            ("--light-seconds", Some(n)) => parsed.light_seconds = n,
             ("--connections", Some(n)) => parsed.connections = n as usize,
             ("--runs", Some(n)) => parsed.runs = n as usize,
             _ => {
                 eprintln!(
                     "usage: bench-predict [--seconds S] [--saturation-seconds S] [--rate N] \
-                     [--connections C] [--runs R] [--auth static|hokusai|hokusai-cold] \
+                     [--light-rate N] [--light-seconds S] [--connections C] [--runs R] [--auth static|hokusai|hokusai-cold] \
                      [--placement pinned|shared|both] [--limits local|redis] [--json FILE]"
                 );
                 std::process::exit(2);
@@ -193,14 +209,16 @@ struct Sample {
     errors: usize,
 }
 
+/// `latencies` of every request, failed ones included; `errors` of them failed.
 fn summarize(mut latencies: Vec<Duration>, errors: usize, elapsed: Duration) -> Sample {
     latencies.sort_unstable();
+    let answered = latencies.len().saturating_sub(errors);
     let at = |q: f64| {
         let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len());
         latencies[i - 1].as_secs_f64() * 1_000.0
     };
     Sample {
-        rps: latencies.len() as f64 / elapsed.as_secs_f64(),
+        rps: answered as f64 / elapsed.as_secs_f64(),
         p50_ms: at(0.50),
         p99_ms: at(0.99),
         errors,
@@ -228,11 +246,8 @@ async fn fixed_rate(target: &Target, rate: u64, seconds: u64) -> Sample {
             .await
             .expect("every request answers within 30 s")
             .expect("request task");
-        if ok {
-            latencies.push(latency);
-        } else {
-            errors += 1;
-        }
+        latencies.push(latency);
+        errors += usize::from(!ok);
     }
     summarize(
         latencies,
@@ -252,11 +267,9 @@ async fn saturation(target: &Target, connections: usize, seconds: u64) -> Sample
                 let (mut latencies, mut errors) = (Vec::new(), 0);
                 while Instant::now() < end {
                     let sent = Instant::now();
-                    if target.send().await {
-                        latencies.push(sent.elapsed());
-                    } else {
-                        errors += 1;
-                    }
+                    let ok = target.send().await;
+                    latencies.push(sent.elapsed());
+                    errors += usize::from(!ok);
                 }
                 (latencies, errors)
             })
@@ -389,10 +402,16 @@ async fn measure(
     direct: &Target,
     gateway: &Target,
     limited: Option<&Target>,
-) -> (Series, Series) {
-    let (mut rate, mut sat) = (Series::default(), Series::default());
+) -> (Series, Series, Series) {
+    let (mut light, mut rate, mut sat) = (Series::default(), Series::default(), Series::default());
     for run in 1..=args.runs {
         eprintln!("run {run}/{}", args.runs);
+        light
+            .direct
+            .push(fixed_rate(direct, args.light_rate, args.light_seconds).await);
+        light
+            .gateway
+            .push(fixed_rate(gateway, args.light_rate, args.light_seconds).await);
         rate.direct
             .push(fixed_rate(direct, args.rate, args.seconds).await);
         rate.gateway
@@ -411,7 +430,7 @@ async fn measure(
                 .push(saturation(limited, args.connections, seconds).await);
         }
     }
-    (rate, sat)
+    (light, rate, sat)
 }
 
 fn median(samples: &[Sample], field: fn(&Sample) -> f64) -> f64 {
@@ -434,6 +453,8 @@ fn medians(samples: &[Sample]) -> (f64, f64, f64, usize) {
 /// What one placement measured.
 struct Measured {
     placement: Placement,
+    /// At `--light-rate`.
+    light: Series,
     rate: Series,
     sat: Series,
     /// Validations the fake auth service answered during the measurement (hokusai backend).
@@ -441,17 +462,33 @@ struct Measured {
 }
 
 fn report(args: &Args, m: &Measured) {
-    let (rate, sat) = (&m.rate, &m.sat);
+    let (light, rate, sat) = (&m.light, &m.rate, &m.sat);
     println!();
     println!("placement: {}", m.placement.label());
     println!(
-        "predict path, medians of {} runs ({} s at {} req/s open loop; {} s saturation with {} connections)",
-        args.runs, args.seconds, args.rate, args.saturation_seconds, args.connections
+        "predict path, medians of {} runs ({} s at {} req/s and {} s at {} req/s open loop; {} s saturation with {} connections)",
+        args.runs,
+        args.light_seconds,
+        args.light_rate,
+        args.seconds,
+        args.rate,
+        args.saturation_seconds,
+        args.connections
     );
     println!(
         "| scenario | path | requests/s | p50 ms | p99 ms | errors |\n|---|---|---:|---:|---:|---:|"
     );
     let rows = [
+        (
+            format!("{} req/s", args.light_rate),
+            "direct",
+            &light.direct,
+        ),
+        (
+            format!("{} req/s", args.light_rate),
+            "gateway",
+            &light.gateway,
+        ),
         (format!("{} req/s", args.rate), "direct", &rate.direct),
         (format!("{} req/s", args.rate), "gateway", &rate.gateway),
         ("saturation".to_owned(), "direct", &sat.direct),
@@ -481,60 +518,79 @@ fn report(args: &Args, m: &Measured) {
             l99 - b99
         );
     }
-    let (_, d50, d99, _) = medians(&rate.direct);
-    let (_, g50, g99, _) = medians(&rate.gateway);
-    let (added50, added99) = (g50 - d50, g99 - d99);
-    let ratio = medians(&sat.gateway).0 / medians(&sat.direct).0;
-    let verdict = |ok: bool| match m.placement {
-        Placement::Pinned if ok => "target met",
-        Placement::Pinned => "target MISSED",
-        Placement::Shared => "context; the targets are judged pinned",
-    };
     println!();
-    println!(
-        "added p50 at {} req/s: {added50:.3} ms (<= 0.5 ms: {})",
-        args.rate,
-        verdict(added50 <= 0.5)
-    );
-    println!(
-        "added p99 at {} req/s: {added99:.3} ms (<= 2 ms: {})",
-        args.rate,
-        verdict(added99 <= 2.0)
-    );
-    println!(
-        "gateway/direct throughput at saturation: {:.0}% (>= 50%: {})",
-        ratio * 100.0,
-        verdict(ratio >= 0.5)
-    );
+    print_verdicts(&figures(args, m));
     if let Some(validations) = m.validations {
         println!("auth.hokus.ai validations during the measurement: {validations}");
     }
 }
 
-/// The figures of one placement: added p50 and p99 at the fixed rate, throughput ratio at
-/// saturation, each with the direct path as baseline; targets on the pinned placement only.
+/// The figures of one placement: added p50 and p99 at both fixed rates, and the throughput
+/// ratio at saturation, each against the direct path of the same runs. Targets (the floors of
+/// docs/benchmarks.md) on the latencies when pinned, on the ratio when shared.
 fn figures(args: &Args, m: &Measured) -> Vec<Figure> {
-    let (rate, sat) = (&m.rate, &m.sat);
+    let (light, rate, sat) = (&m.light, &m.rate, &m.sat);
     let field =
         |samples: &[Sample], f: fn(&Sample) -> f64| -> Vec<f64> { samples.iter().map(f).collect() };
-    let at = format!("{} req/s", args.rate);
     let suffix = match m.placement {
         Placement::Pinned => "gateway on its own core",
         Placement::Shared => "all on shared cores",
     };
-    let goal = |figure: Figure, goal: Goal| match m.placement {
-        Placement::Pinned => figure.target(goal),
-        Placement::Shared => figure,
+    let judged = |figure: Figure, goal: Goal, here: Placement| {
+        if m.placement == here {
+            figure.target(goal)
+        } else {
+            figure
+        }
     };
-    let mut limited = Vec::new();
-    if let Some(limits) = args.limits.filter(|_| !rate.limited.is_empty()) {
-        for (name, f) in [
-            ("p50", (|s: &Sample| s.p50_ms) as fn(&Sample) -> f64),
-            ("p99", |s: &Sample| s.p99_ms),
-        ] {
-            limited.push(
+    let p50 = (|s: &Sample| s.p50_ms) as fn(&Sample) -> f64;
+    let p99 = (|s: &Sample| s.p99_ms) as fn(&Sample) -> f64;
+    let mut all = Vec::new();
+    for (series, at, p99_limit) in [(light, args.light_rate, 2.0), (rate, args.rate, 1.0)] {
+        for (name, f, limit) in [("p50", p50, 0.3), ("p99", p99, p99_limit)] {
+            all.push(judged(
                 Figure::new(
-                    &format!("predict {name} at {at}, {} ({suffix})", limits.label()),
+                    &format!("predict {name} at {at} req/s, gateway ({suffix})"),
+                    "ms",
+                    field(&series.gateway, f),
+                )
+                .against(&format!("direct {name}"), field(&series.direct, f)),
+                Goal::at_most(
+                    Of::Difference,
+                    limit,
+                    &format!("added {name} <= {limit} ms"),
+                ),
+                Placement::Pinned,
+            ));
+        }
+    }
+    all.push(judged(
+        Figure::new(
+            &format!("predict throughput at saturation, gateway ({suffix})"),
+            "req/s",
+            field(&sat.gateway, |s| s.rps),
+        )
+        .against("direct throughput", field(&sat.direct, |s| s.rps)),
+        Goal::at_least(Of::Ratio, 0.4, ">= 40 % of direct"),
+        Placement::Shared,
+    ));
+    all.push(
+        Figure::new(
+            &format!("predict p99 at saturation, gateway ({suffix})"),
+            "ms",
+            field(&sat.gateway, |s| s.p99_ms),
+        )
+        .against("direct p99", field(&sat.direct, |s| s.p99_ms)),
+    );
+    if let Some(limits) = args.limits.filter(|_| !rate.limited.is_empty()) {
+        for (name, f) in [("p50", p50), ("p99", p99)] {
+            all.push(
+                Figure::new(
+                    &format!(
+                        "predict {name} at {} req/s, {} ({suffix})",
+                        args.rate,
+                        limits.label()
+                    ),
                     "ms",
                     field(&rate.limited, f),
                 )
@@ -545,42 +601,6 @@ fn figures(args: &Args, m: &Measured) -> Vec<Figure> {
             );
         }
     }
-    let mut all = vec![
-        goal(
-            Figure::new(
-                &format!("predict p50 at {at}, gateway ({suffix})"),
-                "ms",
-                field(&rate.gateway, |s| s.p50_ms),
-            )
-            .against("direct p50", field(&rate.direct, |s| s.p50_ms)),
-            Goal::at_most(Of::Difference, 0.5, "added p50 <= 0.5 ms"),
-        ),
-        goal(
-            Figure::new(
-                &format!("predict p99 at {at}, gateway ({suffix})"),
-                "ms",
-                field(&rate.gateway, |s| s.p99_ms),
-            )
-            .against("direct p99", field(&rate.direct, |s| s.p99_ms)),
-            Goal::at_most(Of::Difference, 2.0, "added p99 <= 2 ms"),
-        ),
-        goal(
-            Figure::new(
-                &format!("predict throughput at saturation, gateway ({suffix})"),
-                "req/s",
-                field(&sat.gateway, |s| s.rps),
-            )
-            .against("direct throughput", field(&sat.direct, |s| s.rps)),
-            Goal::at_least(Of::Ratio, 0.5, ">= 50 % of direct"),
-        ),
-        Figure::new(
-            &format!("predict p99 at saturation, gateway ({suffix})"),
-            "ms",
-            field(&sat.gateway, |s| s.p99_ms),
-        )
-        .against("direct p99", field(&sat.direct, |s| s.p99_ms)),
-    ];
-    all.extend(limited);
     all
 }
 
@@ -590,6 +610,8 @@ fn write_json(path: &std::path::Path, args: &Args, measured: &[Measured]) {
         .iter()
         .flat_map(|m| {
             [
+                &m.light.direct,
+                &m.light.gateway,
                 &m.rate.direct,
                 &m.rate.gateway,
                 &m.sat.direct,
@@ -602,6 +624,8 @@ fn write_json(path: &std::path::Path, args: &Args, measured: &[Measured]) {
         "seconds": args.seconds,
         "saturation_seconds": args.saturation_seconds,
         "rate": args.rate,
+        "light_rate": args.light_rate,
+        "light_seconds": args.light_seconds,
         "connections": args.connections,
         "runs": args.runs,
         "auth": args.auth.label(),
@@ -697,13 +721,14 @@ fn run(args: &Args, placement: Placement) -> Measured {
             }
         }
         let before = fake.as_ref().map(FakeAuth::validations);
-        let (rate, sat) = measure(args, &direct, &through, limited.as_ref()).await;
+        let (light, rate, sat) = measure(args, &direct, &through, limited.as_ref()).await;
         let validations = fake
             .as_ref()
             .zip(before)
             .map(|(fake, before)| fake.validations() - before);
         Measured {
             placement,
+            light,
             rate,
             sat,
             validations,

@@ -44,6 +44,7 @@ struct Args {
     connections: usize,
     saturation_seconds: u64,
     settle_seconds: u64,
+    idle_seconds: u64,
     json: Option<std::path::PathBuf>,
 }
 
@@ -54,6 +55,7 @@ fn args() -> Args {
         connections: 1_000,
         saturation_seconds: 20,
         settle_seconds: 30,
+        idle_seconds: 30,
         json: None,
     };
     let (json, argv) = json_arg();
@@ -66,10 +68,12 @@ fn args() -> Args {
             ("--connections", Some(n)) if n > 0 => parsed.connections = n as usize,
             ("--saturation-seconds", Some(n)) if n > 0 => parsed.saturation_seconds = n,
             ("--settle-seconds", Some(n)) => parsed.settle_seconds = n,
+            ("--idle-seconds", Some(n)) if n > 0 => parsed.idle_seconds = n,
             _ => {
                 eprintln!(
                     "usage: load-test [--seconds S] [--rate N] [--connections C] \
-                     [--saturation-seconds S] [--settle-seconds S] [--json FILE]"
+                     [--saturation-seconds S] [--settle-seconds S] [--idle-seconds S] \
+                     [--json FILE]"
                 );
                 std::process::exit(2);
             }
@@ -183,8 +187,11 @@ impl Phase {
         latencies[i - 1].as_secs_f64() * 1_000.0
     }
 
+    /// Requests answered with the status their kind must get, per second: a transport error
+    /// or a wrong status is not throughput (it still counts in the latencies).
     fn throughput(&self) -> f64 {
-        self.answers.len() as f64 / self.elapsed.as_secs_f64()
+        let answered = self.answers.iter().filter(|a| a.expected).count();
+        answered as f64 / self.elapsed.as_secs_f64()
     }
 
     fn by_status(&self) -> BTreeMap<String, usize> {
@@ -280,6 +287,23 @@ async fn closed_loop(client: &Client, connections: usize, seconds: u64) -> Phase
 }
 
 /// `VmRSS` and `VmHWM` of `pid` in bytes.
+/// CPU time (user + system) the process has used so far, from `/proc/{pid}/stat`.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is the first, utime the
+    // 12th and stime the 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let per_second = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .unwrap_or(100);
+    Some(Duration::from_secs_f64(ticks as f64 / per_second as f64))
+}
+
 fn memory(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
@@ -436,6 +460,16 @@ async fn main() {
     wait_serving(&client).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
+    // Idle: a model deployed, no traffic; what the process spends on its own loops.
+    let (idle_from, idle_clock) = (cpu_time(pid).expect("the API's CPU time"), Instant::now());
+    tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
+    let idle_cpu = cpu_time(pid).expect("the API's CPU time") - idle_from;
+    let idle_ms_per_s = idle_cpu.as_secs_f64() * 1_000.0 / idle_clock.elapsed().as_secs_f64();
+    eprintln!(
+        "idle: {idle_ms_per_s:.2} ms of CPU per second over {} s",
+        args.idle_seconds
+    );
+
     let started = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let port: u16 = (server.base_url.rsplit(':').next())
@@ -523,6 +557,10 @@ async fn main() {
         );
     }
     println!(
+        "idle dev: {idle_ms_per_s:.2} ms of CPU per second over {} s (a model deployed, no traffic)",
+        args.idle_seconds
+    );
+    println!(
         "API memory: before {:.1} MiB, peak VmHWM {:.1} MiB (largest VmRSS sample {:.1} MiB), \
          {} s after {:.1} MiB; connections after {sockets_after}; ulimit -n {limit} (API {api_limit})",
         mib(before),
@@ -555,6 +593,12 @@ async fn main() {
                 0.0,
                 "0 (valid 200, bad key 401, no model 404, bad JSON 400)",
             )),
+            Figure::new(
+                "dev idle CPU (a model deployed, no traffic)",
+                "ms/s",
+                one(idle_ms_per_s),
+            )
+            .target(Target::at_most(Of::Value, 5.0, "<= 5 ms of CPU per second")),
             Figure::new("load open loop p50", "ms", one(open.percentile(0.50))),
             Figure::new("load open loop p95", "ms", one(open.percentile(0.95))),
             Figure::new("load open loop p99", "ms", one(open.percentile(0.99))),
@@ -574,7 +618,7 @@ async fn main() {
                 "MiB",
                 one(mib(hwm)),
             )
-            .target(Target::at_most(Of::Value, 100.0, "< 100 MiB")),
+            .target(Target::at_most(Of::Value, 64.0, "<= 64 MiB")),
             Figure::new(
                 &format!("API RSS {} s after the load", args.settle_seconds),
                 "MiB",
@@ -593,6 +637,7 @@ async fn main() {
             "connections": args.connections,
             "saturation_seconds": args.saturation_seconds,
             "settle_seconds": args.settle_seconds,
+            "idle_seconds": args.idle_seconds,
             "mix": "70 % valid, 10 % invalid key, 10 % undeployed model, 10 % malformed body",
             "api": "hokusai-serve dev (API, worker, HF emulator and SQLite in one process), RUST_LOG=warn",
         });
