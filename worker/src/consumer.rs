@@ -89,19 +89,31 @@ impl Consumer {
         Ok(Outcome::Processed)
     }
 
+    /// Whether the inbox holds `message_id` (a step committed for it).
+    async fn handled(&self, message_id: uuid::Uuid) -> Result<bool, sea_orm::DbErr> {
+        Ok(processed_messages::Entity::find_by_id(message_id)
+            .one(&self.ctx.db)
+            .await?
+            .is_some())
+    }
+
     async fn handle(&self, delivery: Delivery, phases: &mut Phases) -> Result<(), QueueError> {
         let envelope = delivery.envelope().clone();
-        let seen = processed_messages::Entity::find_by_id(envelope.message_id)
-            .one(&self.ctx.db)
-            .await;
-        phases.mark("inbox");
-        match seen {
-            Ok(Some(_)) => {
-                tracing::debug!("duplicate delivery of a handled message; acking");
-                return delivery.ack().await;
+        // A redelivered message may have been handled already: skip it without asking the
+        // provider again. A first delivery is checked by its step's commit instead (the
+        // inbox claim); only a relay's double publish could make it a duplicate, and its
+        // step then decides from the state the first copy left (docs/design/queue.md).
+        if delivery.deliveries() > 1 {
+            let seen = self.handled(envelope.message_id).await;
+            phases.mark("inbox");
+            match seen {
+                Ok(true) => {
+                    tracing::debug!("duplicate delivery of a handled message; acking");
+                    return delivery.ack().await;
+                }
+                Ok(false) => {}
+                Err(error) => return retry_infrastructure(delivery, &error.to_string()).await,
             }
-            Ok(None) => {}
-            Err(error) => return retry_infrastructure(delivery, &error.to_string()).await,
         }
         let step_timeout = self.ctx.settings.step_timeout;
         let decided = tokio::time::timeout(step_timeout, saga::decide(&self.ctx, &envelope)).await;
@@ -138,6 +150,12 @@ impl Consumer {
                 delivery.ack().await
             }
             Step::DeadLetter { plan, reason } => {
+                // A copy of a message already handled is acked, not dead-lettered twice.
+                match self.handled(envelope.message_id).await {
+                    Ok(true) => return delivery.ack().await,
+                    Ok(false) => {}
+                    Err(error) => return retry_infrastructure(delivery, &error.to_string()).await,
+                }
                 if let Some(plan) = plan {
                     match plan.commit(&self.ctx, None).await {
                         Ok(Applied::Committed | Applied::Duplicate) => {}

@@ -3,7 +3,8 @@
 //!
 //! [`lock`] is the **first write** of every transaction that accepts an operation on a model
 //! (deploy, rollback, undeploy) or changes which deployment serves it (an activation, a
-//! replacement): an `UPDATE` of the model's row in `model_operations`, which holds the row
+//! replacement): a write of the model's row in `model_operations` (one upsert that bumps the
+//! version and reads it back), which holds the row
 //! lock (PostgreSQL) or the write lock (SQLite) until the transaction ends. Everything the
 //! transaction reads afterwards is what the last committed operation left, and no other
 //! operation on the model can interleave: operations on one model are linearizable across API
@@ -81,6 +82,22 @@ pub async fn lock<C: ConnectionTrait>(
 ) -> Result<Locked, DbError> {
     let backend = txn.get_database_backend();
     let now = Utc::now();
+    let Some(version) = expected else {
+        // One statement: create the row on first use (version 1) or bump it, and read it
+        // back. A concurrent writer's upsert waits for the other's commit, as an UPDATE does.
+        let row = txn
+            .query_one_raw(statement(
+                backend,
+                "INSERT INTO model_operations (model_id, version, updated_at) VALUES ($1, 1, $2) \
+                 ON CONFLICT (model_id) DO UPDATE \
+                 SET version = model_operations.version + 1, updated_at = excluded.updated_at \
+                 RETURNING version, operation, deployment_id",
+                vec![model.into(), now.into()],
+            ))
+            .await?
+            .ok_or_else(|| sea_orm::DbErr::RecordNotFound(format!("model_operations {model}")))?;
+        return locked(&row);
+    };
     // Create the row on first use; a concurrent creator waits for the other's commit.
     txn.execute_raw(statement(
         backend,
@@ -89,26 +106,14 @@ pub async fn lock<C: ConnectionTrait>(
         vec![model.into(), now.into()],
     ))
     .await?;
-    let bumped = match expected {
-        Some(version) => {
-            txn.execute_raw(statement(
-                backend,
-                "UPDATE model_operations SET version = version + 1, updated_at = $2 \
-                 WHERE model_id = $1 AND version = $3",
-                vec![model.into(), now.into(), version.into()],
-            ))
-            .await?
-        }
-        None => {
-            txn.execute_raw(statement(
-                backend,
-                "UPDATE model_operations SET version = version + 1, updated_at = $2 \
-                 WHERE model_id = $1",
-                vec![model.into(), now.into()],
-            ))
-            .await?
-        }
-    };
+    let bumped = txn
+        .execute_raw(statement(
+            backend,
+            "UPDATE model_operations SET version = version + 1, updated_at = $2 \
+             WHERE model_id = $1 AND version = $3",
+            vec![model.into(), now.into(), version.into()],
+        ))
+        .await?;
     let row = txn
         .query_one_raw(statement(
             backend,
@@ -117,10 +122,17 @@ pub async fn lock<C: ConnectionTrait>(
         ))
         .await?
         .ok_or_else(|| sea_orm::DbErr::RecordNotFound(format!("model_operations {model}")))?;
-    let version: i64 = row.try_get_by_index(0)?;
     if bumped.rows_affected() == 0 {
-        return Err(DbError::PreconditionFailed { current: version });
+        return Err(DbError::PreconditionFailed {
+            current: row.try_get_by_index(0)?,
+        });
     }
+    locked(&row)
+}
+
+/// [`Locked`] from a `(version, operation, deployment_id)` row read after the bump.
+fn locked(row: &sea_orm::QueryResult) -> Result<Locked, DbError> {
+    let version: i64 = row.try_get_by_index(0)?;
     let operation: Option<String> = row.try_get_by_index(1)?;
     let deployment: Option<Uuid> = row.try_get_by_index(2)?;
     Ok(Locked {

@@ -8,7 +8,7 @@ use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use serde_json::Value;
 
 use super::DbError;
-use super::deployments::{Deployment, get, record_event};
+use super::deployments::{Deployment, record_event};
 use super::entities::deployed_models;
 use crate::cost;
 use crate::domain::{DeploymentId, DeploymentStatus};
@@ -173,17 +173,15 @@ async fn apply<C: ConnectionTrait>(
     if to == DeploymentStatus::Stopped {
         update = update.col_expr(deployed_models::Column::StoppedAt, Expr::value(now));
     }
-    let result = update
+    // `RETURNING` (PostgreSQL, SQLite ≥ 3.35) reads the new row in the same round trip.
+    let updated = update
         .filter(deployed_models::Column::Id.eq(current.id))
         .filter(deployed_models::Column::LockVersion.eq(current.lock_version))
-        .exec(conn)
+        .exec_with_returning(conn)
         .await
         .map_err(|e| DbError::from_write(e, &current.model_id))?;
-    if result.rows_affected == 0 {
-        return Err(DbError::StaleTransition {
-            id,
-            expected: current.lock_version,
-        });
-    }
-    get(conn, id).await?.ok_or(DbError::NotFound(id))
+    updated.into_iter().next().ok_or(DbError::StaleTransition {
+        id,
+        expected: current.lock_version,
+    })
 }
