@@ -24,6 +24,7 @@ mod m20261204_090000_create_leader_leases;
 mod m20261204_190000_worker_robustness;
 mod m20261205_080000_create_model_operations;
 mod m20261205_130000_queue_claim_index;
+mod m20261206_030000_notify_on_insert;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_190000_worker_robustness::Migration),
             Box::new(m20261205_080000_create_model_operations::Migration),
             Box::new(m20261205_130000_queue_claim_index::Migration),
+            Box::new(m20261206_030000_notify_on_insert::Migration),
         ]
     }
 }

@@ -74,7 +74,7 @@ pub fn defaults(environment: Environment) -> Sources {
     d("QUEUE_MAX_ATTEMPTS", "8");
     d("QUEUE_LEASE_SECONDS", "30");
     d("QUEUE_POLL_INTERVAL_SECONDS", "1");
-    d("WORKER_CONCURRENCY", "4");
+    d("WORKER_CONCURRENCY", "16");
     d("WORKER_METRICS_PORT", "9091");
     d("DEPLOY_TIMEOUT_SECONDS", "1800");
     d("RETIRE_AFTER_SECONDS", "600");

@@ -16,9 +16,6 @@ use super::entities::outbox;
 use crate::config::QueueBackend;
 use crate::queue::{Envelope, Event, count, db as db_queue};
 
-/// The payload of the notification an outbox insert sends (`db::wake`).
-pub const OUTBOX_WAKE: &str = "outbox";
-
 /// Where committed commands are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -89,8 +86,9 @@ async fn insert_outbox<C: ConnectionTrait>(
     }
     .insert(conn)
     .await?;
-    // The relay of another process is woken when this transaction commits.
-    super::wake::notify(conn, OUTBOX_WAKE).await
+    // The relay of another process is woken when this transaction commits (on PostgreSQL
+    // the insert's trigger notifies, `db::wake`).
+    Ok(())
 }
 
 /// Deployments with a command the database still holds: on [`Route::Direct`], a

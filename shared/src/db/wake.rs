@@ -1,9 +1,11 @@
 //! Wake-ups for the database's work tables (`queue_messages`, `outbox`) instead of polling
 //! (docs/design/queue.md, "The embedded queue").
 //!
-//! - A writer that enqueues runs [`notify`] in its transaction: on PostgreSQL a
-//!   `pg_notify('hokusai_queue', what)`, which PostgreSQL delivers when the transaction
-//!   commits, to every process that [`listen`]s.
+//! - On PostgreSQL an insert into `queue_messages` or `outbox` notifies the channel
+//!   `hokusai_queue` itself (a statement-level trigger, migration
+//!   `m20261206_030000_notify_on_insert`), delivered when the transaction commits, to every
+//!   process that [`listen`]s; a change that is not an insert (a retry, a replay) runs
+//!   [`notify`] in its transaction.
 //! - Within a process, [`local`] wakes the waiters at once; the writers call it after their
 //!   commit (`db::outbox::committed`), which is how SQLite (no NOTIFY) is woken.
 //! - Waiters take [`notified`] *before* looking at the table, so a wake-up that comes while
@@ -18,7 +20,7 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::runtime::Backoff;
 
-/// The PostgreSQL channel; the payload names what changed (a queue's name, `outbox`).
+/// The PostgreSQL channel; the payload names what changed (a table or a queue's name).
 pub const CHANNEL: &str = "hokusai_queue";
 
 /// This process's waiters.

@@ -88,8 +88,8 @@ pub async fn insert<C: ConnectionTrait>(
     Ok(ids[0])
 }
 
-/// Enqueues every `(body, delay)` on `queue` with one multi-row insert, then notifies (on
-/// PostgreSQL, delivered at the commit of `conn`'s transaction). Returns the row ids.
+/// Enqueues every `(body, delay)` on `queue` with one multi-row insert (on PostgreSQL its
+/// trigger notifies, delivered at the commit of `conn`'s transaction). Returns the row ids.
 pub async fn insert_many<'a, C: ConnectionTrait>(
     conn: &C,
     queue: &str,
@@ -117,10 +117,11 @@ pub async fn insert_many<'a, C: ConnectionTrait>(
     if ids.is_empty() {
         return Ok(ids);
     }
+    // On PostgreSQL the insert notifies other processes itself (a trigger, delivered at
+    // commit); within this process the writer wakes the consumers after its commit.
     Entity::insert_many(rows)
         .exec_without_returning(conn)
         .await?;
-    wake::notify(conn, queue).await?;
     Ok(ids)
 }
 
