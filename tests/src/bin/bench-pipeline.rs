@@ -6,8 +6,8 @@
 //! `scripts/bench pipeline [--deployments N] [--messages N] [--runs R] [--json FILE]`
 //! (`--json`: every sample, the medians and ratios for `scripts/bench`'s report). The HF emulator
 //! provisions instantly (pending and initializing times 0) and status polls start after
-//! 10 ms, so the numbers measure our code, the database and the queue. One worker with
-//! `WORKER_CONCURRENCY=4` handlers runs in-process. The deployments (rows and deploy
+//! 10 ms, so the numbers measure our code, the database and the queue. One worker runs
+//! in-process with the default `WORKER_CONCURRENCY` handlers (`--handlers N` sets another). The deployments (rows and deploy
 //! commands, or outbox rows on RabbitMQ) are written before the clock starts. Each backend
 //! first runs an unmeasured warm-up of [`WARM_UP`] deployments.
 //!
@@ -47,6 +47,8 @@ struct Args {
     deployments: usize,
     messages: usize,
     runs: usize,
+    /// `WORKER_CONCURRENCY`; `None`: the worker's default.
+    handlers: Option<usize>,
     json: Option<std::path::PathBuf>,
 }
 
@@ -55,6 +57,7 @@ fn args() -> Args {
         deployments: 1_000,
         messages: 5_000,
         runs: 3,
+        handlers: None,
         json: None,
     };
     let (json, argv) = json_arg();
@@ -65,9 +68,10 @@ fn args() -> Args {
             ("--deployments", Some(n)) => parsed.deployments = n,
             ("--messages", Some(n)) => parsed.messages = n,
             ("--runs", Some(n)) if n > 0 => parsed.runs = n,
+            ("--handlers", Some(n)) if n > 0 => parsed.handlers = Some(n),
             _ => {
                 eprintln!(
-                    "usage: bench-pipeline [--deployments N] [--messages N] [--runs R] [--json FILE]"
+                    "usage: bench-pipeline [--deployments N] [--messages N] [--runs R] [--handlers N] [--json FILE]"
                 );
                 std::process::exit(2);
             }
@@ -77,7 +81,7 @@ fn args() -> Args {
 }
 
 /// A world with an instantly provisioning emulator over `backend`'s deployments queue.
-async fn world(backend: Backend) -> World {
+async fn world(backend: Backend, handlers: Option<usize>) -> World {
     let (engine, queue_backend) = match backend {
         Backend::DbSqlite => (Engine::Sqlite, "db"),
         Backend::DbPostgres => (Engine::Postgres, "db"),
@@ -85,10 +89,11 @@ async fn world(backend: Backend) -> World {
         Backend::Sqs => unreachable!("the pipeline benchmark does not run on SQS"),
     };
     let db = TestDb::migrated(engine).await;
-    let overrides = [
-        ("QUEUE_BACKEND", queue_backend),
-        ("WORKER_CONCURRENCY", "4"),
-    ];
+    let handlers = handlers.map(|n| n.to_string());
+    let mut overrides = vec![("QUEUE_BACKEND", queue_backend)];
+    if let Some(n) = &handlers {
+        overrides.push(("WORKER_CONCURRENCY", n));
+    }
     let mut settings = fast_settings(&db.url, &overrides);
     settings.worker.status_poll_initial = Duration::from_millis(10);
     settings.worker.status_poll_max = Duration::from_millis(100);
@@ -112,8 +117,8 @@ async fn world(backend: Backend) -> World {
 
 /// Where the handlers' time went in one run: per command kind and phase, commands per
 /// deployment and milliseconds per command (`hokusai_worker_step_duration_seconds`), and
-/// the handler-milliseconds a deployment cost against the wall time of four handlers.
-fn print_breakdown(label: &str, before: &str, n: usize, wall: Duration) {
+/// the handler-milliseconds a deployment cost against the wall time of the handlers.
+fn print_breakdown(label: &str, before: &str, n: usize, wall: Duration, handlers: usize) {
     let after = shared::telemetry::metrics::render();
     let delta = histogram_delta(
         before,
@@ -135,7 +140,7 @@ fn print_breakdown(label: &str, before: &str, n: usize, wall: Duration) {
             sum / n as f64 * 1e3
         );
     }
-    let handlers = 4.0;
+    let handlers = handlers as f64;
     eprintln!(
         "  handler time {:.2} ms per deployment; {:.2} ms of wall time per deployment with {handlers} handlers ({:.0} % of the handlers' time in steps)",
         busy / n as f64 * 1e3,
@@ -145,9 +150,10 @@ fn print_breakdown(label: &str, before: &str, n: usize, wall: Duration) {
 }
 
 /// Requests `n` deployments, then runs a worker until all are `deployed`; returns
-/// deployments per second from the worker's start, and the time it took.
-async fn pipeline(backend: Backend, n: usize) -> (f64, Duration) {
-    let world = world(backend).await;
+/// deployments per second from the worker's start, the time it took and the worker's handlers.
+async fn pipeline(backend: Backend, n: usize, handlers: Option<usize>) -> (f64, Duration, usize) {
+    let world = world(backend, handlers).await;
+    let handlers = world.settings.worker.concurrency;
     for i in 0..n {
         world.request(&format!("bench-model-{i:05}"), "1").await;
     }
@@ -183,7 +189,7 @@ async fn pipeline(backend: Backend, n: usize) -> (f64, Duration) {
         delete_rabbitmq_queues(DEPLOYMENTS_QUEUE).await;
     }
     db.drop_database().await;
-    (rate, wall)
+    (rate, wall, handlers)
 }
 
 /// The raw queue throughput of `backend` (fresh queue, `n` messages).
@@ -206,14 +212,14 @@ async fn main() {
         ("rabbitmq", Backend::RabbitMq),
     ] {
         let (mut deploys, mut messages) = (Vec::new(), Vec::new());
-        pipeline(backend, WARM_UP.min(args.deployments)).await;
+        pipeline(backend, WARM_UP.min(args.deployments), args.handlers).await;
         for run in 1..=args.runs {
             messages.push(raw_queue(backend, args.messages).await);
             let before = shared::telemetry::metrics::render();
-            let (rate, wall) = pipeline(backend, args.deployments).await;
+            let (rate, wall, handlers) = pipeline(backend, args.deployments, args.handlers).await;
             deploys.push(rate);
             if run == args.runs {
-                print_breakdown(label, &before, args.deployments, wall);
+                print_breakdown(label, &before, args.deployments, wall, handlers);
             }
             eprintln!(
                 "{label} run {run}: {:.1} deployments/s, {:.0} queue msg/s",
@@ -254,6 +260,7 @@ async fn main() {
             "deployments": args.deployments,
             "messages": args.messages,
             "runs": args.runs,
+            "handlers": args.handlers.map_or("default (WORKER_CONCURRENCY)".to_owned(), |n| n.to_string()),
         });
         let notes = [
             "a deployment is at least 4 queue commands (deploy, check_status, \
