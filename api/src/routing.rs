@@ -3,8 +3,14 @@
 //! entry) reads the active deployment once; "no active deployment" is cached too, so
 //! unknown models cannot turn traffic into database load. A deploy, rollback or undeploy
 //! is visible within the TTL.
+//!
+//! A route in use is refreshed ahead of its expiry: the first request past half the TTL
+//! starts one background read (at most one per entry at a time) and is answered from the
+//! entry, which stays valid until its TTL. A model that sees a request at least every half
+//! TTL therefore never makes a prediction wait for the database, however light its traffic.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -91,14 +97,18 @@ pub enum Routed {
 struct Entry {
     route: Routed,
     fetched: Instant,
+    /// A background refresh of this entry is running.
+    refreshing: Arc<AtomicBool>,
 }
+
+type Entries = Arc<RwLock<HashMap<ModelId, Entry>>>;
 
 /// Model id → active route, with a TTL and a bounded size.
 #[derive(Debug)]
 pub struct RoutingCache {
     ttl: Duration,
     capacity: usize,
-    entries: RwLock<HashMap<ModelId, Entry>>,
+    entries: Entries,
 }
 
 impl RoutingCache {
@@ -107,7 +117,7 @@ impl RoutingCache {
         Self {
             ttl,
             capacity,
-            entries: RwLock::new(HashMap::new()),
+            entries: Arc::new(RwLock::new(HashMap::new())),
         }
     }
 
@@ -117,56 +127,105 @@ impl RoutingCache {
         db: &DatabaseConnection,
         model: &ModelId,
     ) -> Result<Routed, DbError> {
-        if let Some(route) = self.fresh(model) {
+        if let Some((route, refresh)) = self.fresh(model) {
+            if let Some(flag) = refresh {
+                self.refresh_ahead(db, model, flag);
+            }
             return Ok(route);
         }
-        let active = deployments::find_active(db, model).await?.and_then(|d| {
-            let handle = EndpointHandle::new(d.provider_model_id?, d.endpoint_url);
-            Some(Arc::new(ActiveRoute {
-                model_id: model.clone(),
-                series: PredictSeries::new(model),
-                deployment_id: d.id,
-                model_version: d.model_version,
-                provider: d.provider,
-                handle,
-                task: d.task,
-            }))
-        });
-        let route = match active {
-            Some(route) => Routed::Active(route),
-            None => match deployments::why_not_serving(db, model).await? {
-                NotServing::Replacing(id) => Routed::Replacing(id),
-                NotServing::Lost(id) => Routed::Lost(id),
-                NotServing::NotDeployed => Routed::Nowhere,
-            },
-        };
-        self.store(model, route.clone());
+        let asked = Instant::now();
+        let route = load(db, model).await?;
+        store(
+            &self.entries,
+            self.capacity,
+            self.ttl,
+            model,
+            route.clone(),
+            asked,
+        );
         Ok(route)
     }
 
-    fn fresh(&self, model: &ModelId) -> Option<Routed> {
+    /// The fresh route of `model`, with the flag to refresh it by when it is past half its
+    /// TTL and no refresh runs yet (the flag is then set).
+    fn fresh(&self, model: &ModelId) -> Option<(Routed, Option<Arc<AtomicBool>>)> {
         let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        entries
-            .get(model)
-            .filter(|e| e.fetched.elapsed() < self.ttl)
-            .map(|e| e.route.clone())
+        let entry = entries.get(model)?;
+        let age = entry.fetched.elapsed();
+        if age >= self.ttl {
+            return None;
+        }
+        let refresh = (age >= self.ttl / 2 && !entry.refreshing.swap(true, Ordering::AcqRel))
+            .then(|| entry.refreshing.clone());
+        Some((entry.route.clone(), refresh))
     }
 
-    fn store(&self, model: &ModelId, route: Routed) {
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= self.capacity && !entries.contains_key(model) {
-            let ttl = self.ttl;
-            entries.retain(|_, e| e.fetched.elapsed() < ttl);
-            if entries.len() >= self.capacity {
-                entries.clear();
+    /// Reads `model`'s route again in the background; a failed read clears `flag`, so a
+    /// later request tries again (and an expired entry is read in line, as on a miss).
+    fn refresh_ahead(&self, db: &DatabaseConnection, model: &ModelId, flag: Arc<AtomicBool>) {
+        let (db, model, entries) = (db.clone(), model.clone(), self.entries.clone());
+        let (capacity, ttl) = (self.capacity, self.ttl);
+        tokio::spawn(async move {
+            let asked = Instant::now();
+            match load(&db, &model).await {
+                Ok(route) => store(&entries, capacity, ttl, &model, route, asked),
+                Err(error) => {
+                    tracing::debug!(%error, model_id = %model.as_str(), "routing refresh failed");
+                    flag.store(false, Ordering::Release);
+                }
             }
-        }
-        entries.insert(
-            model.clone(),
-            Entry {
-                route,
-                fetched: Instant::now(),
-            },
-        );
+        });
     }
+}
+
+/// `model`'s route as the database has it now.
+async fn load(db: &DatabaseConnection, model: &ModelId) -> Result<Routed, DbError> {
+    let active = deployments::find_active(db, model).await?.and_then(|d| {
+        let handle = EndpointHandle::new(d.provider_model_id?, d.endpoint_url);
+        Some(Arc::new(ActiveRoute {
+            model_id: model.clone(),
+            series: PredictSeries::new(model),
+            deployment_id: d.id,
+            model_version: d.model_version,
+            provider: d.provider,
+            handle,
+            task: d.task,
+        }))
+    });
+    Ok(match active {
+        Some(route) => Routed::Active(route),
+        None => match deployments::why_not_serving(db, model).await? {
+            NotServing::Replacing(id) => Routed::Replacing(id),
+            NotServing::Lost(id) => Routed::Lost(id),
+            NotServing::NotDeployed => Routed::Nowhere,
+        },
+    })
+}
+
+/// Stores `route` as `model`'s, read from the database at `asked` (its age counts from
+/// before the read, so a change is visible within the TTL however long the read took);
+/// makes room when `capacity` is reached (expired entries first, else everything).
+fn store(
+    entries: &Entries,
+    capacity: usize,
+    ttl: Duration,
+    model: &ModelId,
+    route: Routed,
+    asked: Instant,
+) {
+    let mut entries = entries.write().unwrap_or_else(|e| e.into_inner());
+    if entries.len() >= capacity && !entries.contains_key(model) {
+        entries.retain(|_, e| e.fetched.elapsed() < ttl);
+        if entries.len() >= capacity {
+            entries.clear();
+        }
+    }
+    entries.insert(
+        model.clone(),
+        Entry {
+            route,
+            fetched: asked,
+            refreshing: Arc::new(AtomicBool::new(false)),
+        },
+    );
 }

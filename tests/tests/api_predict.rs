@@ -217,6 +217,48 @@ async fn a_cold_start_answers_503_with_retry_after() {
     assert!(retry_after.is_some_and(|s| s.parse::<u64>().is_ok_and(|n| n >= 1)));
 }
 
+/// A route in use is read again past half its TTL, in the background: with the database
+/// gone after that refresh, a request past the first read's TTL is still answered from
+/// memory (without the refresh it would read the database and fail).
+#[tokio::test]
+async fn a_route_in_use_is_refreshed_before_it_expires() {
+    let app = TestApp::start(Engine::Postgres, &[]).await;
+    let worker = app.worker();
+    app.deploy_and_serve(&worker, "model-a", hf_body("1")).await;
+    let ttl = app.settings.api.routing_ttl;
+    let first = predict(&app, "model-a", ADMIN_KEY, json!({"inputs": "x"})).await;
+    let loaded = std::time::Instant::now();
+    assert_eq!(first.status(), 200);
+
+    tokio::time::sleep(ttl.mul_f64(0.6)).await;
+    let ahead = predict(&app, "model-a", ADMIN_KEY, json!({"inputs": "x"})).await;
+    assert_eq!(ahead.status(), 200);
+    // Let the background read finish before the database goes away.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let admin = shared::db::connect(&tests::db::postgres_admin_url())
+        .await
+        .expect("admin");
+    let name = app.db.url.rsplit('/').next().expect("db name").to_owned();
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &admin,
+        &format!("DROP DATABASE {name} WITH (FORCE)"),
+    )
+    .await
+    .expect("drop the database under the API");
+
+    tokio::time::sleep_until((loaded + ttl.mul_f64(1.25)).into()).await;
+    let late = predict(&app, "model-a", ADMIN_KEY, json!({"inputs": "x"})).await;
+    assert!(
+        loaded.elapsed() < ttl.mul_f64(1.5),
+        "the last request must come before the refreshed entry expires"
+    );
+    assert_eq!(
+        late.status(),
+        200,
+        "past the first read's TTL the refreshed route answers without the database"
+    );
+}
+
 #[tokio::test]
 async fn the_routing_cache_follows_a_new_version_and_a_warm_cache_needs_no_database() {
     let app = TestApp::start(Engine::Postgres, &[]).await;
