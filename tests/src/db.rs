@@ -84,6 +84,24 @@ impl TestDb {
         db
     }
 
+    /// Drops this PostgreSQL database while others still use it (`WITH (FORCE)` ends their
+    /// sessions): a database gone under a running API or worker.
+    pub async fn drop_under_its_users(&self) {
+        assert_eq!(
+            self.engine,
+            Engine::Postgres,
+            "only a PostgreSQL database is dropped"
+        );
+        let admin = shared::db::connect(&postgres_admin_url())
+            .await
+            .expect("admin connection");
+        admin
+            .execute_unprepared(&format!("DROP DATABASE {} WITH (FORCE)", self.name))
+            .await
+            .expect("drop the database under its users");
+        admin.close().await.ok();
+    }
+
     /// Drops the database (PostgreSQL) or deletes the file (SQLite).
     pub async fn drop_database(self) {
         self.conn.close().await.ok();

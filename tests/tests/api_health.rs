@@ -16,16 +16,7 @@ async fn ready_follows_the_database() {
         .send()
         .await
         .expect("ready");
-    let admin = shared::db::connect(&tests::db::postgres_admin_url())
-        .await
-        .expect("admin");
-    let name = db.url.rsplit('/').next().expect("database name").to_owned();
-    sea_orm::ConnectionTrait::execute_unprepared(
-        &admin,
-        &format!("DROP DATABASE {name} WITH (FORCE)"),
-    )
-    .await
-    .expect("drop the database under the running API");
+    db.drop_under_its_users().await;
     let after = client
         .get(format!("{url}/ready"))
         .send()

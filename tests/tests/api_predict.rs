@@ -235,16 +235,7 @@ async fn a_route_in_use_is_refreshed_before_it_expires() {
     assert_eq!(ahead.status(), 200);
     // Let the background read finish before the database goes away.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let admin = shared::db::connect(&tests::db::postgres_admin_url())
-        .await
-        .expect("admin");
-    let name = app.db.url.rsplit('/').next().expect("db name").to_owned();
-    sea_orm::ConnectionTrait::execute_unprepared(
-        &admin,
-        &format!("DROP DATABASE {name} WITH (FORCE)"),
-    )
-    .await
-    .expect("drop the database under the API");
+    app.db.drop_under_its_users().await;
 
     tokio::time::sleep_until((loaded + ttl.mul_f64(1.25)).into()).await;
     let late = predict(&app, "model-a", ADMIN_KEY, json!({"inputs": "x"})).await;
@@ -283,16 +274,7 @@ async fn the_routing_cache_follows_a_new_version_and_a_warm_cache_needs_no_datab
         .json()
         .await
         .expect("json");
-    let admin = shared::db::connect(&tests::db::postgres_admin_url())
-        .await
-        .expect("admin");
-    let name = app.db.url.rsplit('/').next().expect("db name").to_owned();
-    sea_orm::ConnectionTrait::execute_unprepared(
-        &admin,
-        &format!("DROP DATABASE {name} WITH (FORCE)"),
-    )
-    .await
-    .expect("drop the database under the API");
+    app.db.drop_under_its_users().await;
     let warm = predict(&app, "model-a", ADMIN_KEY, json!({"inputs": "x"})).await;
 
     assert_eq!(version(first), "1");

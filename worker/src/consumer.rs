@@ -6,8 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::EntityTrait;
-use shared::db::entities::processed_messages;
+use shared::db::inbox;
 use shared::queue::{Delivery, Queue, QueueError};
 use shared::runtime::Shutdown;
 use tracing::Instrument;
@@ -89,14 +88,6 @@ impl Consumer {
         Ok(Outcome::Processed)
     }
 
-    /// Whether the inbox holds `message_id` (a step committed for it).
-    async fn handled(&self, message_id: uuid::Uuid) -> Result<bool, sea_orm::DbErr> {
-        Ok(processed_messages::Entity::find_by_id(message_id)
-            .one(&self.ctx.db)
-            .await?
-            .is_some())
-    }
-
     async fn handle(&self, delivery: Delivery, phases: &mut Phases) -> Result<(), QueueError> {
         let envelope = delivery.envelope().clone();
         // A redelivered message may have been handled already: skip it without asking the
@@ -104,7 +95,7 @@ impl Consumer {
         // inbox claim); only a relay's double publish could make it a duplicate, and its
         // step then decides from the state the first copy left (docs/design/queue.md).
         if delivery.deliveries() > 1 {
-            let seen = self.handled(envelope.message_id).await;
+            let seen = inbox::handled(&self.ctx.db, envelope.message_id).await;
             phases.mark("inbox");
             match seen {
                 Ok(true) => {
@@ -151,7 +142,7 @@ impl Consumer {
             }
             Step::DeadLetter { plan, reason } => {
                 // A copy of a message already handled is acked, not dead-lettered twice.
-                match self.handled(envelope.message_id).await {
+                match inbox::handled(&self.ctx.db, envelope.message_id).await {
                     Ok(true) => return delivery.ack().await,
                     Ok(false) => {}
                     Err(error) => return retry_infrastructure(delivery, &error.to_string()).await,
@@ -173,7 +164,7 @@ impl Consumer {
 }
 
 /// Where a handler's time goes, per command kind: `hokusai_worker_step_duration_seconds`
-/// `{kind, phase}` with phase `inbox` (the duplicate check), `decide` (reads and provider
+/// `{kind, phase}` with phase `inbox` (the duplicate check of a redelivered message), `decide` (reads and provider
 /// calls), `commit` (the step's transaction) and `settle` (the queue's ack, retry or dead
 /// letter). `scripts/bench pipeline` prints the breakdown from it.
 struct Phases {

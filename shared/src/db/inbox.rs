@@ -30,3 +30,9 @@ pub async fn claim<C: ConnectionTrait>(conn: &C, message_id: Uuid) -> Result<boo
         .await?;
     Ok(inserted == 1)
 }
+
+/// Whether `message_id` was handled (a step committed with its inbox row): the check a
+/// consumer makes before deciding on a redelivered message (docs/design/queue.md).
+pub async fn handled<C: ConnectionTrait>(conn: &C, message_id: Uuid) -> Result<bool, DbErr> {
+    Ok(Entity::find_by_id(message_id).one(conn).await?.is_some())
+}
