@@ -23,6 +23,7 @@ pub mod etag;
 pub mod extract;
 pub mod limits;
 pub mod observe;
+pub mod protocol;
 mod routes;
 pub mod routing;
 pub mod startup;

@@ -70,4 +70,11 @@ pub struct ChaosConfig {
     /// The next n management requests answer 403, as HF does for a token without the
     /// permission (a permanent failure to the adapter, never retried).
     pub forbidden_next: u32,
+    /// Pause between two events of a streamed (SSE) OpenAI answer, in milliseconds (0 = none),
+    /// to see tokens arrive one by one.
+    pub stream_chunk_delay_ms: u64,
+    /// Cut every streamed OpenAI answer after this many chunks (0 = never): the body ends in
+    /// an error, without `data: [DONE]`, as when a replica dies mid-generation. An answer
+    /// with exactly this many chunks loses only its `[DONE]`; a shorter one is untouched.
+    pub stream_abort_after: u32,
 }

@@ -35,8 +35,8 @@ enum Readiness {
     Waking(u64),
 }
 
-/// Why the proxy answers instead of the model.
-enum Refusal {
+/// Why the proxy answers instead of the model (also for the OpenAI routes, `openai`).
+pub(crate) enum Refusal {
     /// Unknown endpoint or bad token.
     Api(ApiError),
     /// 400 `Invalid state`.
@@ -94,8 +94,9 @@ fn readiness(
     outcome.map_err(Refusal::Api)?
 }
 
-/// Holds the request while the endpoint wakes, up to `X-Scale-Up-Timeout` seconds.
-async fn wait_until_serving(
+/// Holds the request while the endpoint wakes, up to `X-Scale-Up-Timeout` seconds; the
+/// endpoint's task once it serves.
+pub(crate) async fn wait_until_serving(
     store: &Store,
     ns: &str,
     name: &str,

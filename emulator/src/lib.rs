@@ -3,7 +3,8 @@
 //!
 //! It implements the management routes (`/v2/endpoint/{namespace}[/{name}[/pause|resume|
 //! scale-to-zero]]`, `/v2/provider`), and for each endpoint a `status.url` on the emulator
-//! itself (`{base}/endpoints/{namespace}/{name}`) serving the health route and predictions.
+//! itself (`{base}/endpoints/{namespace}/{name}`) serving the health route, predictions and
+//! the OpenAI-compatible routes of the TGI and TEI containers (`/v1/...`).
 //! It is faithful enough for the official `huggingface_hub` client, and never pretends to
 //! be HF: every answer carries `X-Hokusai-Emulator: 1`.
 //!
@@ -11,6 +12,8 @@
 //! - [`config`]: [`EmulatorConfig`] (timings, token) and [`ChaosConfig`].
 //! - `endpoint`: one endpoint's state machine; `store`: all endpoints behind one mutex.
 //! - `management`, `inference`, `catalogue`, `predictions`: the routes and their data.
+//! - `openai`: `/v1/chat/completions`, `/v1/completions` (streamed or not) and
+//!   `/v1/embeddings` under each endpoint.
 //! - `auth`: Bearer tokens; `chaos`: injected failures and the `/_emulator` control routes.
 
 mod auth;
@@ -20,6 +23,7 @@ pub mod config;
 mod endpoint;
 mod inference;
 mod management;
+mod openai;
 mod predictions;
 mod store;
 
@@ -52,6 +56,7 @@ fn app(store: Store) -> Router {
             chaos::inject_failures,
         ));
     v2.merge(inference::router())
+        .merge(openai::router())
         .merge(chaos::control())
         .layer(middleware::from_fn_with_state(
             store.clone(),

@@ -4,12 +4,16 @@
 
 use serde_json::{Value, json};
 
-/// A stable score in [0.5, 1.0) derived from `text` (FNV-1a).
-fn score(text: &str) -> f64 {
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+/// The 64-bit FNV-1a hash of `text`: the seed of every deterministic answer.
+pub(crate) fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    0.5 + (hash % 10_000) as f64 / 20_000.0
+    })
+}
+
+/// A stable score in [0.5, 1.0) derived from `text`.
+fn score(text: &str) -> f64 {
+    0.5 + (fnv1a(text) % 10_000) as f64 / 20_000.0
 }
 
 fn text_of(value: &Value) -> String {
@@ -65,7 +69,8 @@ fn per_input(inputs: &Value, f: impl Fn(&str) -> Value) -> Value {
     }
 }
 
-fn embedding(text: &str) -> Vec<f64> {
+/// The feature-extraction vector of `text` (8 dimensions), also served by `/v1/embeddings`.
+pub(crate) fn embedding(text: &str) -> Vec<f64> {
     (0..8)
         .map(|i| score(&format!("{i}:{text}")) - 0.75)
         .collect()
