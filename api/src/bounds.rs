@@ -17,7 +17,6 @@ use shared::telemetry::metrics::names;
 use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
-use crate::observe::PREDICT_ROUTE;
 
 /// The limits of [`bound`].
 #[derive(Debug)]
@@ -48,10 +47,7 @@ pub async fn bound(State(bounds): State<Arc<Bounds>>, request: Request, next: Ne
         metrics::counter!(names::LIMITED, "limit" => "concurrency").increment(1);
         return ApiError::Overloaded.into_response();
     };
-    let predict = request
-        .extensions()
-        .get::<MatchedPath>()
-        .is_some_and(|p| p.as_str() == PREDICT_ROUTE);
+    let predict = crate::observe::is_prediction(request.extensions().get::<MatchedPath>());
     if predict {
         return next.run(request).await;
     }

@@ -245,7 +245,7 @@ pub struct ErrorResponse {
 #[derive(Debug, Clone)]
 pub(crate) struct ErrorBody {
     pub(crate) code: &'static str,
-    detail: String,
+    pub(crate) detail: String,
 }
 
 impl IntoResponse for ApiError {

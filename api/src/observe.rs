@@ -118,6 +118,20 @@ fn rate_limit_headers(headers: &mut axum::http::HeaderMap, allowance: &Allowance
 /// The route template of the predict route.
 pub const PREDICT_ROUTE: &str = "/api/v1/models/{model_id}/predict";
 
+/// The route templates that forward a prediction: predict and the Open Inference Protocol's
+/// `infer` (both forms). They count against the key's monthly prediction quota and are bounded
+/// by `PREDICT_TIMEOUT_SECONDS` rather than `REQUEST_TIMEOUT_SECONDS`.
+pub const PREDICTION_ROUTES: [&str; 3] = [
+    PREDICT_ROUTE,
+    "/v2/models/{model_id}/infer",
+    "/v2/models/{model_id}/versions/{version}/infer",
+];
+
+/// Whether `matched` (a route template) forwards a prediction ([`PREDICTION_ROUTES`]).
+pub fn is_prediction(matched: Option<&axum::extract::MatchedPath>) -> bool {
+    matched.is_some_and(|p| PREDICTION_ROUTES.contains(&p.as_str()))
+}
+
 /// The middleware, outermost on every route: gives the request its id (the client's
 /// `X-Request-Id` when usable, else a fresh UUID), echoes it on the response, writes the JSON
 /// body of every [`ApiError`] answer, counts, times and logs the request. One layer does all

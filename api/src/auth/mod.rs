@@ -35,7 +35,7 @@ use shared::domain::ModelId;
 
 use crate::error::ApiError;
 use crate::limits::Decision;
-use crate::observe::{PREDICT_ROUTE, RequestContext};
+use crate::observe::RequestContext;
 use crate::state::AppState;
 use shared::telemetry::metrics::names;
 
@@ -233,10 +233,7 @@ impl FromRequestParts<AppState> for Authenticated {
                 if let Some(context) = context {
                     context.set_principal(&principal);
                 }
-                let predict = parts
-                    .extensions
-                    .get::<MatchedPath>()
-                    .is_some_and(|p| p.as_str() == PREDICT_ROUTE);
+                let predict = crate::observe::is_prediction(parts.extensions.get::<MatchedPath>());
                 enforce_limits(state, &principal, predict, context).await?;
                 Ok(Self(principal))
             }

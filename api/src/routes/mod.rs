@@ -7,6 +7,7 @@ mod deployments;
 mod health;
 mod model_deployments;
 mod models;
+mod oip;
 mod openapi;
 mod predict;
 mod webhooks;
@@ -24,6 +25,7 @@ pub fn router() -> Router<AppState> {
         .merge(models::router())
         .merge(model_deployments::router())
         .merge(predict::router())
+        .merge(oip::router())
         .merge(deployments::router())
         .merge(costs::router())
         .merge(admin::router())

@@ -167,7 +167,48 @@ async fn predict(
             "inputs[{n}]: must not be null"
         )));
     }
-    let route = match state.routing.resolve(&state.db, &model).await? {
+    let (route, predictions) = forward(
+        &state,
+        context.as_ref(),
+        &model,
+        &raw,
+        body.inputs,
+        body.parameters,
+        started,
+    )
+    .await?;
+    let answer = PredictResponse {
+        model_id: model.as_str(),
+        predictions,
+        metadata: PredictMetadata {
+            api_version: "1.0",
+            deployment_id: route.deployment_id,
+            model_version: route.model_version.as_deref(),
+            provider: &route.provider,
+            response_time_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            user_id: principal.user_id.as_deref(),
+            api_key_id: &principal.key_id,
+        },
+        timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+    };
+    Ok(Json(answer).into_response())
+}
+
+/// The forwarding step every prediction protocol shares (this route, the Open Inference
+/// Protocol's `infer`): the model's active route from the cache, the provider's `predict`
+/// bounded by `PREDICT_TIMEOUT_SECONDS`, the metrics, and the provider's answer as a list
+/// (an object answer becomes a one-element list). `raw` is the model id as the client sent it.
+pub(super) async fn forward(
+    state: &AppState,
+    context: Option<&Extension<RequestContext>>,
+    model: &ModelId,
+    raw: &str,
+    inputs: Value,
+    parameters: Option<Map<String, Value>>,
+    started: Instant,
+) -> Result<(std::sync::Arc<ActiveRoute>, Value), ApiError> {
+    let not_deployed = || ApiError::ModelNotDeployed(raw.to_owned());
+    let route = match state.routing.resolve(&state.db, model).await? {
         Routed::Active(route) => route,
         Routed::Replacing(replacement) => {
             return Err(ApiError::ModelNotReady {
@@ -197,8 +238,8 @@ async fn predict(
         .get(&route.provider)
         .map_err(|e| ApiError::Unexpected(e.into()))?;
     let request = PredictRequest {
-        inputs: body.inputs,
-        parameters: body.parameters.map(Value::Object),
+        inputs,
+        parameters: parameters.map(Value::Object),
         task: route.task.clone(),
     };
     let timeout = state.settings.api.predict_timeout;
@@ -210,7 +251,7 @@ async fn predict(
         Err(_) => Err(ApiError::UpstreamTimeout(timeout.as_secs())),
         Ok(answer) => answer.map_err(|e| upstream_error(e, timeout.as_secs())),
     };
-    if let Some(Extension(context)) = &context {
+    if let Some(Extension(context)) = context {
         context.set_route(route.clone());
         context.set_upstream(upstream);
     }
@@ -221,21 +262,7 @@ async fn predict(
         Value::Array(items) => Value::Array(items),
         other => Value::Array(vec![other]),
     };
-    let answer = PredictResponse {
-        model_id: model.as_str(),
-        predictions,
-        metadata: PredictMetadata {
-            api_version: "1.0",
-            deployment_id: route.deployment_id,
-            model_version: route.model_version.as_deref(),
-            provider: &route.provider,
-            response_time_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            user_id: principal.user_id.as_deref(),
-            api_key_id: &principal.key_id,
-        },
-        timestamp: Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-    };
-    Ok(Json(answer).into_response())
+    Ok((route, predictions))
 }
 
 /// The `model_id` label of predictions for models without a deployment.
