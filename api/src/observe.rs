@@ -118,13 +118,21 @@ fn rate_limit_headers(headers: &mut axum::http::HeaderMap, allowance: &Allowance
 /// The route template of the predict route.
 pub const PREDICT_ROUTE: &str = "/api/v1/models/{model_id}/predict";
 
-/// The route templates that forward a prediction: predict and the Open Inference Protocol's
-/// `infer` (both forms). They count against the key's monthly prediction quota and are bounded
-/// by `PREDICT_TIMEOUT_SECONDS` rather than `REQUEST_TIMEOUT_SECONDS`.
-pub const PREDICTION_ROUTES: [&str; 3] = [
+/// The route templates that forward a prediction: predict, the Open Inference Protocol's
+/// `infer` and the OpenAI-compatible generation routes (each in both forms). They count
+/// against the key's monthly prediction quota and are bounded by their own upstream timeouts
+/// (`PREDICT_TIMEOUT_SECONDS`; between stream chunks `STREAM_IDLE_TIMEOUT_SECONDS`) rather
+/// than `REQUEST_TIMEOUT_SECONDS`.
+pub const PREDICTION_ROUTES: [&str; 9] = [
     PREDICT_ROUTE,
     "/v2/models/{model_id}/infer",
     "/v2/models/{model_id}/versions/{version}/infer",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/api/v1/models/{model_id}/v1/chat/completions",
+    "/api/v1/models/{model_id}/v1/completions",
+    "/api/v1/models/{model_id}/v1/embeddings",
 ];
 
 /// Whether `matched` (a route template) forwards a prediction ([`PREDICTION_ROUTES`]).

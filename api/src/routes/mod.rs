@@ -8,6 +8,7 @@ mod health;
 mod model_deployments;
 mod models;
 mod oip;
+mod openai;
 mod openapi;
 mod predict;
 mod webhooks;
@@ -26,6 +27,7 @@ pub fn router() -> Router<AppState> {
         .merge(model_deployments::router())
         .merge(predict::router())
         .merge(oip::router())
+        .merge(openai::router())
         .merge(deployments::router())
         .merge(costs::router())
         .merge(admin::router())

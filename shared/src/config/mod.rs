@@ -189,6 +189,9 @@ pub struct ApiSettings {
     pub max_body_bytes: usize,
     /// `PREDICT_TIMEOUT_SECONDS`: upstream timeout of a prediction.
     pub predict_timeout: Duration,
+    /// `STREAM_IDLE_TIMEOUT_SECONDS`: the longest wait between two chunks of a streamed
+    /// answer (OpenAI-compatible routes); a stream has no total bound.
+    pub stream_idle_timeout: Duration,
     /// `SCALE_UP_TIMEOUT_SECONDS`: sent as `X-Scale-Up-Timeout` to scaled-to-zero endpoints.
     pub scale_up_timeout: Duration,
     /// How long the predict path trusts its in-memory view of a model's active deployment

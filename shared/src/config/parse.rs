@@ -70,6 +70,7 @@ pub fn defaults(environment: Environment) -> Sources {
     d("COST_IDLE_HOURS", "24");
     d("MAX_BODY_BYTES", "10485760");
     d("PREDICT_TIMEOUT_SECONDS", "25");
+    d("STREAM_IDLE_TIMEOUT_SECONDS", "60");
     d("SCALE_UP_TIMEOUT_SECONDS", "60");
     d("QUEUE_MAX_ATTEMPTS", "8");
     d("QUEUE_LEASE_SECONDS", "30");
@@ -235,6 +236,7 @@ pub fn settings(environment: Environment, s: &Sources) -> Result<Settings, Confi
             port: r.parsed("API_PORT", "a port number (0-65535)")?,
             max_body_bytes: r.positive("MAX_BODY_BYTES")?,
             predict_timeout: r.seconds("PREDICT_TIMEOUT_SECONDS", 1)?,
+            stream_idle_timeout: r.seconds("STREAM_IDLE_TIMEOUT_SECONDS", 1)?,
             scale_up_timeout: r.seconds("SCALE_UP_TIMEOUT_SECONDS", 0)?,
             routing_ttl: Duration::from_secs(2),
             request_timeout: r.seconds("REQUEST_TIMEOUT_SECONDS", 1)?,

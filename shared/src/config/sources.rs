@@ -109,6 +109,7 @@ pub const VARIABLES: &[Variable] = &[
     plain("COST_IDLE_HOURS"),
     plain("MAX_BODY_BYTES"),
     plain("PREDICT_TIMEOUT_SECONDS"),
+    plain("STREAM_IDLE_TIMEOUT_SECONDS"),
     plain("SCALE_UP_TIMEOUT_SECONDS"),
     plain("QUEUE_MAX_ATTEMPTS"),
     plain("QUEUE_LEASE_SECONDS"),

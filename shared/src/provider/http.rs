@@ -129,6 +129,18 @@ impl Provider for HttpProvider {
         Ok(())
     }
 
+    async fn open(
+        &self,
+        handle: &EndpointHandle,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let url = self
+            .parse_url(Self::url_of(handle))
+            .map_err(|e| ProviderError::transient(e.message()))?;
+        self.inference.open(url.as_str(), path, body).await
+    }
+
     async fn predict(
         &self,
         handle: &EndpointHandle,

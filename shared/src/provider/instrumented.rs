@@ -83,6 +83,15 @@ impl Provider for Instrumented {
         self.0.predict(handle, req).await
     }
 
+    async fn open(
+        &self,
+        handle: &EndpointHandle,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<reqwest::Response, ProviderError> {
+        self.0.open(handle, path, body).await
+    }
+
     async fn refresh(&self) -> Result<(), ProviderError> {
         self.measure("refresh", self.0.refresh()).await
     }

@@ -53,6 +53,23 @@ pub trait Provider: Send + Sync {
         req: PredictRequest,
     ) -> Result<PredictResponse, ProviderError>;
 
+    /// Opens `POST {endpoint url}/{path}` with a JSON `body`, passed through untouched (the
+    /// OpenAI-compatible routes of the TGI/TEI containers, `v1/chat/completions` and
+    /// friends), and returns the answer once its headers arrived, whatever its status: the
+    /// caller reads (or streams) the body and maps the status. Providers that cannot pass a
+    /// request through refuse with [`ProviderError::Invalid`].
+    async fn open(
+        &self,
+        _handle: &EndpointHandle,
+        _path: &str,
+        _body: Vec<u8>,
+    ) -> Result<reqwest::Response, ProviderError> {
+        Err(ProviderError::invalid(format!(
+            "the {} provider does not pass requests through",
+            self.name()
+        )))
+    }
+
     /// Start-up work after the registry is built (HF: refresh the hardware catalogue from
     /// `GET /v2/provider`). Best effort: the built-in data stands in when it fails.
     async fn refresh(&self) -> Result<(), ProviderError> {

@@ -32,6 +32,10 @@ pub mod names {
     pub const PREDICT_REQUESTS: &str = "hokusai_predict_requests_total";
     /// Time waiting for the model endpoint.
     pub const PREDICT_UPSTREAM: &str = "hokusai_predict_upstream_duration_seconds";
+    /// Tokens of the OpenAI-compatible routes' answers, by model and kind (prompt, completion).
+    pub const TOKENS: &str = "hokusai_tokens_total";
+    /// Streamed answers that ended early (upstream cut or idle timeout), by model.
+    pub const STREAM_ERRORS: &str = "hokusai_stream_errors_total";
     /// Time spent in the gateway itself (request received to response, minus upstream).
     pub const PREDICT_OVERHEAD: &str = "hokusai_predict_overhead_seconds";
     /// Key validations by outcome.
@@ -136,6 +140,11 @@ fn describe() {
     );
     describe_histogram!(HTTP_DURATION, Unit::Seconds, "HTTP request latency");
     describe_counter!(PREDICT_REQUESTS, "Predictions by model and outcome");
+    describe_counter!(
+        TOKENS,
+        "Tokens of OpenAI-compatible answers, by model and kind"
+    );
+    describe_counter!(STREAM_ERRORS, "Streamed answers that ended early, by model");
     describe_histogram!(
         PREDICT_UPSTREAM,
         Unit::Seconds,

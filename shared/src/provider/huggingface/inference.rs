@@ -162,6 +162,40 @@ impl InferenceClient {
     }
 }
 
+impl InferenceClient {
+    /// `POST {url}/{path}` with the JSON `body` as it is; the answer once its headers arrived
+    /// (within the call timeout, or the scale-up wait when configured), whatever its status.
+    /// The body is not read here: a streamed answer is the caller's to read chunk by chunk,
+    /// under its own idle bound.
+    pub async fn open(
+        &self,
+        url: &str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let target = format!(
+            "{}/{}",
+            url.trim_end_matches('/'),
+            path.trim_start_matches('/')
+        );
+        let mut request = self
+            .authorised(self.http.post(target))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let mut timeout = self.timeout;
+        if let Some(wait) = self.scale_up_timeout {
+            request = request.header("X-Scale-Up-Timeout", wait.as_secs().to_string());
+            timeout = timeout.max(wait + Duration::from_secs(5));
+        }
+        match tokio::time::timeout(timeout, request.send()).await {
+            Err(_) => Err(ProviderError::Timeout {
+                message: format!("no answer headers within {} s", timeout.as_secs()),
+            }),
+            Ok(sent) => sent.map_err(|e| errors::from_transport(&e)),
+        }
+    }
+}
+
 /// The request body: `{"inputs", "parameters"}`, or parameters at the root for
 /// feature-extraction (TEI's shape).
 pub fn body(req: &PredictRequest) -> Value {

@@ -198,6 +198,19 @@ impl Provider for HuggingFaceProvider {
         self.inference.predict(url, &req).await
     }
 
+    async fn open(
+        &self,
+        handle: &EndpointHandle,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let url = match &handle.endpoint_url {
+            Some(url) => url.clone(),
+            None => self.url_of(&handle.provider_model_id).await?,
+        };
+        self.inference.open(&url, path, body).await
+    }
+
     async fn refresh(&self) -> Result<(), ProviderError> {
         self.refresh_catalogue().await.map(drop)
     }
