@@ -147,6 +147,40 @@ async fn python_example_deploys_and_predicts() {
 }
 
 #[tokio::test]
+async fn python_openai_example_streams_a_chat() {
+    // Arrange
+    let python = std::env::var("HOKUSAI_TEST_PYTHON")
+        .expect("HOKUSAI_TEST_PYTHON: the virtualenv's python (scripts/test sets it)");
+    let dev = dev().await;
+    let mut command = example(python, &dev, "openai-example");
+    command.arg(root().join("examples/python/openai_chat.py"));
+
+    // Act
+    let ran = run(command, "the OpenAI SDK example").await;
+
+    // Assert
+    let transcript = format!("stdout:\n{}\nstderr:\n{}", ran.stdout, ran.stderr);
+    assert_eq!(ran.code, Some(0), "{transcript}");
+    let answer = ran
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("answer: "))
+        .unwrap_or_else(|| panic!("no answer printed\n{transcript}"));
+    assert_eq!(answer.split(' ').count(), 12, "{transcript}");
+    assert!(ran.stdout.contains("tokens: "), "{transcript}");
+    let (status, body) = get(&dev, "/api/v1/models/openai-example/status").await;
+    assert_eq!(
+        (status, &body["status"]),
+        (200, &json!("serving")),
+        "{body}"
+    );
+    assert!(
+        !ran.stdout.contains(KEY) && !ran.stderr.contains(KEY),
+        "the key is never printed"
+    );
+}
+
+#[tokio::test]
 async fn typescript_example_compiles_deploys_and_predicts() {
     // Arrange: a scratch copy, its pinned dependencies (npm ci) and the compiled script.
     let source = root().join("examples/typescript");
