@@ -312,3 +312,65 @@ async fn the_official_openai_client_works_against_the_gateway() {
     );
     assert!(stdout.contains("OK: openai"), "{stdout}");
 }
+
+/// Generated bodies (garbage, and a valid chat request cut and continued with garbage) on
+/// every generation route, streamed or not: never a 5xx, every refusal in OpenAI's shape.
+#[tokio::test]
+async fn generated_bodies_never_get_a_5xx() {
+    use proptest::prelude::any;
+    use proptest::strategy::{Strategy, ValueTree};
+    use proptest::test_runner::TestRunner;
+
+    let app = served().await;
+    let strategy = (
+        proptest::collection::vec(any::<u8>(), 0..200),
+        0usize..3,
+        any::<bool>(),
+        any::<bool>(),
+        0usize..80,
+    );
+    let routes = ["/v1/chat/completions", "/v1/completions", "/v1/embeddings"];
+    let mut runner = TestRunner::deterministic();
+    let (mut refused, mut answered) = (0, 0);
+    for _ in 0..300 {
+        let (garbage, route, stream, continue_valid, cut) =
+            strategy.new_tree(&mut runner).expect("case").current();
+        let valid = chat("model-a", stream);
+        let body = if cut % 3 == 0 {
+            // Well-formed JSON whose fields have generated types: the container's own
+            // validation (422) and ours (400) both answer.
+            let pick = |options: &[Value]| options[garbage.len() % options.len()].clone();
+            serde_json::to_vec(&json!({
+                "model": pick(&[json!("model-a"), json!("embedder"), json!(7), json!(null), json!("nobody")]),
+                "messages": pick(&[json!([]), json!("x"), json!([{"role": "user", "content": "hi"}]), json!([{"role": 1}])]),
+                "prompt": pick(&[json!("x"), json!(["a", "b"]), json!(3)]),
+                "input": pick(&[json!("x"), json!([]), json!({})]),
+                "stream": pick(&[json!(stream), json!("yes"), json!(null)]),
+                "max_tokens": pick(&[json!(2), json!(0), json!(-1), json!("many")]),
+                "encoding_format": pick(&[json!("float"), json!("base64"), json!("hex")]),
+            }))
+            .expect("json")
+        } else if continue_valid {
+            let mut body = valid[..cut.min(valid.len())].to_vec();
+            body.extend_from_slice(&garbage);
+            body
+        } else {
+            garbage
+        };
+        let response = post(&app, routes[route], Some(ADMIN_KEY), &body).await;
+        let status = response.status().as_u16();
+        assert!(
+            status < 500,
+            "{status} for {:?} on {}",
+            String::from_utf8_lossy(&body),
+            routes[route]
+        );
+        if status >= 400 {
+            openai_error(response, status).await;
+            refused += 1;
+        } else {
+            answered += 1;
+        }
+    }
+    println!("generated OpenAI bodies: {refused} refused (4xx), {answered} answered, 0 × 5xx");
+}
