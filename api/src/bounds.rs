@@ -3,8 +3,8 @@
 //! callers a retry instead of costing every request its latency), and non-predict requests
 //! bounded by `REQUEST_TIMEOUT_SECONDS`, body reading included (a client sending its body
 //! slowly cannot hold a request open). Predictions keep `PREDICT_TIMEOUT_SECONDS` and
-//! `SCALE_UP_TIMEOUT_SECONDS` of their own. Health, readiness and metrics are never shed:
-//! an overloaded task must not look dead to its load balancer.
+//! `SCALE_UP_TIMEOUT_SECONDS` of their own. Health, readiness and metrics ([`PROBES`]) are
+//! never shed: an overloaded task must not look dead to its load balancer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,8 +35,15 @@ impl Bounds {
     }
 }
 
-/// Routes never shed nor timed out here.
-const PROBES: [&str; 3] = ["/health", "/ready", "/metrics"];
+/// Routes never shed nor timed out here: the probes of load balancers and orchestrators (ours,
+/// and the Open Inference Protocol's that KServe-style deployments probe).
+pub(crate) const PROBES: [&str; 5] = [
+    "/health",
+    "/ready",
+    "/metrics",
+    "/v2/health/live",
+    "/v2/health/ready",
+];
 
 /// The middleware.
 pub async fn bound(State(bounds): State<Arc<Bounds>>, request: Request, next: Next) -> Response {

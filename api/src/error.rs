@@ -1,10 +1,13 @@
 //! The API's one error type. HTTP status codes exist only here: [`ApiError::status_code`]
 //! maps each variant, and the stable body of docs/design/http-api.md is rendered in one place,
-//! `{"detail": "<sentence>", "error": "<CODE>", "request_id": "…"}`.
+//! `{"detail": "<sentence>", "error": "<CODE>", "request_id": "…"}` — or, on the protocol
+//! routes, the protocol's own shape of the same error ([`Shape`]: OpenAI's
+//! `{"error": {"message", "type", "param", "code"}}`, the Open Inference Protocol's
+//! `{"error": "<sentence>"}`).
 //!
 //! A handler returns `Err(ApiError)`; [`IntoResponse`] stores the error in the response's
-//! extensions and [`render`] (called by the observation middleware, which knows the request id)
-//! writes the body. Internal causes are logged once and never sent.
+//! extensions and [`render`] (called by the observation middleware, which knows the request id
+//! and the route) writes the body. Internal causes are logged once and never sent.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -276,20 +279,109 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// An [`ApiError`] response with its JSON body written, carrying `request_id` (other
-/// responses unchanged); the observation middleware calls it for every response.
-pub(crate) fn render(response: Response, request_id: &str) -> Response {
+/// The error body's shape: each protocol answers errors the way its clients parse them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// Our own routes: [`ErrorResponse`].
+    Hokusai,
+    /// The OpenAI-compatible routes: [`OpenAiErrorResponse`].
+    OpenAi,
+    /// The Open Inference Protocol routes: [`OipErrorResponse`].
+    Oip,
+}
+
+impl Shape {
+    /// The shape of the route `template` (a matched route, `None` when nothing matched):
+    /// `/v2/...` is the Open Inference Protocol, `/v1/...` and `/api/v1/models/{model_id}/v1/...`
+    /// are OpenAI's.
+    pub(crate) fn of(template: Option<&str>) -> Self {
+        match template {
+            Some(t) if t.starts_with("/v2/") => Self::Oip,
+            Some(t) if t.starts_with("/v1/") || t.starts_with("/api/v1/models/{model_id}/v1/") => {
+                Self::OpenAi
+            }
+            _ => Self::Hokusai,
+        }
+    }
+}
+
+/// The body of an error on the OpenAI-compatible routes (OpenAI's own shape, which its SDKs
+/// turn into typed exceptions); the request id is in the `X-Request-Id` header.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiErrorResponse {
+    /// The error.
+    pub error: OpenAiError,
+}
+
+/// OpenAI's error object.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OpenAiError {
+    /// A sentence for humans (our `detail`, or the upstream's message with URLs removed).
+    #[schema(example = "model `fraud-detector` has no active deployment")]
+    pub message: String,
+    /// OpenAI's class of the error: `authentication_error` 401, `permission_error` 403,
+    /// `not_found_error` 404, `rate_limit_error` 429, `invalid_request_error` other 4xx,
+    /// `api_error` 5xx.
+    #[serde(rename = "type")]
+    #[schema(example = "not_found_error")]
+    pub kind: &'static str,
+    /// Always null (OpenAI names the offending parameter here; the message does).
+    pub param: Option<String>,
+    /// Our stable code ([`ErrorResponse::error`]) in lower case.
+    #[schema(example = "model_not_deployed")]
+    pub code: String,
+}
+
+/// The body of an error on the Open Inference Protocol routes (the protocol's shape); the
+/// request id is in the `X-Request-Id` header.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OipErrorResponse {
+    /// A sentence for humans.
+    #[schema(example = "model `fraud-detector` has no active deployment")]
+    pub error: String,
+}
+
+fn openai_kind(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::UNAUTHORIZED => "authentication_error",
+        StatusCode::FORBIDDEN => "permission_error",
+        StatusCode::NOT_FOUND => "not_found_error",
+        StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
+        s if s.is_client_error() => "invalid_request_error",
+        _ => "api_error",
+    }
+}
+
+/// An [`ApiError`] response with its JSON body written in the route's [`Shape`] (the Hokusai
+/// body carries `request_id`); other responses unchanged. The observation middleware calls it
+/// for every response, so errors from the layers (overload, timeouts) take the shape too.
+pub(crate) fn render(response: Response, request_id: &str, shape: Shape) -> Response {
     let Some(body) = response.extensions().get::<Arc<ErrorBody>>().cloned() else {
         return response;
     };
     let (mut parts, _) = response.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
-    let json = Json(ErrorResponse {
-        detail: body.detail.clone(),
-        error: body.code.to_owned(),
-        request_id: request_id.to_owned(),
-    });
-    let mut rendered = json.into_response();
+    let mut rendered = match shape {
+        Shape::Hokusai => Json(ErrorResponse {
+            detail: body.detail.clone(),
+            error: body.code.to_owned(),
+            request_id: request_id.to_owned(),
+        })
+        .into_response(),
+        Shape::OpenAi => Json(OpenAiErrorResponse {
+            error: OpenAiError {
+                message: body.detail.clone(),
+                kind: openai_kind(parts.status),
+                param: None,
+                code: body.code.to_lowercase(),
+            },
+        })
+        .into_response(),
+        Shape::Oip => Json(OipErrorResponse {
+            error: body.detail.clone(),
+        })
+        .into_response(),
+    };
     *rendered.status_mut() = parts.status;
     rendered.extensions_mut().insert(body);
     for (name, value) in parts.headers.iter() {

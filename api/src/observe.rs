@@ -26,7 +26,7 @@ use shared::telemetry::metrics::names;
 use tracing::Instrument;
 
 use crate::auth::Principal;
-use crate::error::{ErrorBody, REQUEST_ID_HEADER, render};
+use crate::error::{ErrorBody, REQUEST_ID_HEADER, Shape, render};
 use crate::limits::Allowance;
 
 mod payload;
@@ -180,7 +180,8 @@ pub async fn observe(
             Captured::Cut(n) => format!("<more than {n} bytes, not logged>"),
         }
     });
-    let mut response = render(response, id_text);
+    let shape = Shape::of(matched.as_ref().map(MatchedPath::as_str));
+    let mut response = render(response, id_text, shape);
     response
         .headers_mut()
         .insert(REQUEST_ID_HEADER, request_id.clone());

@@ -57,7 +57,10 @@ pub fn api_reference(doc: &Value) -> String {
          Regenerate with `HOKUSAI_UPDATE_DOCS=1 cargo test -p tests --test openapi`.\n\
          The live document is served at `/openapi.json` and rendered at `/docs`.\n\n\
          Keys go in `Authorization: Bearer <key>`, `Authorization: ApiKey <key>` or `X-API-Key`.\n\
-         Every error answers `{\"detail\", \"error\", \"request_id\"}`.\n\n\
+         Every error answers `{\"detail\", \"error\", \"request_id\"}`, except on the\n\
+         OpenAI-compatible routes (`/v1/...`, `/api/v1/models/{model_id}/v1/...`), which answer\n\
+         OpenAI's `{\"error\": {\"message\", \"type\", \"param\", \"code\"}}`, and the Open\n\
+         Inference Protocol routes (`/v2/...`), which answer `{\"error\": \"...\"}`.\n\n\
          | Method | Path | Summary | Scopes | Responses |\n\
          |---|---|---|---|---|\n",
     );

@@ -72,6 +72,19 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/ready"),
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
+    ("POST", "/v1/chat/completions"),
+    ("POST", "/v1/completions"),
+    ("POST", "/v1/embeddings"),
+    ("GET", "/v1/models"),
+    ("POST", "/api/v1/models/{p}/v1/chat/completions"),
+    ("POST", "/api/v1/models/{p}/v1/embeddings"),
+    ("GET", "/v2/health/live"),
+    ("GET", "/v2/health/ready"),
+    ("GET", "/v2/models/{p}"),
+    ("GET", "/v2/models/{p}/ready"),
+    ("POST", "/v2/models/{p}/infer"),
+    ("GET", "/v2/models/{p}/versions/1"),
+    ("POST", "/v2/models/{p}/versions/1/infer"),
 ];
 
 /// One generated request.
@@ -272,20 +285,55 @@ impl Fuzz {
                 String::from_utf8_lossy(&bytes)
             )
         })?;
-        let shaped = body.as_object().is_some_and(|o| o.len() == 3)
-            && body["detail"].as_str().is_some_and(|d| !d.is_empty())
-            && body["request_id"].is_string()
-            && body["error"]
-                .as_str()
-                .is_some_and(|code| CODES.contains(&code));
-        if !shaped {
-            return Err(format!("{status} with an undocumented body: {body}"));
+        if header_id.as_deref().is_none_or(str::is_empty) {
+            return Err(format!("{status} without X-Request-Id (sent {sent_id:?})"));
         }
-        let request_id = body["request_id"].as_str().unwrap_or_default();
-        if header_id.as_deref() != Some(request_id) || request_id.is_empty() {
+        let known = |code: &str| CODES.iter().any(|c| c.eq_ignore_ascii_case(code));
+        // The documented error schema says which shape: ours, OpenAI's or the protocol's.
+        // A method a documented path does not take (405) answers in that path's shape.
+        let family = if path.starts_with("/v2/") {
+            "#/components/schemas/OipErrorResponse"
+        } else if path.starts_with("/v1/")
+            || path
+                .strip_prefix("/api/v1/models/")
+                .and_then(|rest| rest.split_once('/'))
+                .is_some_and(|(_, rest)| rest.starts_with("v1/"))
+        {
+            "#/components/schemas/OpenAiErrorResponse"
+        } else {
+            "#/components/schemas/ErrorResponse"
+        };
+        let schema = match openapi::find_operation(&self.doc, case.method, &path) {
+            openapi::Lookup::Operation(op) => openapi::response_schema(&op, status)
+                .and_then(|s| s["$ref"].as_str().map(str::to_owned)),
+            openapi::Lookup::MethodNotAllowed(_) => Some(family.to_owned()),
+            openapi::Lookup::NoPath => None,
+        };
+        let shaped = match schema.as_deref() {
+            Some("#/components/schemas/OpenAiErrorResponse") => {
+                body.as_object().is_some_and(|o| o.len() == 1)
+                    && body["error"]["message"]
+                        .as_str()
+                        .is_some_and(|m| !m.is_empty())
+                    && body["error"]["type"].is_string()
+                    && body["error"]["code"].as_str().is_some_and(known)
+            }
+            Some("#/components/schemas/OipErrorResponse") => {
+                body.as_object().is_some_and(|o| o.len() == 1)
+                    && body["error"].as_str().is_some_and(|e| !e.is_empty())
+            }
+            _ => {
+                body.as_object().is_some_and(|o| o.len() == 3)
+                    && body["detail"].as_str().is_some_and(|d| !d.is_empty())
+                    && body["error"]
+                        .as_str()
+                        .is_some_and(|code| CODES.contains(&code))
+                    && body["request_id"].as_str() == header_id.as_deref()
+            }
+        };
+        if !shaped {
             return Err(format!(
-                "request_id {request_id:?} is not the X-Request-Id header {header_id:?} \
-                 (sent {sent_id:?})"
+                "{status} with an undocumented body: {body} (X-Request-Id {header_id:?}, sent {sent_id:?})"
             ));
         }
         Ok(())

@@ -15,7 +15,7 @@ use tests::db::Engine;
 use tests::openapi::{api_reference, operations, rewrite_docs};
 
 /// Every route of `api/src/routes/*.rs`, by hand: update it with the router.
-const ROUTES: [(&str, &str); 22] = [
+const ROUTES: [(&str, &str); 37] = [
     ("GET", "/health"),
     ("GET", "/ready"),
     ("GET", "/metrics"),
@@ -31,6 +31,21 @@ const ROUTES: [(&str, &str); 22] = [
     ("POST", "/api/v1/models/{model_id}/rollback"),
     ("DELETE", "/api/v1/models/{model_id}/deployment"),
     ("POST", "/api/v1/models/{model_id}/predict"),
+    ("POST", "/v1/chat/completions"),
+    ("POST", "/v1/completions"),
+    ("POST", "/v1/embeddings"),
+    ("GET", "/v1/models"),
+    ("POST", "/api/v1/models/{model_id}/v1/chat/completions"),
+    ("POST", "/api/v1/models/{model_id}/v1/completions"),
+    ("POST", "/api/v1/models/{model_id}/v1/embeddings"),
+    ("GET", "/v2/health/live"),
+    ("GET", "/v2/health/ready"),
+    ("GET", "/v2/models/{model_id}"),
+    ("GET", "/v2/models/{model_id}/ready"),
+    ("POST", "/v2/models/{model_id}/infer"),
+    ("GET", "/v2/models/{model_id}/versions/{version}"),
+    ("GET", "/v2/models/{model_id}/versions/{version}/ready"),
+    ("POST", "/v2/models/{model_id}/versions/{version}/infer"),
     ("GET", "/api/v1/deployments/{id}"),
     ("GET", "/api/v1/deployments/{id}/events"),
     ("GET", "/api/v1/costs"),
@@ -41,7 +56,7 @@ const ROUTES: [(&str, &str); 22] = [
 ];
 
 /// Public operations: no key.
-const PUBLIC: [&str; 9] = [
+const PUBLIC: [&str; 11] = [
     "/health",
     "/ready",
     "/metrics",
@@ -51,7 +66,20 @@ const PUBLIC: [&str; 9] = [
     "/dashboard/app.js",
     "/dashboard/app.css",
     "/api/v1/webhooks/mlflow",
+    "/v2/health/live",
+    "/v2/health/ready",
 ];
+
+/// The error schema of a route: the protocol routes answer in their protocol's shape.
+fn error_schema(path: &str) -> &'static str {
+    if path.starts_with("/v2/") {
+        "#/components/schemas/OipErrorResponse"
+    } else if path.starts_with("/v1/") || path.contains("}/v1/") {
+        "#/components/schemas/OpenAiErrorResponse"
+    } else {
+        "#/components/schemas/ErrorResponse"
+    }
+}
 
 async fn document(app: &TestApp) -> Value {
     let response = app
@@ -104,6 +132,7 @@ async fn every_listed_route_is_served_by_the_router() {
             app.url,
             path.replace("{model_id}", "model-a")
                 .replace("{id}", "0190b2a4-0000-7000-8000-000000000000")
+                .replace("{version}", "1")
         );
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let response = app
@@ -138,6 +167,10 @@ async fn protected_operations_declare_auth_errors_and_the_error_schema() {
         .collect();
     required.sort();
     assert_eq!(required, ["detail", "error", "request_id"]);
+    let openai = &doc["components"]["schemas"]["OpenAiErrorResponse"];
+    assert_eq!(openai["required"], serde_json::json!(["error"]), "{openai}");
+    let oip = &doc["components"]["schemas"]["OipErrorResponse"];
+    assert_eq!(oip["properties"]["error"]["type"], "string", "{oip}");
     let schemes = &doc["components"]["securitySchemes"];
     assert_eq!(schemes["bearer"]["scheme"], "bearer", "{schemes}");
     assert_eq!(schemes["api_key"]["name"], "X-API-Key", "{schemes}");
@@ -151,12 +184,9 @@ async fn protected_operations_declare_auth_errors_and_the_error_schema() {
             op["security"].as_array().is_some_and(|s| !s.is_empty()),
             "{method} {path}: no security"
         );
-        for code in ["401", "403"] {
+        for code in ["401", "403", "429", "500"] {
             let schema = &responses[code]["content"]["application/json"]["schema"]["$ref"];
-            assert_eq!(
-                schema, "#/components/schemas/ErrorResponse",
-                "{method} {path}: {code}"
-            );
+            assert_eq!(schema, error_schema(&path), "{method} {path}: {code}");
         }
     }
 }

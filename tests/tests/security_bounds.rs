@@ -19,16 +19,19 @@ async fn overload_sheds_with_503_and_recovers() {
     let input = json!({"inputs": "x"});
     let predict = || app.post("/api/v1/models/slow/predict", ADMIN_KEY, &input);
 
-    let (a, b, shed) = tokio::join!(predict(), predict(), async {
+    let probe = |path: &'static str| app.client.get(format!("{}{path}", app.url)).send();
+    let (chat, infer) = (json!({"model": "slow"}), json!({"inputs": []}));
+
+    let (a, b, (shed, openai, oip, health, v2_live)) = tokio::join!(predict(), predict(), async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        predict().await
+        tokio::join!(
+            predict(),
+            app.post("/v1/chat/completions", ADMIN_KEY, &chat),
+            app.post("/v2/models/slow/infer", ADMIN_KEY, &infer),
+            probe("/health"),
+            probe("/v2/health/live"),
+        )
     });
-    let health = app
-        .client
-        .get(format!("{}/health", app.url))
-        .send()
-        .await
-        .expect("health");
     let recovered = predict().await;
 
     assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
@@ -37,7 +40,28 @@ async fn overload_sheds_with_503_and_recovers() {
         Some(&b"1"[..])
     );
     assert_error(shed, 503, "OVERLOADED").await;
-    assert_eq!(health.status(), 200, "probes are never shed");
+    // The layer's refusal takes each protocol's error shape.
+    assert_eq!(openai.status(), 503);
+    let openai: serde_json::Value = openai.json().await.expect("json");
+    assert_eq!(openai["error"]["code"], "overloaded", "{openai}");
+    assert_eq!(openai["error"]["type"], "api_error", "{openai}");
+    assert_eq!(oip.status(), 503);
+    let oip: serde_json::Value = oip.json().await.expect("json");
+    assert!(
+        oip["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{oip}"
+    );
+    assert_eq!(oip.as_object().map(serde_json::Map::len), Some(1), "{oip}");
+    assert_eq!(
+        health.expect("health").status(),
+        200,
+        "probes are never shed"
+    );
+    assert_eq!(
+        v2_live.expect("v2 live").status(),
+        200,
+        "probes are never shed"
+    );
     assert_eq!(recovered.status(), 200);
 }
 

@@ -15,9 +15,10 @@ use utoipa::openapi::{OpenApi as Document, Server};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    admin, costs, dashboard, deployments, health, model_deployments, models, predict, webhooks,
+    admin, costs, dashboard, deployments, health, model_deployments, models, oip, openai, predict,
+    webhooks,
 };
-use crate::error::ErrorResponse;
+use crate::error::{ErrorResponse, OipErrorResponse, OpenAiErrorResponse, Shape};
 use crate::state::AppState;
 
 /// `/openapi.json` and `/docs`.
@@ -36,7 +37,9 @@ pub fn router() -> Router<AppState> {
             endpoints. Authenticate with `Authorization: Bearer <key>`, `Authorization: ApiKey \
             <key>` or `X-API-Key: <key>`; each operation's security lists the scope it needs. \
             Every error answers `{\"detail\", \"error\", \"request_id\"}` (schema `ErrorResponse`) \
-            and every response carries `X-Request-Id`.",
+            and every response carries `X-Request-Id`; the OpenAI-compatible routes answer \
+            errors in OpenAI's shape (`OpenAiErrorResponse`) and the Open Inference Protocol \
+            routes in theirs (`OipErrorResponse`).",
     ),
     paths(
         health::health,
@@ -54,6 +57,21 @@ pub fn router() -> Router<AppState> {
         model_deployments::undeploy,
         model_deployments::status,
         predict::predict,
+        openai::chat,
+        openai::completions,
+        openai::embeddings,
+        openai::models,
+        openai::chat_of,
+        openai::completions_of,
+        openai::embeddings_of,
+        oip::live,
+        oip::ready,
+        oip::metadata,
+        oip::model_ready,
+        oip::infer,
+        oip::version_metadata,
+        oip::version_ready,
+        oip::version_infer,
         deployments::show,
         deployments::events,
         costs::costs,
@@ -62,13 +80,15 @@ pub fn router() -> Router<AppState> {
         admin::purge,
         webhooks::receive,
     ),
-    components(schemas(ErrorResponse)),
+    components(schemas(ErrorResponse, OpenAiErrorResponse, OipErrorResponse)),
     modifiers(&SecuritySchemes, &CommonResponses),
     tags(
         (name = "ops", description = "Health, readiness, metrics, this documentation and the dashboard; no key"),
         (name = "models", description = "Deployed models (scope `read`)"),
         (name = "model actions", description = "Deploy, roll back, undeploy (scope `model:write`); status (`read`)"),
         (name = "predict", description = "Predictions (scope `predict` or `predict:{model_id}`)"),
+        (name = "openai", description = "OpenAI-compatible routes for text-generation and feature-extraction models (scope `predict` or `predict:{model_id}`; errors as `OpenAiErrorResponse`)"),
+        (name = "open inference protocol", description = "Open Inference Protocol V2 / KServe V2 (scope `predict` or `predict:{model_id}`; the health routes need no key; errors as `OipErrorResponse`)"),
         (name = "deployments", description = "One deployment and its event log (scope `read`)"),
         (name = "costs", description = "Cost accounting (scope `read`)"),
         (name = "admin", description = "Dead letters (scope `admin`)"),
@@ -107,30 +127,36 @@ impl Modify for SecuritySchemes {
 
 /// Documents on every operation the answers that do not depend on the handler, so the
 /// document lists every status a route can give (a schema-driven client, and the fuzz test,
-/// hold us to it): with a key, 401 / 403 / 429 (`RATE_LIMITED`, `QUOTA_EXCEEDED` on predict);
-/// with a path parameter, 422 for one that is not UTF-8; with a body, 400 / 413 / 422; on every
-/// route but the probes (`bounds.rs`), 503 `OVERLOADED` and, predict aside, 504 `TIMEOUT`; and
-/// 500. An annotation's own description of a status wins.
+/// hold us to it): with a key, 401 / 403 / 429 (`RATE_LIMITED`, `QUOTA_EXCEEDED` on the
+/// prediction routes); with a path parameter, 422 for one that is not UTF-8; with a body,
+/// 400 / 413 / 422; on every route but the probes (`bounds.rs`), 503 `OVERLOADED` and, the
+/// prediction routes aside, 504 `TIMEOUT`; and 500 — each in the route's error shape
+/// (`crate::error::Shape`). An annotation's own description of a status wins.
 struct CommonResponses;
 
 impl Modify for CommonResponses {
     fn modify(&self, openapi: &mut Document) {
         use utoipa::openapi::path::{HttpMethod, Operation};
         use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
-        let error = |description: &str| {
+        let error = |schema: &str, description: &str| {
             ResponseBuilder::new()
                 .description(description)
                 .content(
                     "application/json",
                     ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name("ErrorResponse")))
+                        .schema(Some(Ref::from_schema_name(schema)))
                         .build(),
                 )
                 .build()
         };
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let probe = ["/health", "/ready", "/metrics"].contains(&path.as_str());
-            let predict = path.ends_with("/predict");
+            let probe = crate::bounds::PROBES.contains(&path.as_str());
+            let predict = crate::observe::PREDICTION_ROUTES.contains(&path.as_str());
+            let schema = match Shape::of(Some(path)) {
+                Shape::Hokusai => "ErrorResponse",
+                Shape::OpenAi => "OpenAiErrorResponse",
+                Shape::Oip => "OipErrorResponse",
+            };
             let templated = path.contains('{');
             let operations: [(HttpMethod, &mut Option<Operation>); 5] = [
                 (HttpMethod::Get, &mut item.get),
@@ -149,7 +175,7 @@ impl Modify for CommonResponses {
                     op.responses
                         .responses
                         .entry(status.to_owned())
-                        .or_insert_with(|| error(description).into());
+                        .or_insert_with(|| error(schema, description).into());
                 };
                 if keyed {
                     add(

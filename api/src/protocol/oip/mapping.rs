@@ -19,11 +19,13 @@ use super::{
 };
 
 /// A tensor a model declares in its OIP metadata; `-1` is a dimension of any size.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = OipTensorMetadata)]
 pub struct TensorMetadata {
     /// The tensor's name.
     pub name: &'static str,
     /// `"BYTES"` or `"FP32"`.
+    #[schema(example = "BYTES")]
     pub datatype: &'static str,
     /// The dimensions, `-1` for variable ones.
     pub shape: Vec<i64>,

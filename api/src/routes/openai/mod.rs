@@ -13,7 +13,8 @@
 //!   the stream and with it the upstream call.
 //! - Token usage (`usage` of the answer, or of the stream's last chunk) feeds
 //!   `hokusai_tokens_total{model_id,kind}`.
-//! - Errors use OpenAI's shape `{"error": {"message", "type", "code"}}` with the statuses of
+//! - Errors use OpenAI's shape `{"error": {"message", "type", "param", "code"}}` (written by
+//!   `crate::error::render` for these routes) with the statuses of
 //!   our own API; an upstream error with a message passes its status through when it is the
 //!   caller's (4xx), its message stripped of URLs. A stream cut upstream ends with an error
 //!   event and is counted (`hokusai_stream_errors_total`).
@@ -23,21 +24,29 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use shared::domain::ModelId;
-use shared::provider::ProviderError;
 
 use crate::auth::{Authenticated, Principal};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{ApiError, OpenAiErrorResponse};
 use crate::extract::{Body, Path};
 use crate::routing::{ActiveRoute, Routed};
 use crate::state::AppState;
 
+mod models;
+mod schema;
 mod stream;
+mod upstream;
 
+// The handler and the OpenAPI item `utoipa::path` generates beside it.
+pub(crate) use models::{__path_models, models};
+use upstream::{bounded, upstream_failure, upstream_refusal};
+
+use schema::{
+    ChatCompletionRequest, Completion, CompletionRequest, EmbeddingList, EmbeddingRequest,
+};
 use stream::{count_tokens, sse};
 
 /// The routes.
@@ -89,49 +98,166 @@ impl Kind {
 type Auth = Result<Authenticated, ApiError>;
 type Raw = Result<Body, ApiError>;
 
-async fn chat(State(s): State<AppState>, a: Auth, b: Raw) -> Response {
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    tag = "openai",
+    operation_id = "openai_chat",
+    summary = "Chat completion (OpenAI-compatible)",
+    description = "OpenAI-compatible; the body passes to the container with only `model` changed. Scope `predict` or `predict:{model_id}`.",
+    request_body(content = ChatCompletionRequest),
+    security(("bearer" = ["predict"]), ("bearer" = ["predict:{model_id}"]), ("api_key" = ["predict"]), ("api_key" = ["predict:{model_id}"])),
+    responses(
+        (status = 200, description = "The completion; with `\"stream\": true`, Server-Sent Events of `chat.completion.chunk` / `text_completion` objects ending with `data: [DONE]`", content((Completion = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "BAD_REQUEST: malformed JSON, not an object, `model` missing or not a string, `stream` not a boolean, or `model` serves a task without this route (the message names the tasks that do)", body = OpenAiErrorResponse),
+        (status = 404, description = "MODEL_NOT_DEPLOYED: `model` has no active deployment", body = OpenAiErrorResponse),
+        (status = 422, description = "VALIDATION_ERROR: the model's container refused the request (its message, URLs removed), or a path parameter is not UTF-8", body = OpenAiErrorResponse),
+        (status = 429, description = "RATE_LIMITED: the key's allowance is spent, or the model endpoint is overloaded (`Retry-After`); QUOTA_EXCEEDED: the key's monthly prediction quota is spent", body = OpenAiErrorResponse),
+        (status = 502, description = "UPSTREAM_ERROR: the model endpoint failed", body = OpenAiErrorResponse),
+        (status = 503, description = "MODEL_NOT_READY: the endpoint is waking up or was lost at the provider (`Retry-After`); AUTH_UNAVAILABLE; SERVICE_UNAVAILABLE; OVERLOADED", body = OpenAiErrorResponse),
+        (status = 504, description = "UPSTREAM_TIMEOUT: the model endpoint did not answer within `PREDICT_TIMEOUT_SECONDS`", body = OpenAiErrorResponse),
+    ),
+)]
+pub(crate) async fn chat(State(s): State<AppState>, a: Auth, b: Raw) -> Response {
     handle(s, a, None, b, Kind::Chat).await
 }
-async fn completions(State(s): State<AppState>, a: Auth, b: Raw) -> Response {
+
+#[utoipa::path(
+    post,
+    path = "/v1/completions",
+    tag = "openai",
+    operation_id = "openai_completions",
+    summary = "Text completion (OpenAI-compatible)",
+    description = "OpenAI-compatible; the body passes to the container with only `model` changed. Scope `predict` or `predict:{model_id}`.",
+    request_body(content = CompletionRequest),
+    security(("bearer" = ["predict"]), ("bearer" = ["predict:{model_id}"]), ("api_key" = ["predict"]), ("api_key" = ["predict:{model_id}"])),
+    responses(
+        (status = 200, description = "The completion; with `\"stream\": true`, Server-Sent Events of `chat.completion.chunk` / `text_completion` objects ending with `data: [DONE]`", content((Completion = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "BAD_REQUEST: malformed JSON, not an object, `model` missing or not a string, `stream` not a boolean, or `model` serves a task without this route (the message names the tasks that do)", body = OpenAiErrorResponse),
+        (status = 404, description = "MODEL_NOT_DEPLOYED: `model` has no active deployment", body = OpenAiErrorResponse),
+        (status = 422, description = "VALIDATION_ERROR: the model's container refused the request (its message, URLs removed), or a path parameter is not UTF-8", body = OpenAiErrorResponse),
+        (status = 429, description = "RATE_LIMITED: the key's allowance is spent, or the model endpoint is overloaded (`Retry-After`); QUOTA_EXCEEDED: the key's monthly prediction quota is spent", body = OpenAiErrorResponse),
+        (status = 502, description = "UPSTREAM_ERROR: the model endpoint failed", body = OpenAiErrorResponse),
+        (status = 503, description = "MODEL_NOT_READY: the endpoint is waking up or was lost at the provider (`Retry-After`); AUTH_UNAVAILABLE; SERVICE_UNAVAILABLE; OVERLOADED", body = OpenAiErrorResponse),
+        (status = 504, description = "UPSTREAM_TIMEOUT: the model endpoint did not answer within `PREDICT_TIMEOUT_SECONDS`", body = OpenAiErrorResponse),
+    ),
+)]
+pub(crate) async fn completions(State(s): State<AppState>, a: Auth, b: Raw) -> Response {
     handle(s, a, None, b, Kind::Completions).await
 }
-async fn embeddings(State(s): State<AppState>, a: Auth, b: Raw) -> Response {
+
+#[utoipa::path(
+    post,
+    path = "/v1/embeddings",
+    tag = "openai",
+    operation_id = "openai_embeddings",
+    summary = "Embeddings (OpenAI-compatible)",
+    description = "OpenAI-compatible; the body passes to the container with only `model` changed. Scope `predict` or `predict:{model_id}`.",
+    request_body(content = EmbeddingRequest),
+    security(("bearer" = ["predict"]), ("bearer" = ["predict:{model_id}"]), ("api_key" = ["predict"]), ("api_key" = ["predict:{model_id}"])),
+    responses(
+        (status = 200, description = "The embeddings", body = EmbeddingList),
+        (status = 400, description = "BAD_REQUEST: malformed JSON, not an object, `model` missing or not a string, `stream` not a boolean, or `model` serves a task without this route (the message names the tasks that do)", body = OpenAiErrorResponse),
+        (status = 404, description = "MODEL_NOT_DEPLOYED: `model` has no active deployment", body = OpenAiErrorResponse),
+        (status = 422, description = "VALIDATION_ERROR: the model's container refused the request (its message, URLs removed), or a path parameter is not UTF-8", body = OpenAiErrorResponse),
+        (status = 429, description = "RATE_LIMITED: the key's allowance is spent, or the model endpoint is overloaded (`Retry-After`); QUOTA_EXCEEDED: the key's monthly prediction quota is spent", body = OpenAiErrorResponse),
+        (status = 502, description = "UPSTREAM_ERROR: the model endpoint failed", body = OpenAiErrorResponse),
+        (status = 503, description = "MODEL_NOT_READY: the endpoint is waking up or was lost at the provider (`Retry-After`); AUTH_UNAVAILABLE; SERVICE_UNAVAILABLE; OVERLOADED", body = OpenAiErrorResponse),
+        (status = 504, description = "UPSTREAM_TIMEOUT: the model endpoint did not answer within `PREDICT_TIMEOUT_SECONDS`", body = OpenAiErrorResponse),
+    ),
+)]
+pub(crate) async fn embeddings(State(s): State<AppState>, a: Auth, b: Raw) -> Response {
     handle(s, a, None, b, Kind::Embeddings).await
 }
-async fn chat_of(State(s): State<AppState>, a: Auth, p: Path<String>, b: Raw) -> Response {
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/models/{model_id}/v1/chat/completions",
+    tag = "openai",
+    operation_id = "model_openai_chat",
+    summary = "Chat completion of the model in the path (OpenAI-compatible)",
+    description = "OpenAI-compatible; the body passes to the container with only `model` changed. Scope `predict` or `predict:{model_id}`.",
+    params(("model_id" = String, Path, description = "The Hokusai model id (MLflow registered-model name)")),
+    request_body(content = ChatCompletionRequest),
+    security(("bearer" = ["predict"]), ("bearer" = ["predict:{model_id}"]), ("api_key" = ["predict"]), ("api_key" = ["predict:{model_id}"])),
+    responses(
+        (status = 200, description = "The completion; with `\"stream\": true`, Server-Sent Events of `chat.completion.chunk` / `text_completion` objects ending with `data: [DONE]`", content((Completion = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "BAD_REQUEST: malformed JSON, not an object, `model` missing or not a string, `stream` not a boolean, or the path's model serves a task without this route (the message names the tasks that do)", body = OpenAiErrorResponse),
+        (status = 404, description = "MODEL_NOT_DEPLOYED: the path's model has no active deployment", body = OpenAiErrorResponse),
+        (status = 422, description = "VALIDATION_ERROR: the model's container refused the request (its message, URLs removed), or a path parameter is not UTF-8", body = OpenAiErrorResponse),
+        (status = 429, description = "RATE_LIMITED: the key's allowance is spent, or the model endpoint is overloaded (`Retry-After`); QUOTA_EXCEEDED: the key's monthly prediction quota is spent", body = OpenAiErrorResponse),
+        (status = 502, description = "UPSTREAM_ERROR: the model endpoint failed", body = OpenAiErrorResponse),
+        (status = 503, description = "MODEL_NOT_READY: the endpoint is waking up or was lost at the provider (`Retry-After`); AUTH_UNAVAILABLE; SERVICE_UNAVAILABLE; OVERLOADED", body = OpenAiErrorResponse),
+        (status = 504, description = "UPSTREAM_TIMEOUT: the model endpoint did not answer within `PREDICT_TIMEOUT_SECONDS`", body = OpenAiErrorResponse),
+    ),
+)]
+pub(crate) async fn chat_of(
+    State(s): State<AppState>,
+    a: Auth,
+    p: Path<String>,
+    b: Raw,
+) -> Response {
     handle(s, a, Some(p.0), b, Kind::Chat).await
 }
-async fn completions_of(State(s): State<AppState>, a: Auth, p: Path<String>, b: Raw) -> Response {
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/models/{model_id}/v1/completions",
+    tag = "openai",
+    operation_id = "model_openai_completions",
+    summary = "Text completion of the model in the path (OpenAI-compatible)",
+    description = "OpenAI-compatible; the body passes to the container with only `model` changed. Scope `predict` or `predict:{model_id}`.",
+    params(("model_id" = String, Path, description = "The Hokusai model id (MLflow registered-model name)")),
+    request_body(content = CompletionRequest),
+    security(("bearer" = ["predict"]), ("bearer" = ["predict:{model_id}"]), ("api_key" = ["predict"]), ("api_key" = ["predict:{model_id}"])),
+    responses(
+        (status = 200, description = "The completion; with `\"stream\": true`, Server-Sent Events of `chat.completion.chunk` / `text_completion` objects ending with `data: [DONE]`", content((Completion = "application/json"), (String = "text/event-stream"))),
+        (status = 400, description = "BAD_REQUEST: malformed JSON, not an object, `model` missing or not a string, `stream` not a boolean, or the path's model serves a task without this route (the message names the tasks that do)", body = OpenAiErrorResponse),
+        (status = 404, description = "MODEL_NOT_DEPLOYED: the path's model has no active deployment", body = OpenAiErrorResponse),
+        (status = 422, description = "VALIDATION_ERROR: the model's container refused the request (its message, URLs removed), or a path parameter is not UTF-8", body = OpenAiErrorResponse),
+        (status = 429, description = "RATE_LIMITED: the key's allowance is spent, or the model endpoint is overloaded (`Retry-After`); QUOTA_EXCEEDED: the key's monthly prediction quota is spent", body = OpenAiErrorResponse),
+        (status = 502, description = "UPSTREAM_ERROR: the model endpoint failed", body = OpenAiErrorResponse),
+        (status = 503, description = "MODEL_NOT_READY: the endpoint is waking up or was lost at the provider (`Retry-After`); AUTH_UNAVAILABLE; SERVICE_UNAVAILABLE; OVERLOADED", body = OpenAiErrorResponse),
+        (status = 504, description = "UPSTREAM_TIMEOUT: the model endpoint did not answer within `PREDICT_TIMEOUT_SECONDS`", body = OpenAiErrorResponse),
+    ),
+)]
+pub(crate) async fn completions_of(
+    State(s): State<AppState>,
+    a: Auth,
+    p: Path<String>,
+    b: Raw,
+) -> Response {
     handle(s, a, Some(p.0), b, Kind::Completions).await
 }
-async fn embeddings_of(State(s): State<AppState>, a: Auth, p: Path<String>, b: Raw) -> Response {
-    handle(s, a, Some(p.0), b, Kind::Embeddings).await
-}
 
-/// `GET /v1/models`: the models with an active deployment this key may call.
-async fn models(State(state): State<AppState>, auth: Auth) -> Response {
-    let answer = async {
-        let Authenticated(principal) = auth?;
-        let filter = shared::db::deployments::Filter {
-            status: Some(shared::domain::DeploymentStatus::Deployed),
-            limit: Some(1000),
-            ..Default::default()
-        };
-        let deployed = shared::db::deployments::list(&state.db, &filter).await?;
-        let data: Vec<Value> = deployed
-            .into_iter()
-            .filter(|d| d.is_active)
-            .filter(|d| ModelId::parse(&d.model_id).is_ok_and(|m| principal.require_predict(&m).is_ok()))
-            .map(|d| {
-                json!({"id": d.model_id, "object": "model", "created": d.created_at.timestamp(), "owned_by": "hokusai"})
-            })
-            .collect();
-        Ok::<_, ApiError>(json!({"object": "list", "data": data}))
-    };
-    match answer.await {
-        Ok(body) => axum::Json(body).into_response(),
-        Err(error) => openai_error(error),
-    }
+#[utoipa::path(
+    post,
+    path = "/api/v1/models/{model_id}/v1/embeddings",
+    tag = "openai",
+    operation_id = "model_openai_embeddings",
+    summary = "Embeddings of the model in the path (OpenAI-compatible)",
+    description = "OpenAI-compatible; the body passes to the container with only `model` changed. Scope `predict` or `predict:{model_id}`.",
+    params(("model_id" = String, Path, description = "The Hokusai model id (MLflow registered-model name)")),
+    request_body(content = EmbeddingRequest),
+    security(("bearer" = ["predict"]), ("bearer" = ["predict:{model_id}"]), ("api_key" = ["predict"]), ("api_key" = ["predict:{model_id}"])),
+    responses(
+        (status = 200, description = "The embeddings", body = EmbeddingList),
+        (status = 400, description = "BAD_REQUEST: malformed JSON, not an object, `model` missing or not a string, `stream` not a boolean, or the path's model serves a task without this route (the message names the tasks that do)", body = OpenAiErrorResponse),
+        (status = 404, description = "MODEL_NOT_DEPLOYED: the path's model has no active deployment", body = OpenAiErrorResponse),
+        (status = 422, description = "VALIDATION_ERROR: the model's container refused the request (its message, URLs removed), or a path parameter is not UTF-8", body = OpenAiErrorResponse),
+        (status = 429, description = "RATE_LIMITED: the key's allowance is spent, or the model endpoint is overloaded (`Retry-After`); QUOTA_EXCEEDED: the key's monthly prediction quota is spent", body = OpenAiErrorResponse),
+        (status = 502, description = "UPSTREAM_ERROR: the model endpoint failed", body = OpenAiErrorResponse),
+        (status = 503, description = "MODEL_NOT_READY: the endpoint is waking up or was lost at the provider (`Retry-After`); AUTH_UNAVAILABLE; SERVICE_UNAVAILABLE; OVERLOADED", body = OpenAiErrorResponse),
+        (status = 504, description = "UPSTREAM_TIMEOUT: the model endpoint did not answer within `PREDICT_TIMEOUT_SECONDS`", body = OpenAiErrorResponse),
+    ),
+)]
+pub(crate) async fn embeddings_of(
+    State(s): State<AppState>,
+    a: Auth,
+    p: Path<String>,
+    b: Raw,
+) -> Response {
+    handle(s, a, Some(p.0), b, Kind::Embeddings).await
 }
 
 async fn handle(
@@ -143,7 +269,7 @@ async fn handle(
 ) -> Response {
     match forward(&state, auth, path_model, body, kind).await {
         Ok(response) => response,
-        Err(error) => openai_error(error),
+        Err(error) => error.into_response(),
     }
 }
 
@@ -254,116 +380,4 @@ async fn serving(
         }),
         Routed::Nowhere => Err(not_deployed()),
     }
-}
-
-/// The body of a non-streamed answer, at most `limit` bytes.
-async fn bounded(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let mut body = Vec::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) if body.len() + chunk.len() > limit => {
-                return Err(ApiError::Upstream(
-                    "the model endpoint's answer is too large".into(),
-                ));
-            }
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-            Ok(None) => return Ok(body),
-            Err(_) => {
-                return Err(ApiError::Upstream(
-                    "the model endpoint broke off its answer".into(),
-                ));
-            }
-        }
-    }
-}
-
-/// A provider failure before any answer, as predict maps it.
-fn upstream_failure(error: ProviderError, timeout_secs: u64) -> ApiError {
-    tracing::warn!(kind = error.kind(), error = %error.message(), "the model endpoint failed");
-    match error {
-        ProviderError::Timeout { .. } => ApiError::UpstreamTimeout(timeout_secs),
-        ProviderError::Unavailable { retry_after, .. } => ApiError::ModelNotReady {
-            detail: "the model endpoint is not ready (waking up or scaling)".into(),
-            retry_after,
-        },
-        ProviderError::Invalid { .. } => {
-            ApiError::BadRequest("this model's provider has no OpenAI-compatible routes".into())
-        }
-        _ => ApiError::Upstream("the model endpoint failed".into()),
-    }
-}
-
-/// An upstream answer with an error status: the caller's mistakes (4xx) keep their status and
-/// the container's message (URLs removed); waking is 503, overload 429, the rest 502.
-fn upstream_refusal(status: u16, body: &[u8]) -> ApiError {
-    let message = serde_json::from_slice::<Value>(body)
-        .ok()
-        .and_then(|v| match &v["error"] {
-            Value::String(message) => Some(message.clone()),
-            Value::Object(error) => error
-                .get("message")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            _ => None,
-        });
-    tracing::warn!(status, "the model endpoint refused an OpenAI request");
-    match (status, message) {
-        (503, _) => ApiError::ModelNotReady {
-            detail: "the model endpoint is not ready (waking up or scaling)".into(),
-            retry_after: Duration::from_secs(5),
-        },
-        (429 | 424, _) => ApiError::RateLimited {
-            detail: "the model endpoint is overloaded".into(),
-            retry_after: Duration::from_secs(1),
-        },
-        (413, _) => ApiError::PayloadTooLarge,
-        (404, _) => ApiError::BadRequest("the model endpoint has no such route".into()),
-        (400..=499, Some(message)) => ApiError::Validation(without_urls(&message)),
-        (400..=499, None) => ApiError::BadRequest("the model rejected the request".into()),
-        _ => ApiError::Upstream("the model endpoint failed".into()),
-    }
-}
-
-/// `text` with every `http://` or `https://` word replaced: a container's message must not
-/// reveal internal addresses.
-fn without_urls(text: &str) -> String {
-    text.split(' ')
-        .map(|word| {
-            if word.contains("http://") || word.contains("https://") {
-                "<url>"
-            } else {
-                word
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-/// An error in OpenAI's shape: our status and headers (`Retry-After`), our sentence as
-/// `message`, the OpenAI `type` of its class, our code (lower case) as `code`.
-fn openai_error(error: ApiError) -> Response {
-    let (mut parts, _) = error.into_response().into_parts();
-    let body = parts.extensions.remove::<Arc<ErrorBody>>();
-    let (code, message) = body.map_or(("internal", "request failed".to_owned()), |b| {
-        (b.code, b.detail.clone())
-    });
-    let kind = match parts.status {
-        StatusCode::UNAUTHORIZED => "authentication_error",
-        StatusCode::FORBIDDEN => "permission_error",
-        StatusCode::NOT_FOUND => "not_found_error",
-        StatusCode::TOO_MANY_REQUESTS => "rate_limit_error",
-        s if s.is_client_error() => "invalid_request_error",
-        _ => "api_error",
-    };
-    parts.headers.remove(header::CONTENT_LENGTH);
-    let error = json!({"error": {"message": message, "type": kind, "param": null, "code": code.to_lowercase()}});
-    let mut rendered = axum::Json(error).into_response();
-    *rendered.status_mut() = parts.status;
-    for (name, value) in &parts.headers {
-        rendered
-            .headers_mut()
-            .entry(name)
-            .or_insert_with(|| value.clone());
-    }
-    rendered
 }
