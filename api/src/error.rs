@@ -292,11 +292,11 @@ pub(crate) enum Shape {
 
 impl Shape {
     /// The shape of the route `template` (a matched route, `None` when nothing matched):
-    /// `/v2/...` is the Open Inference Protocol, `/v1/...` and `/api/v1/models/{model_id}/v1/...`
+    /// `/v2` and `/v2/...` are the Open Inference Protocol, `/v1/...` and `/api/v1/models/{model_id}/v1/...`
     /// are OpenAI's.
     pub(crate) fn of(template: Option<&str>) -> Self {
         match template {
-            Some(t) if t.starts_with("/v2/") => Self::Oip,
+            Some(t) if t == "/v2" || t.starts_with("/v2/") => Self::Oip,
             Some(t) if t.starts_with("/v1/") || t.starts_with("/api/v1/models/{model_id}/v1/") => {
                 Self::OpenAi
             }

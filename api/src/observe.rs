@@ -44,6 +44,16 @@ struct Inner {
     route: OnceLock<Arc<ActiveRoute>>,
     upstream: OnceLock<Duration>,
     allowance: OnceLock<Allowance>,
+    tokens: OnceLock<Tokens>,
+}
+
+/// The token counts of a generation (the `usage` of an OpenAI-shaped answer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tokens {
+    /// `usage.prompt_tokens`.
+    pub prompt: Option<u64>,
+    /// `usage.completion_tokens`.
+    pub completion: Option<u64>,
 }
 
 impl RequestContext {
@@ -54,6 +64,7 @@ impl RequestContext {
             route: OnceLock::new(),
             upstream: OnceLock::new(),
             allowance: OnceLock::new(),
+            tokens: OnceLock::new(),
         }))
     }
 
@@ -86,6 +97,16 @@ impl RequestContext {
     /// Records the time spent waiting for the upstream endpoint.
     pub fn set_upstream(&self, upstream: Duration) {
         let _ = self.0.upstream.set(upstream);
+    }
+
+    /// Records the answer's token counts (the first call wins: an answer has one `usage`).
+    pub fn set_tokens(&self, tokens: Tokens) {
+        let _ = self.0.tokens.set(tokens);
+    }
+
+    /// The answer's token counts, once known (a stream's come with its last events).
+    pub fn tokens(&self) -> Option<Tokens> {
+        self.0.tokens.get().copied()
     }
 }
 
@@ -188,7 +209,14 @@ pub async fn observe(
     if let Some(allowance) = context.0.allowance.get() {
         rate_limit_headers(response.headers_mut(), allowance);
     }
-    let response_payload = if config.log_payloads {
+    let streamed = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let response_payload = if config.log_payloads && streamed {
+        // Reading a stream here would hold every chunk back until it ended.
+        Some("<a stream, not logged>".to_owned())
+    } else if config.log_payloads {
         let (parts, body) = response.into_parts();
         let bytes = axum::body::to_bytes(body, usize::MAX)
             .await

@@ -20,6 +20,8 @@ client = httpclient.InferenceServerClient(url=url)
 
 assert client.is_server_live(), "server live"
 assert client.is_server_ready(), "server ready"
+server = client.get_server_metadata(headers=auth)
+assert server["name"] == "hokusai-serve" and "binary_tensor_data" in server["extensions"], server
 assert client.is_model_ready(model, headers=auth), "model ready"
 assert not client.is_model_ready("no-such-model", headers=auth), "unknown model not ready"
 
@@ -50,4 +52,4 @@ try:
 except InferenceServerException as error:
     assert "401" in str(error.status()) or "API key" in str(error), error
 
-print(f"OK: tritonclient live/ready/metadata/infer against {model}: {labels} {list(scores)}")
+print(f"OK: tritonclient live/ready/server/metadata/infer against {model}: {labels} {list(scores)}")

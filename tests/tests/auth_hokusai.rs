@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use tests::app::{TestApp, assert_error};
+use tests::app::{ADMIN_KEY, TestApp, assert_error};
 use tests::db::Engine;
 use tests::fake_auth::{FakeAuth, KeyState};
 
@@ -165,4 +165,78 @@ async fn eventually<T>(read: impl Fn() -> T, done: impl Fn(&T) -> bool) -> T {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     read()
+}
+
+#[tokio::test]
+async fn openai_usage_reports_carry_token_counts_and_a_stream_is_reported_once_it_ended() {
+    let (auth, app) = started(&[("AUTH_USAGE_REPORTING", "true")]).await;
+    auth.add_key(ADMIN_KEY, "key-admin", &["admin", "model:write"]);
+    let worker = app.worker();
+    let generation = json!({"model_version": "1", "repository": "openai-community/gpt2",
+                            "task": "text-generation"});
+    app.deploy_and_serve(&worker, "model-a", generation).await;
+    let chat = |stream: bool| {
+        json!({"model": "model-a", "messages": [{"role": "user", "content": "hello there"}],
+               "max_tokens": 5, "stream": stream, "stream_options": {"include_usage": stream}})
+    };
+    let of_model_a = |reports: &Vec<(String, serde_json::Value)>| -> Vec<serde_json::Value> {
+        reports
+            .iter()
+            .filter(|(key, body)| {
+                key == "key-model-a" && body["endpoint"] == "/v1/chat/completions"
+            })
+            .map(|(_, body)| body.clone())
+            .collect()
+    };
+
+    let whole: serde_json::Value = app
+        .post("/v1/chat/completions", MODEL_A, &chat(false))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let first = eventually(|| of_model_a(&auth.usage_reports()), |r| r.len() == 1).await;
+    app.emulator.set_chaos(emulator::ChaosConfig {
+        stream_chunk_delay_ms: 150,
+        ..emulator::ChaosConfig::default()
+    });
+    let stream = app.post("/v1/chat/completions", MODEL_A, &chat(true)).await;
+    // Headers are in, the events not yet read: the stream has not ended, nothing reported.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before_the_end = of_model_a(&auth.usage_reports()).len();
+    let events = stream.text().await.expect("events");
+    let reports = eventually(|| of_model_a(&auth.usage_reports()), |r| r.len() == 2).await;
+
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(
+        first[0]["prompt_tokens"], whole["usage"]["prompt_tokens"],
+        "{whole}"
+    );
+    assert_eq!(
+        first[0]["completion_tokens"], whole["usage"]["completion_tokens"],
+        "{whole}"
+    );
+    let last_usage = events
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter_map(|data| serde_json::from_str::<serde_json::Value>(data).ok())
+        .filter(|event| event["usage"].is_object())
+        .last()
+        .expect("a usage chunk");
+    assert_eq!(before_the_end, 1, "the stream was reported before it ended");
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    assert_eq!(
+        reports[1]["prompt_tokens"],
+        last_usage["usage"]["prompt_tokens"]
+    );
+    assert_eq!(
+        reports[1]["completion_tokens"],
+        last_usage["usage"]["completion_tokens"]
+    );
+    assert_eq!(
+        reports[1]["model_id"],
+        serde_json::Value::Null,
+        "the body names the model"
+    );
+    assert_eq!(reports[1]["status_code"], 200);
 }

@@ -78,6 +78,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/models"),
     ("POST", "/api/v1/models/{p}/v1/chat/completions"),
     ("POST", "/api/v1/models/{p}/v1/embeddings"),
+    ("GET", "/v2"),
     ("GET", "/v2/health/live"),
     ("GET", "/v2/health/ready"),
     ("GET", "/v2/models/{p}"),
@@ -291,7 +292,7 @@ impl Fuzz {
         let known = |code: &str| CODES.iter().any(|c| c.eq_ignore_ascii_case(code));
         // The documented error schema says which shape: ours, OpenAI's or the protocol's.
         // A method a documented path does not take (405) answers in that path's shape.
-        let family = if path.starts_with("/v2/") {
+        let family = if path == "/v2" || path.starts_with("/v2/") {
             "#/components/schemas/OipErrorResponse"
         } else if path.starts_with("/v1/")
             || path

@@ -15,7 +15,7 @@ use tests::db::Engine;
 use tests::openapi::{api_reference, operations, rewrite_docs};
 
 /// Every route of `api/src/routes/*.rs`, by hand: update it with the router.
-const ROUTES: [(&str, &str); 37] = [
+const ROUTES: [(&str, &str); 38] = [
     ("GET", "/health"),
     ("GET", "/ready"),
     ("GET", "/metrics"),
@@ -38,6 +38,7 @@ const ROUTES: [(&str, &str); 37] = [
     ("POST", "/api/v1/models/{model_id}/v1/chat/completions"),
     ("POST", "/api/v1/models/{model_id}/v1/completions"),
     ("POST", "/api/v1/models/{model_id}/v1/embeddings"),
+    ("GET", "/v2"),
     ("GET", "/v2/health/live"),
     ("GET", "/v2/health/ready"),
     ("GET", "/v2/models/{model_id}"),
@@ -72,7 +73,7 @@ const PUBLIC: [&str; 11] = [
 
 /// The error schema of a route: the protocol routes answer in their protocol's shape.
 fn error_schema(path: &str) -> &'static str {
-    if path.starts_with("/v2/") {
+    if path == "/v2" || path.starts_with("/v2/") {
         "#/components/schemas/OipErrorResponse"
     } else if path.starts_with("/v1/") || path.contains("}/v1/") {
         "#/components/schemas/OpenAiErrorResponse"

@@ -4,8 +4,10 @@
 //! [`track`] is a middleware around every route, inside the observation middleware: the
 //! [`super::Authenticated`] extractor records the [`super::Principal`] in the request's
 //! [`RequestContext`] once a key is accepted (the request itself is consumed by the handler,
-//! so the context is how the principal comes back out). After the response is built, a record
-//! `{endpoint, response_time_ms, status_code, service_id, model_id}` is offered to a bounded
+//! so the context is how the principal comes back out). After the response is built (for a
+//! Server-Sent Events stream: once it ended), a record
+//! `{endpoint, response_time_ms, status_code, service_id, model_id}` — plus `prompt_tokens`
+//! and `completion_tokens` on the OpenAI-compatible routes — is offered to a bounded
 //! queue with `try_send`: the request never waits, and a full queue drops the record and
 //! counts it. A background task drains the queue in batches and posts each record to
 //! `POST {auth}/api/v1/usage/{key_id}` with a few calls in flight; a failed post is counted
@@ -13,7 +15,9 @@
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::{FromRequestParts, RawPathParams, Request, State};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
 use futures_util::StreamExt;
@@ -47,6 +51,13 @@ pub struct UsageRecord {
     pub service_id: String,
     /// The route's `{model_id}`, when it has one.
     pub model_id: Option<String>,
+    /// On the OpenAI-compatible routes, the answer's `usage.prompt_tokens` (left out when
+    /// unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<u64>,
+    /// On the OpenAI-compatible routes, the answer's `usage.completion_tokens`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completion_tokens: Option<u64>,
 }
 
 /// The queue's producing end; cheap to share.
@@ -117,18 +128,62 @@ pub async fn track(
         });
     let endpoint = parts.uri.path().to_owned();
     let response = next.run(Request::from_parts(parts, body)).await;
-    if let Some(principal) = context.principal() {
-        reporter.report(UsageRecord {
+    let Some(principal) = context.principal() else {
+        return response;
+    };
+    let pending = Pending {
+        reporter,
+        context: context.clone(),
+        record: Some(UsageRecord {
             key_id: principal.key_id.clone(),
             endpoint,
-            response_time_ms: u64::try_from(context.started().elapsed().as_millis())
-                .unwrap_or(u64::MAX),
+            response_time_ms: 0,
             status_code: response.status().as_u16(),
-            service_id: reporter.service_id.clone(),
+            service_id: String::new(),
             model_id,
-        });
+            prompt_tokens: None,
+            completion_tokens: None,
+        }),
+    };
+    let streamed = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if !streamed {
+        drop(pending); // reports now
+        return response;
     }
-    response
+    // A stream's time and token counts are known when it ends: the record goes when the
+    // body is done or dropped (the client went away).
+    let (parts, body) = response.into_parts();
+    let body = body.into_data_stream().map(move |chunk| {
+        let _ = &pending;
+        chunk
+    });
+    Response::from_parts(parts, Body::from_stream(body))
+}
+
+/// A record reported when dropped, with the time and tokens known by then.
+struct Pending {
+    reporter: Arc<UsageReporter>,
+    context: RequestContext,
+    record: Option<UsageRecord>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let Some(mut record) = self.record.take() else {
+            return;
+        };
+        let elapsed = self.context.started().elapsed().as_millis();
+        record.response_time_ms = u64::try_from(elapsed).unwrap_or(u64::MAX);
+        record.service_id.clone_from(&self.reporter.service_id);
+        if let Some(tokens) = self.context.tokens() {
+            record.prompt_tokens = tokens.prompt;
+            record.completion_tokens = tokens.completion;
+        }
+        self.reporter.report(record);
+    }
 }
 
 /// The consuming end: posts records until every reporter is gone.
@@ -187,6 +242,8 @@ mod tests {
             status_code: n,
             service_id: "platform".into(),
             model_id: None,
+            prompt_tokens: None,
+            completion_tokens: None,
         }
     }
 

@@ -64,6 +64,7 @@ pub fn router() -> Router<AppState> {
         openai::chat_of,
         openai::completions_of,
         openai::embeddings_of,
+        oip::server_metadata,
         oip::live,
         oip::ready,
         oip::metadata,

@@ -3,7 +3,7 @@
 //! work unchanged (docs/integration-guide.md, "Open Inference Protocol"):
 //!
 //! - `GET /v2/health/live`, `GET /v2/health/ready`: the server (no key; ready = the database
-//!   answers).
+//!   answers); `GET /v2`: its name, version and extensions (any valid key).
 //! - `GET /v2/models/{model_id}[/versions/{v}]`: metadata (the task's input and output
 //!   tensors); `…/ready`: 200 when the model (that MLflow version) is serving, 404 otherwise;
 //!   `POST …/infer`: a prediction. These take an API key with `predict` or
@@ -29,7 +29,7 @@ use shared::domain::ModelId;
 mod schema;
 
 use schema::{InferRequest as InferRequestBody, InferResponse as InferResponseBody};
-use schema::{ModelMetadata, ModelReady, ServerLive, ServerReady};
+use schema::{ModelMetadata, ModelReady, ServerLive, ServerMetadata, ServerReady};
 
 use crate::auth::Authenticated;
 use crate::error::{ApiError, OipErrorResponse};
@@ -42,6 +42,7 @@ use crate::state::AppState;
 /// The V2 routes.
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/v2", get(server_metadata))
         .route("/v2/health/live", get(live))
         .route("/v2/health/ready", get(ready))
         .route("/v2/models/{model_id}", get(metadata))
@@ -67,6 +68,28 @@ impl From<OipError> for ApiError {
             OipError::Malformed(message) => Self::BadRequest(message),
             OipError::Invalid(message) => Self::Validation(message),
         }
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/v2",
+    tag = "open inference protocol",
+    operation_id = "oip_server_metadata",
+    summary = "Server metadata (Open Inference Protocol)",
+    description = "Any valid key (it names the server's version).",
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "The server's name, version and protocol extensions", body = ServerMetadata)),
+)]
+pub(crate) async fn server_metadata(principal: Result<Authenticated, ApiError>) -> Response {
+    match principal {
+        Ok(_) => axum::Json(ServerMetadata {
+            name: "hokusai-serve",
+            version: env!("CARGO_PKG_VERSION"),
+            extensions: &["binary_tensor_data"],
+        })
+        .into_response(),
+        Err(error) => error.into_response(),
     }
 }
 

@@ -9,6 +9,19 @@ use utoipa::ToSchema;
 
 use crate::protocol::oip::TensorMetadata;
 
+/// `GET /v2`.
+#[derive(Serialize, ToSchema)]
+#[schema(as = OipServerMetadata)]
+pub struct ServerMetadata {
+    /// `hokusai-serve`.
+    #[schema(example = "hokusai-serve")]
+    pub name: &'static str,
+    /// The server's version.
+    pub version: &'static str,
+    /// The protocol extensions served: `binary_tensor_data`.
+    pub extensions: &'static [&'static str],
+}
+
 /// `GET /v2/health/live`.
 #[derive(Serialize, ToSchema)]
 #[schema(as = OipServerLive)]

@@ -22,16 +22,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use serde_json::{Map, Value};
 use shared::domain::ModelId;
 
 use crate::auth::{Authenticated, Principal};
 use crate::error::{ApiError, OpenAiErrorResponse};
 use crate::extract::{Body, Path};
+use crate::observe::RequestContext;
 use crate::routing::{ActiveRoute, Routed};
 use crate::state::AppState;
 
@@ -97,6 +98,7 @@ impl Kind {
 
 type Auth = Result<Authenticated, ApiError>;
 type Raw = Result<Body, ApiError>;
+type Ctx = Option<Extension<RequestContext>>;
 
 #[utoipa::path(
     post,
@@ -118,8 +120,8 @@ type Raw = Result<Body, ApiError>;
         (status = 504, description = "UPSTREAM_TIMEOUT: the model endpoint did not answer within `PREDICT_TIMEOUT_SECONDS`", body = OpenAiErrorResponse),
     ),
 )]
-pub(crate) async fn chat(State(s): State<AppState>, a: Auth, b: Raw) -> Response {
-    handle(s, a, None, b, Kind::Chat).await
+pub(crate) async fn chat(State(s): State<AppState>, c: Ctx, a: Auth, b: Raw) -> Response {
+    handle(s, c, a, None, b, Kind::Chat).await
 }
 
 #[utoipa::path(
@@ -142,8 +144,8 @@ pub(crate) async fn chat(State(s): State<AppState>, a: Auth, b: Raw) -> Response
         (status = 504, description = "UPSTREAM_TIMEOUT: the model endpoint did not answer within `PREDICT_TIMEOUT_SECONDS`", body = OpenAiErrorResponse),
     ),
 )]
-pub(crate) async fn completions(State(s): State<AppState>, a: Auth, b: Raw) -> Response {
-    handle(s, a, None, b, Kind::Completions).await
+pub(crate) async fn completions(State(s): State<AppState>, c: Ctx, a: Auth, b: Raw) -> Response {
+    handle(s, c, a, None, b, Kind::Completions).await
 }
 
 #[utoipa::path(
@@ -166,8 +168,8 @@ pub(crate) async fn completions(State(s): State<AppState>, a: Auth, b: Raw) -> R
         (status = 504, description = "UPSTREAM_TIMEOUT: the model endpoint did not answer within `PREDICT_TIMEOUT_SECONDS`", body = OpenAiErrorResponse),
     ),
 )]
-pub(crate) async fn embeddings(State(s): State<AppState>, a: Auth, b: Raw) -> Response {
-    handle(s, a, None, b, Kind::Embeddings).await
+pub(crate) async fn embeddings(State(s): State<AppState>, c: Ctx, a: Auth, b: Raw) -> Response {
+    handle(s, c, a, None, b, Kind::Embeddings).await
 }
 
 #[utoipa::path(
@@ -193,11 +195,12 @@ pub(crate) async fn embeddings(State(s): State<AppState>, a: Auth, b: Raw) -> Re
 )]
 pub(crate) async fn chat_of(
     State(s): State<AppState>,
+    c: Ctx,
     a: Auth,
     p: Path<String>,
     b: Raw,
 ) -> Response {
-    handle(s, a, Some(p.0), b, Kind::Chat).await
+    handle(s, c, a, Some(p.0), b, Kind::Chat).await
 }
 
 #[utoipa::path(
@@ -223,11 +226,12 @@ pub(crate) async fn chat_of(
 )]
 pub(crate) async fn completions_of(
     State(s): State<AppState>,
+    c: Ctx,
     a: Auth,
     p: Path<String>,
     b: Raw,
 ) -> Response {
-    handle(s, a, Some(p.0), b, Kind::Completions).await
+    handle(s, c, a, Some(p.0), b, Kind::Completions).await
 }
 
 #[utoipa::path(
@@ -253,21 +257,24 @@ pub(crate) async fn completions_of(
 )]
 pub(crate) async fn embeddings_of(
     State(s): State<AppState>,
+    c: Ctx,
     a: Auth,
     p: Path<String>,
     b: Raw,
 ) -> Response {
-    handle(s, a, Some(p.0), b, Kind::Embeddings).await
+    handle(s, c, a, Some(p.0), b, Kind::Embeddings).await
 }
 
 async fn handle(
     state: AppState,
+    context: Ctx,
     auth: Auth,
     path_model: Option<String>,
     body: Raw,
     kind: Kind,
 ) -> Response {
-    match forward(&state, auth, path_model, body, kind).await {
+    let context = context.map(|Extension(c)| c);
+    match forward(&state, context, auth, path_model, body, kind).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -276,6 +283,7 @@ async fn handle(
 /// The checks, then the pass-through.
 async fn forward(
     state: &AppState,
+    context: Option<RequestContext>,
     auth: Auth,
     path_model: Option<String>,
     body: Raw,
@@ -332,10 +340,12 @@ async fn forward(
         .open(&route.handle, kind.path(), body)
         .await
         .map_err(|e| upstream_failure(e, timeout.as_secs()))?;
-    route
-        .series
-        .upstream
-        .record(started.elapsed().as_secs_f64());
+    let waited = started.elapsed();
+    route.series.upstream.record(waited.as_secs_f64());
+    if let Some(context) = &context {
+        context.set_route(route.clone());
+        context.set_upstream(waited);
+    }
     let status = upstream.status();
     if !status.is_success() {
         let bytes = bounded(upstream, state.settings.api.max_upstream_body_bytes).await?;
@@ -344,7 +354,7 @@ async fn forward(
     state.activity.note(route.deployment_id);
     if stream {
         let idle = state.settings.api.stream_idle_timeout;
-        return Ok(sse(upstream, idle, route));
+        return Ok(sse(upstream, idle, route, context));
     }
     let read = bounded(upstream, state.settings.api.max_upstream_body_bytes);
     let bytes = tokio::time::timeout(timeout, read)
@@ -354,7 +364,7 @@ async fn forward(
         ApiError::Upstream("the model endpoint answered something other than JSON".into())
     })?;
     if let Some(usage) = answer.get("usage") {
-        count_tokens(&route.model_id, usage);
+        count_tokens(&route.model_id, usage, context.as_ref());
     }
     if let Some(object) = answer.as_object_mut() {
         object.insert("model".into(), Value::String(raw));

@@ -11,18 +11,25 @@ use serde_json::{Value, json};
 use shared::domain::ModelId;
 use shared::telemetry::metrics::names::{STREAM_ERRORS, TOKENS};
 
+use crate::observe::{RequestContext, Tokens};
 use crate::routing::ActiveRoute;
 
-/// Adds the `usage` object's prompt and completion tokens to `hokusai_tokens_total`.
-pub(super) fn count_tokens(model: &ModelId, usage: &Value) {
-    for (field, kind) in [
-        ("prompt_tokens", "prompt"),
-        ("completion_tokens", "completion"),
-    ] {
-        if let Some(n) = usage.get(field).and_then(Value::as_u64) {
+/// Adds the `usage` object's prompt and completion tokens to `hokusai_tokens_total` and
+/// records them in the request's context, where the usage report reads them.
+pub(super) fn count_tokens(model: &ModelId, usage: &Value, context: Option<&RequestContext>) {
+    let read = |field: &str| usage.get(field).and_then(Value::as_u64);
+    let tokens = Tokens {
+        prompt: read("prompt_tokens"),
+        completion: read("completion_tokens"),
+    };
+    for (n, kind) in [(tokens.prompt, "prompt"), (tokens.completion, "completion")] {
+        if let Some(n) = n {
             metrics::counter!(TOKENS, "model_id" => model.as_str().to_owned(), "kind" => kind)
                 .increment(n);
         }
+    }
+    if let Some(context) = context {
+        context.set_tokens(tokens);
     }
 }
 
@@ -32,10 +39,12 @@ pub(super) fn sse(
     upstream: reqwest::Response,
     idle: Duration,
     route: Arc<ActiveRoute>,
+    context: Option<RequestContext>,
 ) -> Response {
     struct Pass {
         upstream: Option<reqwest::Response>,
         route: Arc<ActiveRoute>,
+        context: Option<RequestContext>,
         idle: Duration,
         /// The bytes of an event not yet complete (usage is read from whole events).
         pending: Vec<u8>,
@@ -43,6 +52,7 @@ pub(super) fn sse(
     let pass = Pass {
         upstream: Some(upstream),
         route,
+        context,
         idle,
         pending: Vec::new(),
     };
@@ -50,7 +60,8 @@ pub(super) fn sse(
         let upstream = pass.upstream.as_mut()?;
         let failure = match tokio::time::timeout(pass.idle, upstream.chunk()).await {
             Ok(Ok(Some(chunk))) => {
-                scan_usage(&mut pass.pending, &chunk, &pass.route.model_id);
+                let model = &pass.route.model_id;
+                scan_usage(&mut pass.pending, &chunk, model, pass.context.as_ref());
                 return Some((Ok::<Bytes, std::convert::Infallible>(chunk), pass));
             }
             Ok(Ok(None)) => {
@@ -79,7 +90,12 @@ pub(super) fn sse(
 
 /// Appends `chunk` to the incomplete event in `pending`, counts the `usage` of every complete
 /// `data:` event, keeps the rest (bounded: an event over 64 KiB is dropped from the scan).
-fn scan_usage(pending: &mut Vec<u8>, chunk: &[u8], model: &ModelId) {
+fn scan_usage(
+    pending: &mut Vec<u8>,
+    chunk: &[u8],
+    model: &ModelId,
+    context: Option<&RequestContext>,
+) {
     pending.extend_from_slice(chunk);
     while let Some(end) = pending.windows(2).position(|w| w == b"\n\n") {
         let event: Vec<u8> = pending.drain(..end + 2).collect();
@@ -89,7 +105,7 @@ fn scan_usage(pending: &mut Vec<u8>, chunk: &[u8], model: &ModelId) {
         if let Ok(value) = serde_json::from_slice::<Value>(data.trim_ascii())
             && let Some(usage) = value.get("usage").filter(|u| u.is_object())
         {
-            count_tokens(model, usage);
+            count_tokens(model, usage, context);
         }
     }
     if pending.len() > 64 * 1024 {
