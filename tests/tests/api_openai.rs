@@ -11,7 +11,13 @@ use tests::app::{ADMIN_KEY, MODEL_A_KEY, READ_KEY, TestApp};
 use tests::db::Engine;
 
 async fn served() -> TestApp {
-    let app = TestApp::start(Engine::Sqlite, &[("MAX_BODY_BYTES", "4000")]).await;
+    served_with(&[]).await
+}
+
+async fn served_with(overrides: &[(&str, &str)]) -> TestApp {
+    let mut settings = vec![("MAX_BODY_BYTES", "4000")];
+    settings.extend_from_slice(overrides);
+    let app = TestApp::start(Engine::Sqlite, &settings).await;
     let worker = app.worker();
     let generation = json!({"model_version": "1", "repository": "openai-community/gpt2", "task": "text-generation"});
     app.deploy_and_serve(&worker, "model-a", generation).await;
@@ -110,7 +116,15 @@ async fn chat_passes_through_with_our_model_name_and_counts_tokens() {
 
 #[tokio::test]
 async fn streams_arrive_chunk_by_chunk_and_end_with_done() {
-    let app = served().await;
+    streams_chunk_by_chunk(served().await).await;
+}
+
+#[tokio::test]
+async fn payload_logging_does_not_hold_a_stream_back() {
+    streams_chunk_by_chunk(served_with(&[("LOG_PAYLOADS", "true")]).await).await;
+}
+
+async fn streams_chunk_by_chunk(app: TestApp) {
     app.emulator.set_chaos(ChaosConfig {
         stream_chunk_delay_ms: 150,
         ..ChaosConfig::default()
