@@ -220,8 +220,7 @@ async fn openai_usage_reports_carry_token_counts_and_a_stream_is_reported_once_i
         .lines()
         .filter_map(|line| line.strip_prefix("data: "))
         .filter_map(|data| serde_json::from_str::<serde_json::Value>(data).ok())
-        .filter(|event| event["usage"].is_object())
-        .last()
+        .rfind(|event| event["usage"].is_object())
         .expect("a usage chunk");
     assert_eq!(before_the_end, 1, "the stream was reported before it ended");
     assert_eq!(reports.len(), 2, "{reports:?}");
