@@ -14,6 +14,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use crate::chaos::EndpointChaos;
 use crate::config::EmulatorConfig;
 
 /// Where an endpoint is in its life.
@@ -53,6 +54,8 @@ pub struct Record {
     since: Instant,
     /// Ends `failed` after initializing (chaos).
     pub doomed: bool,
+    /// Injected inference failures (`POST /_emulator/endpoints/{namespace}/{name}/chaos`).
+    pub chaos: EndpointChaos,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -69,6 +72,7 @@ impl Record {
             phase: Phase::Pending,
             since: Instant::now(),
             doomed,
+            chaos: EndpointChaos::default(),
             created_at: now,
             updated_at: now,
         }

@@ -4,6 +4,9 @@
 //! Running endpoints answer; a scaled-to-zero endpoint starts waking on any request and
 //! answers 503 with `Retry-After` unless the request carries `X-Scale-Up-Timeout`, in which
 //! case it is held until the endpoint runs; a paused one answers 400 `Invalid state`.
+//! Behind the proxy, the endpoint's `predict_error_rate` (chaos) makes its share of the
+//! inference requests answer 500 `{"error"}` while the endpoint stays `running`; the health
+//! route is never affected.
 
 use std::time::Duration;
 
@@ -45,6 +48,9 @@ pub(crate) enum Refusal {
     Failed,
     /// 503 with `Retry-After` seconds.
     Waking(u64),
+    /// 500 `{"error"}`: the container failed the request (the endpoint's
+    /// `predict_error_rate`, chaos).
+    ContainerError,
 }
 
 impl IntoResponse for Refusal {
@@ -57,6 +63,11 @@ impl IntoResponse for Refusal {
                 let body = "503 Service Unavailable: the endpoint is scaling up, retry later";
                 let retry_after = [(header::RETRY_AFTER, retry.to_string())];
                 (StatusCode::SERVICE_UNAVAILABLE, retry_after, body).into_response()
+            }
+            Self::ContainerError => {
+                let error = "Internal server error (emulated: predict_error_rate)";
+                let body = axum::Json(json!({"error": error}));
+                (StatusCode::INTERNAL_SERVER_ERROR, body).into_response()
             }
         }
     }
@@ -94,9 +105,25 @@ fn readiness(
     outcome.map_err(Refusal::Api)?
 }
 
+/// What every inference route does before its container answers: [`wait_until_serving`],
+/// then count the request against the endpoint's `predict_error_rate`. The endpoint's task,
+/// or the refusal (500 when the rate picks this request).
+pub(crate) async fn reach_container(
+    store: &Store,
+    ns: &str,
+    name: &str,
+    headers: &HeaderMap,
+) -> Result<Option<String>, Refusal> {
+    let task = wait_until_serving(store, ns, name, headers).await?;
+    if store.inference_fails(ns, name).map_err(Refusal::Api)? {
+        return Err(Refusal::ContainerError);
+    }
+    Ok(task)
+}
+
 /// Holds the request while the endpoint wakes, up to `X-Scale-Up-Timeout` seconds; the
 /// endpoint's task once it serves.
-pub(crate) async fn wait_until_serving(
+async fn wait_until_serving(
     store: &Store,
     ns: &str,
     name: &str,
@@ -135,7 +162,7 @@ async fn predict(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let task = match wait_until_serving(&store, &ns, &name, &headers).await {
+    let task = match reach_container(&store, &ns, &name, &headers).await {
         Ok(task) => task,
         Err(refusal) => return refusal.into_response(),
     };

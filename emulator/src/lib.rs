@@ -14,7 +14,8 @@
 //! - `management`, `inference`, `catalogue`, `predictions`: the routes and their data.
 //! - `openai`: `/v1/chat/completions`, `/v1/completions` (streamed or not) and
 //!   `/v1/embeddings` under each endpoint.
-//! - `auth`: Bearer tokens; `chaos`: injected failures and the `/_emulator` control routes.
+//! - `auth`: Bearer tokens; `chaos`: injected failures (global, and per endpoint on its
+//!   inference routes) and the `/_emulator` control routes.
 
 mod auth;
 mod catalogue;

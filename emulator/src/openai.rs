@@ -4,7 +4,7 @@
 //! another task answers 404, as a container without the route does.
 //!
 //! The proxy in front behaves as for predictions (`inference`: auth, 503 while waking, 400
-//! when paused). Answers are deterministic: the words generated for a prompt depend only on
+//! when paused, and the 500s of the endpoint's `predict_error_rate`). Answers are deterministic: the words generated for a prompt depend only on
 //! the prompt, so tests can assert values; errors have TGI's `{"error", "error_type"}`
 //! shape. `request` parses the bodies, `stream` writes the server-sent events.
 
@@ -25,7 +25,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
 
 use crate::config::ChaosConfig;
-use crate::inference::wait_until_serving;
+use crate::inference::reach_container;
 use crate::predictions;
 use crate::store::Store;
 use request::{Embeddings, Encoding, Flavour, Generation};
@@ -116,7 +116,8 @@ impl Route {
     }
 }
 
-/// The proxy's checks (waking a scaled-to-zero endpoint), then the container's answer.
+/// The proxy's checks (waking a scaled-to-zero endpoint, injected 500s), then the
+/// container's answer.
 async fn serve(
     route: Route,
     State(store): State<Store>,
@@ -124,7 +125,7 @@ async fn serve(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let task = match wait_until_serving(&store, &ns, &name, &headers).await {
+    let task = match reach_container(&store, &ns, &name, &headers).await {
         Ok(task) => task.unwrap_or_else(|| DEFAULT_TASK.to_owned()),
         Err(refusal) => return refusal.into_response(),
     };

@@ -58,6 +58,8 @@ pub struct EndpointInfo {
     pub name: String,
     /// v2 state string.
     pub state: String,
+    /// The share of its inference requests answered 500 (chaos; 0.0 = none).
+    pub predict_error_rate: f64,
     /// The Endpoint object as `GET` would return it.
     pub raw: Value,
 }
@@ -167,6 +169,7 @@ impl Store {
                     namespace: r.namespace.clone(),
                     name: r.name.clone(),
                     state: r.state().to_owned(),
+                    predict_error_rate: r.chaos.predict_error_rate,
                     raw: r.to_json(base),
                 }
             })
@@ -179,6 +182,12 @@ impl Store {
             r.enter(Phase::Failed(reason.to_owned()));
             Ok(())
         })
+    }
+
+    /// Counts an inference request to the endpoint; true when its `predict_error_rate`
+    /// makes this one answer 500.
+    pub fn inference_fails(&self, namespace: &str, name: &str) -> Result<bool, ApiError> {
+        self.with_endpoint(namespace, name, |r| Ok(r.chaos.next_request_fails()))
     }
 
     /// The current chaos settings.
@@ -220,5 +229,37 @@ impl Store {
             ));
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::chaos::EndpointChaos;
+
+    #[test]
+    fn an_endpoints_error_rate_dies_with_it() {
+        let store = Store::new(EmulatorConfig::default());
+        let spec = json!({"model": {"repository": "a/b"}});
+        store
+            .insert("ns", "e", "public", spec.clone(), "http://h")
+            .unwrap();
+        store
+            .with_endpoint("ns", "e", |r| {
+                r.chaos = EndpointChaos::new(1.0);
+                Ok(())
+            })
+            .unwrap();
+        let doomed = store.inference_fails("ns", "e").unwrap();
+
+        store.remove("ns", "e").unwrap();
+        store.insert("ns", "e", "public", spec, "http://h").unwrap();
+
+        assert!(doomed);
+        assert!(!store.inference_fails("ns", "e").unwrap());
+        assert_eq!(store.list(None, "http://h")[0].predict_error_rate, 0.0);
+        assert!(store.inference_fails("ns", "nope").is_err());
     }
 }
