@@ -14,6 +14,7 @@
 //! - [`observe`]: request metrics, the request log line, the per-request context.
 //! - `routes/`: one module per resource, each with its own `router()`.
 //! - [`routing`]: the predict path's cache of active deployments.
+//! - [`rollout_meter`]: per-track measurements of open canary rollouts.
 
 pub mod activity;
 pub mod auth;
@@ -24,6 +25,7 @@ pub mod extract;
 pub mod limits;
 pub mod observe;
 pub mod protocol;
+pub mod rollout_meter;
 mod routes;
 pub mod routing;
 pub mod startup;

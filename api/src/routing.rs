@@ -8,6 +8,10 @@
 //! starts one background read (at most one per entry at a time) and is answered from the
 //! entry, which stays valid until its TTL. A model that sees a request at least every half
 //! TTL therefore never makes a prediction wait for the database, however light its traffic.
+//!
+//! While a canary rollout is open the active route carries the canary and its weight
+//! ([`RolloutRoute`]); [`ActiveRoute::pick`] chooses per request. A step, a promotion or an
+//! abort is visible within the TTL like any other change.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use sea_orm::DatabaseConnection;
 use shared::db::DbError;
-use shared::db::deployments::{self, NotServing};
-use shared::domain::ModelId;
+use shared::db::deployments::{self, Deployment, NotServing};
+use shared::db::rollouts;
+use shared::domain::{DeploymentId, DeploymentStatus, ModelId};
 use shared::provider::EndpointHandle;
 use shared::telemetry::metrics::names;
 use uuid::Uuid;
@@ -40,6 +45,63 @@ pub struct ActiveRoute {
     /// The model's predict series, registered once per route rather than looked up by
     /// label on every prediction.
     pub series: PredictSeries,
+    /// On the stable route while a canary rollout is open: the canary and its share.
+    pub rollout: Option<RolloutRoute>,
+}
+
+/// The canary side of an open rollout (docs/design/rollouts.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutRoute {
+    /// The rollout.
+    pub rollout_id: Uuid,
+    /// Its current step (measurements are kept per step).
+    pub step: i32,
+    /// The canary's share of requests, in percent.
+    pub weight: u8,
+    /// Where the canary's share goes.
+    pub canary: Arc<ActiveRoute>,
+}
+
+/// Which side of a rollout served a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Track {
+    /// The rollout.
+    pub rollout_id: Uuid,
+    /// Its step when the request was routed.
+    pub step: i32,
+    /// The canary (else the stable version).
+    pub canary: bool,
+}
+
+impl Track {
+    /// The metric label: `stable` or `canary`.
+    pub fn label(self) -> &'static str {
+        if self.canary { "canary" } else { "stable" }
+    }
+}
+
+impl ActiveRoute {
+    /// The route for one request: during a rollout the canary for its share of requests,
+    /// picked at random by the current weight, else this one; with the track to measure.
+    pub fn pick(self: &Arc<Self>) -> (Arc<ActiveRoute>, Option<Track>) {
+        let Some(rollout) = &self.rollout else {
+            return (self.clone(), None);
+        };
+        // A uniform draw from 0..100 (the UUID's 122 random bits).
+        let draw = (Uuid::new_v4().as_u128() % 100) as u8;
+        let canary = draw < rollout.weight;
+        let track = Track {
+            rollout_id: rollout.rollout_id,
+            step: rollout.step,
+            canary,
+        };
+        let route = if canary {
+            rollout.canary.clone()
+        } else {
+            self.clone()
+        };
+        (route, Some(track))
+    }
 }
 
 /// Handles of the `model_id`-labelled predict series of one model.
@@ -178,20 +240,59 @@ impl RoutingCache {
     }
 }
 
+fn route_of(model: &ModelId, d: Deployment) -> Option<ActiveRoute> {
+    let handle = EndpointHandle::new(d.provider_model_id?, d.endpoint_url);
+    Some(ActiveRoute {
+        model_id: model.clone(),
+        series: PredictSeries::new(model),
+        deployment_id: d.id,
+        model_version: d.model_version,
+        provider: d.provider,
+        handle,
+        task: d.task,
+        rollout: None,
+    })
+}
+
+/// The canary side of `model`'s open rollout beside the active deployment `stable`, if any.
+async fn rollout_of(
+    db: &DatabaseConnection,
+    model: &ModelId,
+    stable: Uuid,
+) -> Result<Option<RolloutRoute>, DbError> {
+    let Some(rollout) = rollouts::open_for(db, model.as_str()).await? else {
+        return Ok(None);
+    };
+    if rollout.stable_id != stable {
+        return Ok(None);
+    }
+    let canary = deployments::get(db, DeploymentId(rollout.canary_id)).await?;
+    let canary = canary
+        .filter(|c| c.status == DeploymentStatus::Deployed)
+        .and_then(|c| route_of(model, c));
+    Ok(canary.map(|canary| RolloutRoute {
+        rollout_id: rollout.id,
+        step: rollout.step,
+        weight: rollout.weight(),
+        canary: Arc::new(canary),
+    }))
+}
+
 /// `model`'s route as the database has it now.
 async fn load(db: &DatabaseConnection, model: &ModelId) -> Result<Routed, DbError> {
-    let active = deployments::find_active(db, model).await?.and_then(|d| {
-        let handle = EndpointHandle::new(d.provider_model_id?, d.endpoint_url);
-        Some(Arc::new(ActiveRoute {
-            model_id: model.clone(),
-            series: PredictSeries::new(model),
-            deployment_id: d.id,
-            model_version: d.model_version,
-            provider: d.provider,
-            handle,
-            task: d.task,
-        }))
-    });
+    let active = match deployments::find_active(db, model).await? {
+        Some(d) => {
+            let id = d.id;
+            match route_of(model, d) {
+                Some(mut route) => {
+                    route.rollout = rollout_of(db, model, id).await?;
+                    Some(Arc::new(route))
+                }
+                None => None,
+            }
+        }
+        None => None,
+    };
     Ok(match active {
         Some(route) => Routed::Active(route),
         None => match deployments::why_not_serving(db, model).await? {

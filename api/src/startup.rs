@@ -25,6 +25,7 @@ use crate::auth::usage::{self, UsageReporter};
 use crate::bounds::{self, Bounds};
 use crate::limits::Limits;
 use crate::observe::{ObserveConfig, observe};
+use crate::rollout_meter::{self, RolloutMeter};
 use crate::routes;
 use crate::routing::RoutingCache;
 use crate::state::{AppState, Services};
@@ -36,6 +37,7 @@ pub struct Application {
     dev_api_key: Option<Secret>,
     db: DatabaseConnection,
     activity: Arc<PredictionClock>,
+    rollouts: Arc<RolloutMeter>,
     /// Fired when [`Application::run_until_stopped`]'s shutdown future resolves.
     trigger: ShutdownTrigger,
     /// The supervisor of the API's own loops (reported on `/ready`).
@@ -105,6 +107,7 @@ impl Application {
             .context("connecting to the queue")?;
         let routing = Arc::new(RoutingCache::new(settings.api.routing_ttl, 100_000));
         let activity = Arc::new(PredictionClock::default());
+        let rollouts = Arc::new(RolloutMeter::default());
         let trigger = ShutdownTrigger::new();
         let tasks = Tasks::new(trigger.subscribe());
         shared::telemetry::supervise(&tasks);
@@ -114,6 +117,16 @@ impl Application {
                 let (db, clock) = (db.clone(), clock.clone());
                 async move {
                     clock.flush(&db).await;
+                    Ok(())
+                }
+            }
+        });
+        tasks.every("rollout_flush", rollout_meter::FLUSH_EVERY, None, {
+            let (db, meter) = (db.clone(), rollouts.clone());
+            move || {
+                let (db, meter) = (db.clone(), meter.clone());
+                async move {
+                    meter.flush(&db).await;
                     Ok(())
                 }
             }
@@ -135,6 +148,7 @@ impl Application {
             queue,
             routing,
             activity: activity.clone(),
+            rollouts: rollouts.clone(),
             tasks: tasks.clone(),
         });
         let router = app(state, usage);
@@ -144,6 +158,7 @@ impl Application {
             dev_api_key: None,
             db,
             activity,
+            rollouts,
             trigger,
             tasks,
         })
@@ -189,6 +204,7 @@ impl Application {
         self.trigger.trigger();
         self.tasks.join().await;
         self.activity.flush(&self.db).await;
+        self.rollouts.flush(&self.db).await;
         shared::telemetry::cloudwatch::flush();
         Ok(())
     }

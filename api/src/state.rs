@@ -51,6 +51,8 @@ pub struct Services {
     pub routing: Arc<RoutingCache>,
     /// When each deployment last answered a prediction.
     pub activity: Arc<PredictionClock>,
+    /// What predictions during open rollouts measured, per track.
+    pub rollouts: Arc<crate::rollout_meter::RolloutMeter>,
     /// Per-key rate limits, monthly quotas and failed authentications per IP.
     pub limits: Arc<crate::limits::Limits>,
     /// The supervisor of the API's loops (and, in `dev`, the worker's), for `/ready`.

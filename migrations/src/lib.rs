@@ -25,6 +25,7 @@ mod m20261204_190000_worker_robustness;
 mod m20261205_080000_create_model_operations;
 mod m20261205_130000_queue_claim_index;
 mod m20261206_030000_notify_on_insert;
+mod m20261206_160000_create_rollouts;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -49,6 +50,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_080000_create_model_operations::Migration),
             Box::new(m20261205_130000_queue_claim_index::Migration),
             Box::new(m20261206_030000_notify_on_insert::Migration),
+            Box::new(m20261206_160000_create_rollouts::Migration),
         ]
     }
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::db::deployments::{Deployment, NewDeployment};
-use crate::domain::{DeploymentId, ModelId};
+use crate::domain::{DeploymentId, ModelId, RolloutSpec};
 use crate::provider::{DeploymentSpec, InstanceSpec, ProviderRegistry, ScalingSpec};
 
 /// Tasks the serving containers answer (docs/contracts/huggingface-endpoints.md).
@@ -67,6 +67,8 @@ pub struct DeployRequest {
     pub instance: InstanceRequest,
     /// Replica bounds.
     pub scaling: Option<ScalingSpec>,
+    /// How the new version takes over (blue/green when absent).
+    pub rollout: Option<RolloutSpec>,
     /// For the `http` provider: the running endpoint's URL.
     pub endpoint_url: Option<String>,
     /// Extra metadata to keep with the deployment (source, MLflow tags…).
@@ -161,6 +163,12 @@ pub fn prepare(
     if let Some(url) = &request.endpoint_url {
         metadata.insert("endpoint_url".into(), Value::String(url.clone()));
     }
+    if let Some(rollout) = request.rollout.filter(RolloutSpec::is_progressive) {
+        metadata.insert(
+            ROLLOUT_KEY.into(),
+            serde_json::to_value(rollout).unwrap_or(Value::Null),
+        );
+    }
     Ok(NewDeployment {
         id,
         model_id,
@@ -178,6 +186,18 @@ pub fn prepare(
         hourly_cost_usd,
         idempotency_key: None,
     })
+}
+
+/// Where a progressive rollout's spec is kept in the deployment's metadata.
+pub const ROLLOUT_KEY: &str = "rollout";
+
+/// The progressive rollout a stored deployment asked for, if any (an unreadable one counts as
+/// none: it was validated before it was written).
+pub fn rollout_of(row: &Deployment) -> Option<RolloutSpec> {
+    let value = row.metadata.as_ref()?.get(ROLLOUT_KEY)?;
+    serde_json::from_value::<RolloutSpec>(value.clone())
+        .ok()
+        .filter(RolloutSpec::is_progressive)
 }
 
 /// The provider spec of a stored deployment (the worker's view of what [`prepare`] wrote);

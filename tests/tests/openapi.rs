@@ -15,7 +15,7 @@ use tests::db::Engine;
 use tests::openapi::{api_reference, operations, rewrite_docs};
 
 /// Every route of `api/src/routes/*.rs`, by hand: update it with the router.
-const ROUTES: [(&str, &str); 38] = [
+const ROUTES: [(&str, &str); 41] = [
     ("GET", "/health"),
     ("GET", "/ready"),
     ("GET", "/metrics"),
@@ -30,6 +30,9 @@ const ROUTES: [(&str, &str); 38] = [
     ("POST", "/api/v1/models/{model_id}/deployments"),
     ("POST", "/api/v1/models/{model_id}/rollback"),
     ("DELETE", "/api/v1/models/{model_id}/deployment"),
+    ("GET", "/api/v1/models/{model_id}/rollout"),
+    ("POST", "/api/v1/models/{model_id}/rollout/promote"),
+    ("POST", "/api/v1/models/{model_id}/rollout/abort"),
     ("POST", "/api/v1/models/{model_id}/predict"),
     ("POST", "/v1/chat/completions"),
     ("POST", "/v1/completions"),

@@ -20,6 +20,8 @@
 //!   command the database knows of (and, on a broker, while the broker holds none) has its
 //!   command reissued (`command_reissued`, at most
 //!   [`MAX_REISSUES`] times; then the deadline decides);
+//! - every open canary rollout is moved on ([`saga::rollout`]): its baked step judged, the
+//!   next step taken, the canary promoted or rolled back, an operator's request carried out;
 //! - endpoints at the provider whose names carry our prefix and that belong to no
 //!   unfinished deployment are deleted once older than `ORPHAN_GRACE_SECONDS`
 //!   (`ORPHAN_SWEEP=report`: only logged and counted).
@@ -33,7 +35,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 use shared::config::OrphanSweep;
 use shared::db::deployments::{self, Changes, Deployment, Transition};
-use shared::db::{DbError, lease, outbox};
+use shared::db::{DbError, lease, outbox, rollouts};
 use shared::domain::{DeploymentId, DeploymentStatus};
 use shared::provider::{EndpointHandle, Provider, ProviderError};
 use shared::queue::{Envelope, MessageKind, Queue};
@@ -78,6 +80,8 @@ pub struct PassReport {
     pub lost: usize,
     /// Deployments that timed out.
     pub timed_out: usize,
+    /// Rollout decisions committed (a step, a promotion, an abort, a pause).
+    pub rollout_decisions: usize,
     /// Deletes of timed-out `undeploying` / `rolling_back` deployments that completed.
     pub finished: usize,
     /// Commands reissued.
@@ -277,6 +281,7 @@ impl Reconciler {
             };
             check(deployment, outcome)?;
         }
+        self.rollouts(&mut report).await?;
         // Observations run a few at a time, beside the sweep: a provider that hangs costs
         // one probe timeout per pass, not one per deployment.
         let probes = serving
@@ -308,6 +313,35 @@ impl Reconciler {
         report.orphans_found = swept.orphans_found;
         report.orphans_deleted = swept.orphans_deleted;
         Ok(report)
+    }
+
+    /// Moves every open rollout on ([`saga::rollout::evaluate`]); a decision that meets a
+    /// concurrent change is taken again on the next pass.
+    async fn rollouts(&self, report: &mut PassReport) -> Result<(), DbError> {
+        for rollout in rollouts::open(&self.ctx.db, WORKING_SET).await? {
+            let id = rollout.id;
+            let decided = match saga::rollout::evaluate(&self.ctx, rollout).await {
+                Ok(Some((decision, plan))) => {
+                    self.commit(plan).await.map(|done| done.then_some(decision))
+                }
+                Ok(None) => Ok(None),
+                Err(error) => Err(error),
+            };
+            match decided {
+                Ok(Some(decision)) => {
+                    report.rollout_decisions += 1;
+                    metrics::counter!(names::ROLLOUT_DECISIONS, "decision" => decision.as_str())
+                        .increment(1);
+                    tracing::info!(rollout_id = %id, decision = decision.as_str(), "rollout decision");
+                }
+                Ok(None) => {}
+                Err(error) if error.is_unavailable() => return Err(error),
+                Err(error) => {
+                    tracing::warn!(rollout_id = %id, %error, "reconcile: rollout not moved on; next pass retries");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// How long one provider call of a pass may take: `STEP_TIMEOUT_SECONDS`, but no more

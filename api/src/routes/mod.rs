@@ -11,6 +11,7 @@ mod oip;
 mod openai;
 mod openapi;
 mod predict;
+mod rollouts;
 mod webhooks;
 
 use axum::Router;
@@ -28,6 +29,7 @@ pub fn router() -> Router<AppState> {
         .merge(predict::router())
         .merge(oip::router())
         .merge(openai::router())
+        .merge(rollouts::router())
         .merge(deployments::router())
         .merge(costs::router())
         .merge(admin::router())

@@ -63,6 +63,12 @@ pub struct DeployBody {
     pub scaling: Option<ScalingSpec>,
     /// For the `http` provider: the running endpoint.
     pub endpoint_url: Option<String>,
+    /// How the new version takes over from the serving one (docs/design/rollouts.md):
+    /// `{"strategy": "blue_green"}` (the default: all traffic when ready) or
+    /// `{"strategy": "canary", "steps": [10, 50, 100], "bake_seconds": 300,
+    /// "max_error_rate": 0.02, "max_latency_p95_ms": null, "min_requests": 50}`.
+    #[schema(value_type = Option<Object>)]
+    pub rollout: Option<Value>,
 }
 
 /// The answer of deploy, rollback and undeploy (documentation only; written with `json!`).
@@ -112,7 +118,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
         (status = 404, description = "NOT_FOUND: the model id cannot exist", body = ErrorResponse),
         (status = 400, description = "BAD_REQUEST: the body is not readable JSON, or `If-Match` is not an entity tag", body = ErrorResponse),
         (status = 413, description = "PAYLOAD_TOO_LARGE: the body exceeds `MAX_BODY_BYTES`", body = ErrorResponse),
-        (status = 422, description = "VALIDATION_ERROR: the body does not have the documented shape (the message names the field)", body = ErrorResponse),
+        (status = 422, description = "VALIDATION_ERROR: the body does not have the documented shape (the message names the field and the rule; a canary `rollout` needs a stable, active deployment of the model)", body = ErrorResponse),
         (status = 409, description = "CONFLICT: another operation on the model is in flight (the detail names it and its deployment) or raced this one", body = ErrorResponse),
         (status = 412, description = "PRECONDITION_FAILED: `If-Match` names a version of the model that is no longer current", body = ErrorResponse, headers(("ETag" = String, description = "The model's current version"))),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
@@ -132,6 +138,21 @@ async fn deploy(
     let model = model_id(&raw)?;
     let body: DeployBody = optional_json(&body)?;
     check_replicas(&state, body.scaling.as_ref())?;
+    let rollout = match &body.rollout {
+        None | Some(Value::Null) => None,
+        Some(value) => Some(
+            shared::domain::RolloutSpec::parse(value)
+                .map_err(|e| ApiError::Validation(e.to_string()))?,
+        ),
+    };
+    if rollout.as_ref().is_some_and(|r| r.is_progressive())
+        && deployments::find_active(&state.db, &model).await?.is_none()
+    {
+        return Err(ApiError::Validation(format!(
+            "rollout: model `{model}` has no stable (active) deployment to roll out against; \
+             deploy it without a rollout first"
+        )));
+    }
     let key = idempotency_key(&headers)?;
     let if_match = etag::if_match(&headers)?;
     if let Some(key) = &key
@@ -153,6 +174,7 @@ async fn deploy(
         framework: body.framework,
         instance: body.instance,
         scaling: body.scaling,
+        rollout,
         endpoint_url: body.endpoint_url,
         metadata,
     };
@@ -278,7 +300,7 @@ fn accepted(
         (status = 202, description = "Redeploying (`action: redeploying`)", body = DeploymentAccepted, headers(("Location" = String, description = "`/api/v1/deployments/{id}`"), ("ETag" = String, description = "The model's version after the operation, for `If-Match`"))),
         (status = 404, description = "NOT_FOUND: no previous version to roll back to", body = ErrorResponse),
         (status = 400, description = "BAD_REQUEST: `If-Match` is not an entity tag", body = ErrorResponse),
-        (status = 409, description = "CONFLICT: another operation on the model is in flight (the detail names it and its deployment) or raced this one", body = ErrorResponse),
+        (status = 409, description = "CONFLICT: another operation on the model is in flight (the detail names it and its deployment) or raced this one, or a canary rollout is open (abort or promote it instead)", body = ErrorResponse),
         (status = 412, description = "PRECONDITION_FAILED: `If-Match` names a version of the model that is no longer current", body = ErrorResponse, headers(("ETag" = String, description = "The model's current version"))),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
         (status = 403, description = "FORBIDDEN: the key has neither `model:write` nor `model:write:{model_id}` (checked before the model is looked up)", body = ErrorResponse),
@@ -295,6 +317,14 @@ async fn rollback(
     principal.require_model_write(&raw)?;
     let model = model_id(&raw)?;
     let if_match = etag::if_match(&headers)?;
+    if let Some(rollout) = shared::db::rollouts::open_for(&state.db, model.as_str()).await? {
+        // The rollout's canary is a deployed, inactive version: a rollback would activate it.
+        return Err(ApiError::Conflict(format!(
+            "rollout {} of deployment {} is open: end it with POST \
+             /api/v1/models/{model}/rollout/abort (back to the stable version) or /promote",
+            rollout.id, rollout.canary_id
+        )));
+    }
     let retire_after = state.settings.worker.retire_after;
     let done = operations::rollback(&state.db, state.route, &model, retire_after, if_match).await?;
     match done {

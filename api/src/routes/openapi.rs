@@ -16,7 +16,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     admin, costs, dashboard, deployments, health, model_deployments, models, oip, openai, predict,
-    webhooks,
+    rollouts, webhooks,
 };
 use crate::error::{ErrorResponse, OipErrorResponse, OpenAiErrorResponse, Shape};
 use crate::state::AppState;
@@ -56,6 +56,9 @@ pub fn router() -> Router<AppState> {
         model_deployments::rollback,
         model_deployments::undeploy,
         model_deployments::status,
+        rollouts::show,
+        rollouts::promote,
+        rollouts::abort,
         predict::predict,
         openai::chat,
         openai::completions,
@@ -86,7 +89,7 @@ pub fn router() -> Router<AppState> {
     tags(
         (name = "ops", description = "Health, readiness, metrics, this documentation and the dashboard; no key"),
         (name = "models", description = "Deployed models (scope `read`)"),
-        (name = "model actions", description = "Deploy, roll back, undeploy (scope `model:write`); status (`read`)"),
+        (name = "model actions", description = "Deploy, roll back, undeploy, promote or abort a rollout (scope `model:write`); status and rollout (`read`)"),
         (name = "predict", description = "Predictions (scope `predict` or `predict:{model_id}`)"),
         (name = "openai", description = "OpenAI-compatible routes for text-generation and feature-extraction models (scope `predict` or `predict:{model_id}`; errors as `OpenAiErrorResponse`)"),
         (name = "open inference protocol", description = "Open Inference Protocol V2 / KServe V2 (scope `predict` or `predict:{model_id}`; the health routes need no key; errors as `OipErrorResponse`)"),

@@ -233,6 +233,7 @@ pub(super) async fn forward(
             return Err(not_deployed());
         }
     };
+    let (route, track) = route.pick();
     let provider = state
         .providers
         .get(&route.provider)
@@ -256,6 +257,13 @@ pub(super) async fn forward(
         context.set_upstream(upstream);
     }
     record(&route, answer.as_ref().err(), upstream, started.elapsed());
+    if let Some(track) = track {
+        let failed = answer
+            .as_ref()
+            .err()
+            .is_some_and(|e| e.status_code().is_server_error());
+        state.rollouts.record(&route, track, failed, upstream);
+    }
     let answer = answer?;
     state.activity.note(route.deployment_id);
     let predictions = match answer.predictions {

@@ -13,6 +13,7 @@ pub mod mlflow;
 pub mod model_ops;
 pub mod operations;
 pub mod outbox;
+pub mod rollouts;
 pub mod transitions;
 pub mod wake;
 

@@ -1,7 +1,10 @@
-//! Domain types: identifiers parsed once at the edge and the deployment status machine.
+//! Domain types: identifiers parsed once at the edge, the deployment status machine and the
+//! rollout of a new version.
 
 mod ids;
+pub mod rollout;
 mod status;
 
 pub use ids::{DeploymentId, InvalidModelId, ModelId};
+pub use rollout::{InvalidRollout, RolloutSpec, Strategy};
 pub use status::DeploymentStatus;

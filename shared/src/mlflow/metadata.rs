@@ -176,6 +176,7 @@ pub fn describe(facts: &VersionFacts) -> Extracted {
             size: pick(tags::INSTANCE_SIZE, None),
         },
         scaling: scaling(facts)?,
+        rollout: rollout(facts)?,
         endpoint_url: None,
         metadata: provenance(facts),
     })
@@ -191,6 +192,18 @@ fn framework_name(raw: &str) -> String {
 }
 
 /// Replica bounds from `hokusai.min_replica` / `max_replica` / `scale_to_zero_timeout`.
+/// The `hokusai.rollout` tag: JSON, validated like the deploy body's `rollout`.
+fn rollout(facts: &VersionFacts) -> Result<Option<crate::domain::RolloutSpec>, Rejected> {
+    let Some(raw) = facts.tag(tags::ROLLOUT) else {
+        return Ok(None);
+    };
+    let value: serde_json::Value = serde_json::from_str(raw.trim())
+        .map_err(|e| Rejected(format!("{}: not JSON: {e}", tags::ROLLOUT)))?;
+    crate::domain::RolloutSpec::parse(&value)
+        .map(Some)
+        .map_err(|e| Rejected(format!("{}: {e}", tags::ROLLOUT)))
+}
+
 fn scaling(facts: &VersionFacts) -> Result<Option<ScalingSpec>, Rejected> {
     let number = |key: &str| -> Result<Option<u32>, Rejected> {
         facts

@@ -40,6 +40,9 @@ pub const MIN_REPLICA: &str = "hokusai.min_replica";
 pub const MAX_REPLICA: &str = "hokusai.max_replica";
 /// Minutes before scaling to zero.
 pub const SCALE_TO_ZERO_TIMEOUT: &str = "hokusai.scale_to_zero_timeout";
+/// How the version takes over from the serving one: the deploy body's `rollout` object as
+/// JSON (`{"strategy": "canary", "steps": [10, 50, 100], ...}`; docs/design/rollouts.md).
+pub const ROLLOUT: &str = "hokusai.rollout";
 
 /// The keys the service writes on model versions.
 pub const WRITTEN: [&str; 4] = [STATUS, DEPLOYMENT_ID, ENDPOINT_URL, ERROR];

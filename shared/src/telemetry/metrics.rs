@@ -36,6 +36,14 @@ pub mod names {
     pub const TOKENS: &str = "hokusai_tokens_total";
     /// Streamed answers that ended early (upstream cut or idle timeout), by model.
     pub const STREAM_ERRORS: &str = "hokusai_stream_errors_total";
+    /// Counter `{model_id,track,outcome}`: predictions during a rollout by track
+    /// (`stable`, `canary`) and outcome (`ok`, `error`).
+    pub const ROLLOUT_REQUESTS: &str = "hokusai_rollout_requests_total";
+    /// Histogram `{model_id,track}`: latency of predictions during a rollout, seconds.
+    pub const ROLLOUT_LATENCY: &str = "hokusai_rollout_request_duration_seconds";
+    /// Counter `{decision}`: the reconciler's rollout decisions (`advanced`, `promoted`,
+    /// `aborted`, `starved`).
+    pub const ROLLOUT_DECISIONS: &str = "hokusai_rollout_decisions_total";
     /// Time spent in the gateway itself (request received to response, minus upstream).
     pub const PREDICT_OVERHEAD: &str = "hokusai_predict_overhead_seconds";
     /// Key validations by outcome.
@@ -145,6 +153,16 @@ fn describe() {
         "Tokens of OpenAI-compatible answers, by model and kind"
     );
     describe_counter!(STREAM_ERRORS, "Streamed answers that ended early, by model");
+    describe_counter!(
+        ROLLOUT_REQUESTS,
+        "Predictions during a rollout, by model, track and outcome"
+    );
+    describe_histogram!(
+        ROLLOUT_LATENCY,
+        Unit::Seconds,
+        "Prediction latency during a rollout, by model and track"
+    );
+    describe_counter!(ROLLOUT_DECISIONS, "Rollout decisions of the reconciler");
     describe_histogram!(
         PREDICT_UPSTREAM,
         Unit::Seconds,

@@ -1,7 +1,8 @@
 //! `check_status`: reads the provider's state and moves the deployment on.
 //!
 //! - `deploying`: ready ⇒ `deployed` and active in the same transaction (the previous active
-//!   version is deactivated and gets a `retire` after `RETIRE_AFTER_SECONDS`); still
+//!   version is deactivated and gets a `retire` after `RETIRE_AFTER_SECONDS`) — or, for a
+//!   canary rollout, `deployed` beside the active version with its rollout started; still
 //!   provisioning ⇒ poll again with backoff until `DEPLOY_TIMEOUT_SECONDS`; failed, gone or
 //!   timed out ⇒ `rolling_back`.
 //! - `rolling_back`: deletes the endpoint (gone counts as deleted) ⇒ `failed`; when deletion
@@ -14,11 +15,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use shared::db::deployments::{self, Changes, Transition};
-use shared::domain::{DeploymentStatus, ModelId};
+use shared::db::rollouts;
+use shared::domain::{DeploymentStatus, ModelId, RolloutSpec};
 use shared::provider::{EndpointStatus, ProviderError};
 use shared::queue::{Envelope, MessageKind};
 
 use super::finish::delete_and_finish;
+use super::plan::RolloutWrite;
 use super::serving::Observation;
 use super::spec::{handle_of, spec_of};
 use super::{Plan, Step, StepInput};
@@ -110,6 +113,12 @@ async fn activate(input: StepInput<'_>, status: EndpointStatus) -> Step {
     };
     let details = json!({"provider_state": status.state.as_str(), "url": status.url,
                          "ready_replicas": status.ready_replicas});
+    if let Some(spec) = shared::request::rollout_of(&input.deployment)
+        && let Some(stable) = previous.as_ref().filter(|p| p.id != input.deployment.id)
+    {
+        let stable = stable.id;
+        return start_canary(input, status, stable, spec, details).await;
+    }
     let t = Transition {
         to: DeploymentStatus::Deployed,
         message: "endpoint running and healthy; now serving".into(),
@@ -131,6 +140,50 @@ async fn activate(input: StepInput<'_>, status: EndpointStatus) -> Step {
         };
         plan = plan.deactivating(previous).then(retire, Some(retire_after));
     }
+    Step::Commit(plan)
+}
+
+/// A canary's endpoint is ready: `deployed` but not active, its rollout started at the first
+/// step beside `stable` (docs/design/rollouts.md). While another rollout of the model is still
+/// open (a newer deploy supersedes it; the reconciler ends it), the canary waits, polled like a
+/// deployment still provisioning and bound by the same deadline.
+async fn start_canary(
+    input: StepInput<'_>,
+    status: EndpointStatus,
+    stable: uuid::Uuid,
+    spec: RolloutSpec,
+    details: serde_json::Value,
+) -> Step {
+    match rollouts::open_for(&input.ctx.db, &input.deployment.model_id).await {
+        Ok(None) => {}
+        Ok(Some(_)) => return keep_polling(input, status),
+        Err(error) => return Step::Ignore(format!("rollout lookup failed: {error}")),
+    }
+    let weight = spec.steps.first().copied().unwrap_or(100);
+    let t = Transition {
+        to: DeploymentStatus::Deployed,
+        message: format!(
+            "endpoint running and healthy; canary taking {weight}% of the traffic beside \
+             deployment {stable}"
+        ),
+        details: Some(details),
+        changes: Changes {
+            provider_status: Some(status.state.as_str().to_owned()),
+            endpoint_url: status.url,
+            error_message: Some(None),
+            ..Changes::default()
+        },
+    };
+    let started = json!({"stable_id": stable, "steps": spec.steps, "bake_seconds": spec.bake_seconds,
+                         "max_error_rate": spec.max_error_rate, "min_requests": spec.min_requests,
+                         "max_latency_p95_ms": spec.max_latency_p95_ms});
+    let message = format!(
+        "canary rollout started: steps {:?}, each baked {} s",
+        spec.steps, spec.bake_seconds
+    );
+    let plan = Plan::transition(input.deployment, t)
+        .with_event("rollout_started", &message, Some(started))
+        .with_rollout(RolloutWrite::Start { stable, spec });
     Step::Commit(plan)
 }
 

@@ -20,6 +20,7 @@ mod deploy;
 mod finish;
 mod plan;
 mod retire;
+pub mod rollout;
 pub mod serving;
 mod spec;
 mod undeploy;
@@ -39,7 +40,7 @@ use shared::provider::{InstanceSpec, Provider, ProviderError, ProviderRegistry};
 use shared::queue::{Envelope, MessageKind};
 use shared::runtime::Backoff;
 
-pub use plan::{Applied, Plan};
+pub use plan::{Applied, Plan, RolloutWrite};
 
 /// What a step needs: the database, the providers and the timing rules.
 pub struct Context {

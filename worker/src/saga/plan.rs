@@ -9,8 +9,9 @@ use sea_orm::TransactionTrait;
 use serde_json::Value;
 use shared::db::deployments::{self, Changes, Deployment, NewDeployment, Transition};
 use shared::db::model_ops::{self, Operation};
+use shared::db::rollouts::{self, Rollout};
 use shared::db::{DbError, inbox, operations, outbox};
-use shared::domain::DeploymentStatus;
+use shared::domain::{DeploymentStatus, RolloutSpec};
 use shared::queue::{DEPLOYMENTS_QUEUE, Envelope};
 use shared::telemetry::cloudwatch::{self, Metric};
 use shared::telemetry::metrics::names;
@@ -35,6 +36,25 @@ pub struct Plan {
     events: Vec<(String, String, Option<Value>)>,
     follow_ups: Vec<(Envelope, Option<Duration>)>,
     replacement: Option<Replacement>,
+    rollout: Option<RolloutWrite>,
+}
+
+/// What a plan writes to the model's rollout (docs/design/rollouts.md).
+#[derive(Debug)]
+pub enum RolloutWrite {
+    /// Starts a rollout of the plan's deployment (the canary) against `stable`.
+    Start {
+        /// The serving deployment.
+        stable: Uuid,
+        /// The validated spec.
+        spec: RolloutSpec,
+    },
+    /// Moves the rollout to the step `step`.
+    Advance(Rollout, i32),
+    /// Ends the rollout (`promoted` or `aborted`), saying why.
+    End(Rollout, &'static str, String),
+    /// Pauses the rollout until an operator acts, saying why.
+    Pause(Rollout, String),
 }
 
 /// A new deployment created by the plan (a heal redeploy), with its deploy command.
@@ -66,6 +86,7 @@ impl Plan {
             events: Vec::new(),
             follow_ups: Vec::new(),
             replacement: None,
+            rollout: None,
         }
     }
 
@@ -114,6 +135,12 @@ impl Plan {
         self
     }
 
+    /// Also writes the model's rollout.
+    pub fn with_rollout(mut self, write: RolloutWrite) -> Self {
+        self.rollout = Some(write);
+        self
+    }
+
     /// Commits everything, with `claim` (the message id) in the inbox when given.
     pub async fn commit(self, ctx: &Context, claim: Option<Uuid>) -> Result<Applied, DbError> {
         let txn = ctx.db.begin().await?;
@@ -150,7 +177,10 @@ impl Plan {
             Change::Observe(c, _) => c.is_active.is_some(),
             Change::None => false,
         };
-        changes_active || self.deactivate.is_some() || self.replacement.is_some()
+        changes_active
+            || self.deactivate.is_some()
+            || self.replacement.is_some()
+            || self.rollout.is_some()
     }
 
     async fn write(self, txn: &sea_orm::DatabaseTransaction, ctx: &Context) -> Result<(), DbError> {
@@ -174,6 +204,21 @@ impl Plan {
         }
         for (envelope, delay) in &self.follow_ups {
             outbox::enqueue(txn, ctx.route, DEPLOYMENTS_QUEUE, envelope, *delay).await?;
+        }
+        match self.rollout {
+            None => {}
+            Some(RolloutWrite::Start { stable, spec }) => {
+                rollouts::create(txn, &row.model_id, stable, row.id, &spec).await?;
+            }
+            Some(RolloutWrite::Advance(rollout, step)) => {
+                rollouts::advance(txn, &rollout, step).await?;
+            }
+            Some(RolloutWrite::End(rollout, to, outcome)) => {
+                rollouts::end(txn, &rollout, to, &outcome).await?;
+            }
+            Some(RolloutWrite::Pause(rollout, why)) => {
+                rollouts::pause(txn, &rollout, &why).await?;
+            }
         }
         if let Some(r) = self.replacement {
             // A heal is a newer operation: deploys still provisioning give way to it.

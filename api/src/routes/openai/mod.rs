@@ -318,7 +318,7 @@ async fn forward(
         }
         (None, Some(_)) => return Err(ApiError::BadRequest("`model` must be a string".into())),
     };
-    let route = serving(state, &principal, &raw).await?;
+    let (route, track) = serving(state, &principal, &raw).await?.pick();
     if let Some(task) = route.task.as_deref()
         && !kind.tasks().contains(&task)
     {
@@ -336,11 +336,16 @@ async fn forward(
         .map_err(|e| ApiError::Unexpected(e.into()))?;
     let timeout = state.settings.api.predict_timeout;
     let started = Instant::now();
-    let upstream = provider
-        .open(&route.handle, kind.path(), body)
-        .await
-        .map_err(|e| upstream_failure(e, timeout.as_secs()))?;
+    let upstream = provider.open(&route.handle, kind.path(), body).await;
     let waited = started.elapsed();
+    if let Some(track) = track {
+        // Judged by the answer's status: what a stream does later is not the canary's record.
+        let failed = upstream
+            .as_ref()
+            .map_or(true, |answer| answer.status().is_server_error());
+        state.rollouts.record(&route, track, failed, waited);
+    }
+    let upstream = upstream.map_err(|e| upstream_failure(e, timeout.as_secs()))?;
     route.series.upstream.record(waited.as_secs_f64());
     if let Some(context) = &context {
         context.set_route(route.clone());

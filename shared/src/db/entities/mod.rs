@@ -11,3 +11,5 @@ pub mod mlflow_version_claims;
 pub mod outbox;
 pub mod processed_messages;
 pub mod queue_messages;
+pub mod rollout_measurements;
+pub mod rollouts;
