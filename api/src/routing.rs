@@ -62,6 +62,29 @@ pub struct RolloutRoute {
     pub canary: Arc<ActiveRoute>,
 }
 
+/// How [`ActiveRoute::pick`] chooses the side of a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pick<'a> {
+    /// A draw per request.
+    Random,
+    /// By a hash of the caller's key id (`ROLLOUT_STICKY=true`).
+    Sticky(&'a str),
+    /// The caller asked for a track (`X-Hokusai-Track`): the canary when `true`.
+    Forced(bool),
+}
+
+/// 0..100 from the key id and the rollout: stable for a key within a rollout, uniform across
+/// keys (the first bytes of a SHA-256 digest).
+fn sticky_draw(key: &str, rollout: Uuid) -> u8 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(rollout.as_bytes())
+        .chain_update(key.as_bytes())
+        .finalize();
+    let n = u64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8]));
+    (n % 100) as u8
+}
+
 /// Which side of a rollout served a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Track {
@@ -82,14 +105,19 @@ impl Track {
 
 impl ActiveRoute {
     /// The route for one request: during a rollout the canary for its share of requests,
-    /// picked at random by the current weight, else this one; with the track to measure.
-    pub fn pick(self: &Arc<Self>) -> (Arc<ActiveRoute>, Option<Track>) {
+    /// else this one; with the track to measure. `how` says how the share is drawn.
+    pub fn pick(self: &Arc<Self>, how: Pick<'_>) -> (Arc<ActiveRoute>, Option<Track>) {
         let Some(rollout) = &self.rollout else {
             return (self.clone(), None);
         };
-        // A uniform draw from 0..100 (the UUID's 122 random bits).
-        let draw = (Uuid::new_v4().as_u128() % 100) as u8;
-        let canary = draw < rollout.weight;
+        let canary = match how {
+            Pick::Forced(canary) => canary,
+            // The same key, the same version, for the whole step (and for later steps while
+            // its draw stays under the weight).
+            Pick::Sticky(key) => sticky_draw(key, rollout.rollout_id) < rollout.weight,
+            // A uniform draw from 0..100 (the UUID's 122 random bits).
+            Pick::Random => ((Uuid::new_v4().as_u128() % 100) as u8) < rollout.weight,
+        };
         let track = Track {
             rollout_id: rollout.rollout_id,
             step: rollout.step,

@@ -393,3 +393,122 @@ async fn bad_rollouts_are_422_and_verbs_without_a_rollout_409() {
     assert_error(abort, 409, "CONFLICT").await;
     assert_error(none, 404, "NOT_FOUND").await;
 }
+
+/// Sends `n` predictions as `key` with `headers`; answers per serving deployment id or status.
+async fn predictions_as(
+    app: &TestApp,
+    model: &str,
+    key: &str,
+    headers: &[(&str, &str)],
+    n: usize,
+) -> HashMap<String, usize> {
+    let mut served = HashMap::new();
+    for _ in 0..n {
+        let mut request = app
+            .client
+            .post(format!("{}/api/v1/models/{model}/predict", app.url))
+            .bearer_auth(key)
+            .json(&json!({"inputs": "I love this"}));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("predict");
+        let key = if response.status() == 200 {
+            let body: Value = response.json().await.expect("json");
+            body["metadata"]["deployment_id"]
+                .as_str()
+                .expect("id")
+                .to_owned()
+        } else {
+            response.status().as_u16().to_string()
+        };
+        *served.entry(key).or_default() += 1;
+    }
+    served
+}
+
+#[tokio::test]
+async fn a_sticky_key_stays_on_one_version_and_a_forced_track_needs_model_write() {
+    let app = TestApp::start(Engine::Sqlite, &[("ROLLOUT_STICKY", "true")]).await;
+    let worker = app.worker();
+    let v1 = app.deploy_and_serve(&worker, "model-a", version("1")).await;
+    let spec = json!({"strategy": "canary", "steps": [50, 100], "bake_seconds": 3600});
+    let v2 = deploy_canary(&app, &worker, "model-a", canary("2", spec)).await;
+
+    let sticky_admin = predictions_as(&app, "model-a", ADMIN_KEY, &[], 40).await;
+    let sticky_model_a = predictions_as(&app, "model-a", tests::app::MODEL_A_KEY, &[], 40).await;
+    let forced_canary = predictions_as(
+        &app,
+        "model-a",
+        ADMIN_KEY,
+        &[("x-hokusai-track", "canary")],
+        20,
+    )
+    .await;
+    let forced_stable = predictions_as(
+        &app,
+        "model-a",
+        ADMIN_KEY,
+        &[("x-hokusai-track", "stable")],
+        20,
+    )
+    .await;
+    let forced_without_write = predictions_as(
+        &app,
+        "model-a",
+        tests::app::MODEL_A_KEY,
+        &[("x-hokusai-track", "canary")],
+        1,
+    )
+    .await;
+    let bogus = predictions_as(
+        &app,
+        "model-a",
+        ADMIN_KEY,
+        &[("x-hokusai-track", "both")],
+        1,
+    )
+    .await;
+    tokio::time::sleep(FLUSH).await;
+    let figures = rollout(&app, "model-a").await;
+
+    println!(
+        "rollout sticky/forced: admin key {sticky_admin:?}, model-a key {sticky_model_a:?}, \
+         forced canary {forced_canary:?}, forced stable {forced_stable:?}"
+    );
+    assert_eq!(
+        sticky_admin.len(),
+        1,
+        "one version per key: {sticky_admin:?}"
+    );
+    assert_eq!(
+        sticky_model_a.len(),
+        1,
+        "one version per key: {sticky_model_a:?}"
+    );
+    assert_eq!(
+        forced_canary.get(&v2).copied(),
+        Some(20),
+        "{forced_canary:?}"
+    );
+    assert_eq!(
+        forced_stable.get(&v1).copied(),
+        Some(20),
+        "{forced_stable:?}"
+    );
+    assert_eq!(
+        forced_without_write.get("403").copied(),
+        Some(1),
+        "{forced_without_write:?}"
+    );
+    assert_eq!(bogus.get("422").copied(), Some(1), "{bogus:?}");
+    // Forced requests count like any other: 20 on each side at least.
+    let canary_requests = figures["figures"]["canary"]["requests"]
+        .as_u64()
+        .unwrap_or(0);
+    let stable_requests = figures["figures"]["stable"]["requests"]
+        .as_u64()
+        .unwrap_or(0);
+    assert_eq!(canary_requests + stable_requests, 120, "{figures}");
+    assert!(canary_requests >= 20 && stable_requests >= 20, "{figures}");
+}

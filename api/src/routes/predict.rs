@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use axum::Extension;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -22,11 +23,11 @@ use shared::telemetry::metrics::names;
 
 use utoipa::ToSchema;
 
-use crate::auth::Authenticated;
+use crate::auth::{Authenticated, Principal};
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::{self, Path};
 use crate::observe::RequestContext;
-use crate::routing::{ActiveRoute, Routed};
+use crate::routing::{ActiveRoute, Pick, Routed};
 use crate::state::AppState;
 
 /// The predict route.
@@ -121,7 +122,7 @@ pub(super) struct PredictResponse<'a> {
     operation_id = "predict",
     summary = "Forward a prediction to the active deployment",
     description = "Scope `predict` or `predict:{model_id}`.",
-    params(("model_id" = String, Path, description = "MLflow registered-model name")),
+    params(("model_id" = String, Path, description = "MLflow registered-model name"), ("X-Hokusai-Track" = Option<String>, Header, description = "During a canary rollout, `stable` or `canary` forces the version that answers (needs `model:write` on the model)")),
     request_body(content = PredictBody),
     security(
         ("bearer" = ["predict"]),
@@ -134,10 +135,10 @@ pub(super) struct PredictResponse<'a> {
         (status = 400, description = "BAD_REQUEST: unreadable JSON, or the model rejected the request", body = ErrorResponse),
         (status = 404, description = "MODEL_NOT_DEPLOYED: the model has no active deployment", body = ErrorResponse),
         (status = 413, description = "PAYLOAD_TOO_LARGE: the body exceeds `MAX_BODY_BYTES`", body = ErrorResponse),
-        (status = 422, description = "VALIDATION_ERROR: the body does not have the documented shape (`inputs` required, not null, no null element)", body = ErrorResponse),
+        (status = 422, description = "VALIDATION_ERROR: the body does not have the documented shape (`inputs` required, not null, no null element), or `X-Hokusai-Track` is neither `stable` nor `canary`", body = ErrorResponse),
         (status = 429, description = "RATE_LIMITED: the model endpoint is throttling (`Retry-After`)", body = ErrorResponse),
         (status = 401, description = "UNAUTHORIZED: no API key, or an invalid or expired one", body = ErrorResponse),
-        (status = 403, description = "FORBIDDEN: the key has neither `predict` nor `predict:{model_id}`", body = ErrorResponse),
+        (status = 403, description = "FORBIDDEN: the key has neither `predict` nor `predict:{model_id}`, or sends `X-Hokusai-Track` without `model:write`", body = ErrorResponse),
         (status = 503, description = "MODEL_NOT_READY: the endpoint is waking up or provisioning, or was lost at the provider (being replaced, or not: the detail says) (`Retry-After`); AUTH_UNAVAILABLE: the authentication service cannot answer (`Retry-After`); SERVICE_UNAVAILABLE: the database is unreachable (`Retry-After`)", body = ErrorResponse),
         (status = 502, description = "UPSTREAM_ERROR: the model endpoint failed", body = ErrorResponse),
         (status = 504, description = "UPSTREAM_TIMEOUT: the model endpoint did not answer in time", body = ErrorResponse),
@@ -149,6 +150,7 @@ async fn predict(
     context: Option<Extension<RequestContext>>,
     Authenticated(principal): Authenticated,
     Path(raw): Path<String>,
+    headers: HeaderMap,
     extract::Json(body): extract::Json<PredictBody>,
 ) -> Result<Response, ApiError> {
     let started = context.as_ref().map_or_else(Instant::now, |c| c.started());
@@ -167,13 +169,14 @@ async fn predict(
             "inputs[{n}]: must not be null"
         )));
     }
+    let how = pick_of(&state, &principal, &headers, &model)?;
     let (route, predictions) = forward(
         &state,
         context.as_ref(),
         &model,
         &raw,
-        body.inputs,
-        body.parameters,
+        (body.inputs, body.parameters),
+        how,
         started,
     )
     .await?;
@@ -203,8 +206,8 @@ pub(super) async fn forward(
     context: Option<&Extension<RequestContext>>,
     model: &ModelId,
     raw: &str,
-    inputs: Value,
-    parameters: Option<Map<String, Value>>,
+    (inputs, parameters): (Value, Option<Map<String, Value>>),
+    how: Pick<'_>,
     started: Instant,
 ) -> Result<(std::sync::Arc<ActiveRoute>, Value), ApiError> {
     let not_deployed = || ApiError::ModelNotDeployed(raw.to_owned());
@@ -233,7 +236,7 @@ pub(super) async fn forward(
             return Err(not_deployed());
         }
     };
-    let (route, track) = route.pick();
+    let (route, track) = route.pick(how);
     let provider = state
         .providers
         .get(&route.provider)
@@ -271,6 +274,36 @@ pub(super) async fn forward(
         other => Value::Array(vec![other]),
     };
     Ok((route, predictions))
+}
+
+/// The header that forces the side of a canary rollout (`stable` or `canary`).
+pub(super) const TRACK_HEADER: &str = "x-hokusai-track";
+
+/// How this request picks its side of a rollout: the track `X-Hokusai-Track` forces (only
+/// with `model:write` on the model: 403 otherwise; a value other than `stable` or `canary`
+/// is 422), else by the key id under `ROLLOUT_STICKY`, else a draw. Forced requests count in
+/// the measurements like any other.
+pub(super) fn pick_of<'a>(
+    state: &AppState,
+    principal: &'a Principal,
+    headers: &HeaderMap,
+    model: &ModelId,
+) -> Result<Pick<'a>, ApiError> {
+    if let Some(value) = headers.get(TRACK_HEADER) {
+        principal.require_model_write(model.as_str())?;
+        return match value.as_bytes() {
+            b"stable" => Ok(Pick::Forced(false)),
+            b"canary" => Ok(Pick::Forced(true)),
+            _ => Err(ApiError::Validation(
+                "X-Hokusai-Track: must be `stable` or `canary`".into(),
+            )),
+        };
+    }
+    Ok(if state.settings.api.rollout_sticky {
+        Pick::Sticky(&principal.key_id)
+    } else {
+        Pick::Random
+    })
 }
 
 /// The `model_id` label of predictions for models without a deployment.

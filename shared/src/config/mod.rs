@@ -192,6 +192,9 @@ pub struct ApiSettings {
     /// `STREAM_IDLE_TIMEOUT_SECONDS`: the longest wait between two chunks of a streamed
     /// answer (OpenAI-compatible routes); a stream has no total bound.
     pub stream_idle_timeout: Duration,
+    /// `ROLLOUT_STICKY`: during a canary rollout, route each API key always to the same
+    /// version (by a hash of its key id) instead of drawing per request.
+    pub rollout_sticky: bool,
     /// `SCALE_UP_TIMEOUT_SECONDS`: sent as `X-Scale-Up-Timeout` to scaled-to-zero endpoints.
     pub scale_up_timeout: Duration,
     /// How long the predict path trusts its in-memory view of a model's active deployment

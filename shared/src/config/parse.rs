@@ -71,6 +71,7 @@ pub fn defaults(environment: Environment) -> Sources {
     d("MAX_BODY_BYTES", "10485760");
     d("PREDICT_TIMEOUT_SECONDS", "25");
     d("STREAM_IDLE_TIMEOUT_SECONDS", "60");
+    d("ROLLOUT_STICKY", "false");
     d("SCALE_UP_TIMEOUT_SECONDS", "60");
     d("QUEUE_MAX_ATTEMPTS", "8");
     d("QUEUE_LEASE_SECONDS", "30");
@@ -237,6 +238,7 @@ pub fn settings(environment: Environment, s: &Sources) -> Result<Settings, Confi
             max_body_bytes: r.positive("MAX_BODY_BYTES")?,
             predict_timeout: r.seconds("PREDICT_TIMEOUT_SECONDS", 1)?,
             stream_idle_timeout: r.seconds("STREAM_IDLE_TIMEOUT_SECONDS", 1)?,
+            rollout_sticky: r.bool("ROLLOUT_STICKY")?,
             scale_up_timeout: r.seconds("SCALE_UP_TIMEOUT_SECONDS", 0)?,
             routing_ttl: Duration::from_secs(2),
             request_timeout: r.seconds("REQUEST_TIMEOUT_SECONDS", 1)?,

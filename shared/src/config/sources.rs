@@ -110,6 +110,7 @@ pub const VARIABLES: &[Variable] = &[
     plain("MAX_BODY_BYTES"),
     plain("PREDICT_TIMEOUT_SECONDS"),
     plain("STREAM_IDLE_TIMEOUT_SECONDS"),
+    plain("ROLLOUT_STICKY"),
     plain("SCALE_UP_TIMEOUT_SECONDS"),
     plain("QUEUE_MAX_ATTEMPTS"),
     plain("QUEUE_LEASE_SECONDS"),

@@ -286,13 +286,14 @@ pub(crate) async fn infer(
         let request = oip::parse_request(&bytes, header_length)?;
         let inputs = oip::provider_inputs(&request)?;
         let parameters = (!request.parameters.is_empty()).then(|| request.parameters.clone());
+        let how = super::predict::pick_of(&state, &principal, &headers, &model)?;
         let (route, predictions) = super::predict::forward(
             &state,
             context.as_ref(),
             &model,
             &path.model_id,
-            inputs,
-            parameters,
+            (inputs, parameters),
+            how,
             started,
         )
         .await?;

@@ -33,7 +33,7 @@ use crate::auth::{Authenticated, Principal};
 use crate::error::{ApiError, OpenAiErrorResponse};
 use crate::extract::{Body, Path};
 use crate::observe::RequestContext;
-use crate::routing::{ActiveRoute, Routed};
+use crate::routing::{ActiveRoute, Pick, Routed};
 use crate::state::AppState;
 
 mod models;
@@ -318,7 +318,13 @@ async fn forward(
         }
         (None, Some(_)) => return Err(ApiError::BadRequest("`model` must be a string".into())),
     };
-    let (route, track) = serving(state, &principal, &raw).await?.pick();
+    // `X-Hokusai-Track` is predict's and infer's; here the share is drawn (or sticky).
+    let how = if state.settings.api.rollout_sticky {
+        Pick::Sticky(&principal.key_id)
+    } else {
+        Pick::Random
+    };
+    let (route, track) = serving(state, &principal, &raw).await?.pick(how);
     if let Some(task) = route.task.as_deref()
         && !kind.tasks().contains(&task)
     {
