@@ -58,6 +58,8 @@ pub struct RolloutRoute {
     pub step: i32,
     /// The canary's share of requests, in percent.
     pub weight: u8,
+    /// A shadow rollout: the share is a copy of requests ([`ActiveRoute::mirror`]).
+    pub shadow: bool,
     /// Where the canary's share goes.
     pub canary: Arc<ActiveRoute>,
 }
@@ -92,14 +94,29 @@ pub struct Track {
     pub rollout_id: Uuid,
     /// Its step when the request was routed.
     pub step: i32,
-    /// The canary (else the stable version).
-    pub canary: bool,
+    /// Which side.
+    pub side: Side,
+}
+
+/// The side of a rollout a request went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The serving version.
+    Stable,
+    /// The new version, answering the caller.
+    Canary,
+    /// The new version, answering a copy nobody waits for.
+    Shadow,
 }
 
 impl Track {
-    /// The metric label: `stable` or `canary`.
+    /// The metric label: `stable`, `canary` or `shadow`.
     pub fn label(self) -> &'static str {
-        if self.canary { "canary" } else { "stable" }
+        match self.side {
+            Side::Stable => "stable",
+            Side::Canary => "canary",
+            Side::Shadow => "shadow",
+        }
     }
 }
 
@@ -112,6 +129,8 @@ impl ActiveRoute {
         };
         let canary = match how {
             Pick::Forced(canary) => canary,
+            // In a shadow rollout the caller is always answered by the stable version.
+            _ if rollout.shadow => false,
             // The same key, the same version, for the whole step (and for later steps while
             // its draw stays under the weight).
             Pick::Sticky(key) => sticky_draw(key, rollout.rollout_id) < rollout.weight,
@@ -121,7 +140,7 @@ impl ActiveRoute {
         let track = Track {
             rollout_id: rollout.rollout_id,
             step: rollout.step,
-            canary,
+            side: if canary { Side::Canary } else { Side::Stable },
         };
         let route = if canary {
             rollout.canary.clone()
@@ -129,6 +148,21 @@ impl ActiveRoute {
             self.clone()
         };
         (route, Some(track))
+    }
+
+    /// In a shadow rollout, whether this request is also copied to the new version (drawn by
+    /// the step's weight), and where.
+    pub fn mirror(&self) -> Option<(Arc<ActiveRoute>, Track)> {
+        let rollout = self.rollout.as_ref().filter(|r| r.shadow)?;
+        let draw = (Uuid::new_v4().as_u128() % 100) as u8;
+        (draw < rollout.weight).then(|| {
+            let track = Track {
+                rollout_id: rollout.rollout_id,
+                step: rollout.step,
+                side: Side::Shadow,
+            };
+            (rollout.canary.clone(), track)
+        })
     }
 }
 
@@ -298,10 +332,12 @@ async fn rollout_of(
     let canary = canary
         .filter(|c| c.status == DeploymentStatus::Deployed)
         .and_then(|c| route_of(model, c));
+    let shadow = rollout.spec().is_ok_and(|s| s.is_shadow());
     Ok(canary.map(|canary| RolloutRoute {
         rollout_id: rollout.id,
         step: rollout.step,
         weight: rollout.weight(),
+        shadow,
         canary: Arc::new(canary),
     }))
 }

@@ -512,3 +512,72 @@ async fn a_sticky_key_stays_on_one_version_and_a_forced_track_needs_model_write(
     assert_eq!(canary_requests + stable_requests, 120, "{figures}");
     assert!(canary_requests >= 20 && stable_requests >= 20, "{figures}");
 }
+
+#[tokio::test]
+async fn shadow_traffic_never_changes_the_callers_answer_and_a_failing_shadow_is_rolled_back() {
+    let (app, worker) = started().await;
+    let v1 = app
+        .deploy_and_serve(&worker, "sentiment", version("1"))
+        .await;
+    let spec = json!({"strategy": "shadow", "steps": [50, 100], "bake_seconds": 1,
+                      "max_error_rate": 0.1, "min_requests": 10});
+    let v2 = deploy_canary(&app, &worker, "sentiment", canary("2", spec)).await;
+    let endpoint = deployments::get(&app.db.conn, DeploymentId(v2.parse().expect("uuid")))
+        .await
+        .expect("get")
+        .expect("row")
+        .provider_model_id
+        .expect("endpoint name");
+    let chaos = reqwest::Client::new()
+        .post(format!(
+            "{}/_emulator/endpoints/{}/{endpoint}/chaos",
+            app.emulator.base_url,
+            shared::provider::config::EMULATOR_NAMESPACE
+        ))
+        .json(&json!({"predict_error_rate": 1.0}))
+        .send()
+        .await
+        .expect("chaos");
+    assert_eq!(chaos.status(), 200);
+
+    let during = predictions(&app, "sentiment", 200).await;
+    tokio::time::sleep(FLUSH).await;
+    let measured = rollout(&app, "sentiment").await;
+    let decided = pass(&worker).await;
+    let ended = rollout(&app, "sentiment").await;
+    let shadow_row = app
+        .work_until(&worker, &v2, |d| d.status == DeploymentStatus::Failed)
+        .await;
+
+    let copies = measured["figures"]["canary"]["requests"]
+        .as_u64()
+        .unwrap_or(0);
+    let copy_errors = measured["figures"]["canary"]["errors"]
+        .as_u64()
+        .unwrap_or(0);
+    println!(
+        "rollout shadow: {} of 200 answered by v1, {} by the shadow, {} failed; the shadow got \
+         {copies} copies, {copy_errors} failed; decision: {}",
+        during.get(&v1).copied().unwrap_or(0),
+        during.get(&v2).copied().unwrap_or(0),
+        during.get("error").copied().unwrap_or(0),
+        ended["state"]
+    );
+    assert_eq!(
+        during.get(&v1).copied(),
+        Some(200),
+        "callers get the stable answer: {during:?}"
+    );
+    assert!(
+        copies >= 50 && copies <= 150,
+        "about half copied: {measured}"
+    );
+    assert_eq!(
+        copy_errors, copies,
+        "every copy failed at the shadow: {measured}"
+    );
+    assert_eq!(measured["figures"]["stable"]["requests"], 200, "{measured}");
+    assert_eq!(decided, 1);
+    assert_eq!(ended["state"], "aborted", "{ended}");
+    assert_eq!(shadow_row.status, DeploymentStatus::Failed);
+}

@@ -27,7 +27,7 @@ use crate::auth::{Authenticated, Principal};
 use crate::error::{ApiError, ErrorResponse};
 use crate::extract::{self, Path};
 use crate::observe::RequestContext;
-use crate::routing::{ActiveRoute, Pick, Routed};
+use crate::routing::{ActiveRoute, Pick, Routed, Track};
 use crate::state::AppState;
 
 /// The predict route.
@@ -236,7 +236,13 @@ pub(super) async fn forward(
             return Err(not_deployed());
         }
     };
-    let (route, track) = route.pick(how);
+    let stable = route;
+    let (route, track) = stable.pick(how);
+    // A shadow rollout's copy of this request, sent once the caller's answer is in.
+    let mirror = match how {
+        Pick::Forced(_) => None,
+        _ => stable.mirror(),
+    };
     let provider = state
         .providers
         .get(&route.provider)
@@ -249,8 +255,12 @@ pub(super) async fn forward(
     let timeout = state.settings.api.predict_timeout;
     let limit = timeout + Duration::from_secs(1);
     let upstream_started = Instant::now();
+    let copy = mirror.map(|target| (target, request.clone()));
     let answer = tokio::time::timeout(limit, provider.predict(&route.handle, request)).await;
     let upstream = upstream_started.elapsed();
+    if let Some(((target, track), request)) = copy {
+        shadow(state, target, track, request);
+    }
     let answer = match answer {
         Err(_) => Err(ApiError::UpstreamTimeout(timeout.as_secs())),
         Ok(answer) => answer.map_err(|e| upstream_error(e, timeout.as_secs())),
@@ -274,6 +284,39 @@ pub(super) async fn forward(
         other => Value::Array(vec![other]),
     };
     Ok((route, predictions))
+}
+
+/// Sends `request` to a shadow rollout's new version in the background, measures the answer
+/// and discards it: the caller already has the stable version's answer. Bounded by
+/// `PREDICT_TIMEOUT_SECONDS` and by the meter's shadow permits (a copy with no permit is
+/// dropped and counted).
+fn shadow(
+    state: &AppState,
+    target: std::sync::Arc<ActiveRoute>,
+    track: Track,
+    request: PredictRequest,
+) {
+    let Some(permit) = state.rollouts.shadow_permit(target.model_id.as_str()) else {
+        return;
+    };
+    let Ok(provider) = state.providers.get(&target.provider) else {
+        return;
+    };
+    let meter = state.rollouts.clone();
+    let timeout = state.settings.api.predict_timeout;
+    tokio::spawn(async move {
+        let _permit = permit;
+        let started = Instant::now();
+        let answer = tokio::time::timeout(timeout, provider.predict(&target.handle, request)).await;
+        let failed = match answer {
+            Err(_) => true,
+            Ok(Ok(_)) => false,
+            Ok(Err(error)) => upstream_error(error, timeout.as_secs())
+                .status_code()
+                .is_server_error(),
+        };
+        meter.record(&target, track, failed, started.elapsed());
+    });
 }
 
 /// The header that forces the side of a canary rollout (`stable` or `canary`).

@@ -16,6 +16,9 @@ pub enum Strategy {
     BlueGreen,
     /// Weighted steps, each held for the bake period and judged before the next.
     Canary,
+    /// A copy of each step's share of requests goes to the new version, whose answers are
+    /// only measured (the caller gets the stable answer); promoted after the last step.
+    Shadow,
 }
 
 impl Strategy {
@@ -24,6 +27,7 @@ impl Strategy {
         match self {
             Self::BlueGreen => "blue_green",
             Self::Canary => "canary",
+            Self::Shadow => "shadow",
         }
     }
 }
@@ -115,16 +119,20 @@ impl RolloutSpec {
             None | Some(Value::Null) => Strategy::BlueGreen,
             Some(Value::String(s)) if s == "blue_green" => Strategy::BlueGreen,
             Some(Value::String(s)) if s == "canary" => Strategy::Canary,
+            Some(Value::String(s)) if s == "shadow" => Strategy::Shadow,
             Some(other) => {
                 return Err(invalid(
                     "strategy",
-                    format!("unknown strategy {other}; known: blue_green, canary"),
+                    format!("unknown strategy {other}; known: blue_green, canary, shadow"),
                 ));
             }
         };
         if strategy == Strategy::BlueGreen {
             return match map.keys().find(|k| *k != "strategy") {
-                Some(field) => Err(invalid(field, "applies to the canary strategy only")),
+                Some(field) => Err(invalid(
+                    field,
+                    "applies to the canary and shadow strategies only",
+                )),
                 None => Ok(Self::blue_green()),
             };
         }
@@ -152,7 +160,13 @@ impl RolloutSpec {
 
     /// Whether the new version takes traffic in steps (a rollout to run) rather than at once.
     pub fn is_progressive(&self) -> bool {
-        self.strategy == Strategy::Canary
+        matches!(self.strategy, Strategy::Canary | Strategy::Shadow)
+    }
+
+    /// Whether the new version's share is a copy of requests (answers discarded) rather than
+    /// requests of its own.
+    pub fn is_shadow(&self) -> bool {
+        self.strategy == Strategy::Shadow
     }
 }
 
@@ -368,6 +382,10 @@ mod tests {
         };
         assert_eq!(field(json!("canary")), "rollout");
         assert_eq!(field(json!({"strategy": "shadowy"})), "rollout.strategy");
+        assert!(
+            RolloutSpec::parse(&json!({"strategy": "shadow", "steps": [25, 100]}))
+                .is_ok_and(|s| s.is_shadow() && s.is_progressive())
+        );
         assert_eq!(
             field(canary(json!({"steps": [50, 10, 100]}))),
             "rollout.steps[1]"

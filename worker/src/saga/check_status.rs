@@ -160,12 +160,14 @@ async fn start_canary(
         Err(error) => return Step::Ignore(format!("rollout lookup failed: {error}")),
     }
     let weight = spec.steps.first().copied().unwrap_or(100);
+    let share = if spec.is_shadow() {
+        format!("shadowing {weight}% of the traffic (answers discarded)")
+    } else {
+        format!("canary taking {weight}% of the traffic")
+    };
     let t = Transition {
         to: DeploymentStatus::Deployed,
-        message: format!(
-            "endpoint running and healthy; canary taking {weight}% of the traffic beside \
-             deployment {stable}"
-        ),
+        message: format!("endpoint running and healthy; {share} beside deployment {stable}"),
         details: Some(details),
         changes: Changes {
             provider_status: Some(status.state.as_str().to_owned()),
@@ -178,8 +180,10 @@ async fn start_canary(
                          "max_error_rate": spec.max_error_rate, "min_requests": spec.min_requests,
                          "max_latency_p95_ms": spec.max_latency_p95_ms});
     let message = format!(
-        "canary rollout started: steps {:?}, each baked {} s",
-        spec.steps, spec.bake_seconds
+        "{} rollout started: steps {:?}, each baked {} s",
+        spec.strategy.as_str(),
+        spec.steps,
+        spec.bake_seconds
     );
     let plan = Plan::transition(input.deployment, t)
         .with_event("rollout_started", &message, Some(started))

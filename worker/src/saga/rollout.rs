@@ -270,10 +270,13 @@ fn advance(
     weight: u8,
     figures: &Figures,
 ) -> (Decision, Plan) {
+    let shadow = rollout.spec().is_ok_and(|s| s.is_shadow());
+    let share = if shadow { "a copy of" } else { "" };
     let message = format!(
-        "step {} within its limits; canary now takes {weight}% of the traffic",
+        "step {} within its limits; the new version now takes {share} {weight}% of the traffic",
         rollout.step + 1
-    );
+    )
+    .replace("  ", " ");
     let details = quoted(figures, limits(&rollout));
     let step = i32::try_from(next).unwrap_or(i32::MAX);
     let plan = Plan::events_only(canary)
