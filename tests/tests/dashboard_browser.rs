@@ -27,6 +27,19 @@ async fn the_dashboard_shows_a_deployed_model_and_replays_a_dead_letter() {
     let app = TestApp::start(Engine::Sqlite, &[]).await;
     let worker = app.worker();
     app.deploy_and_serve(&worker, "model-a", hf_body("3")).await;
+    // Version 4 as a canary at 25 %: the rollouts panel shows its progress.
+    let mut canary = hf_body("4");
+    canary["rollout"] = json!({"strategy": "canary", "steps": [25, 100], "bake_seconds": 3600});
+    let response = app
+        .post("/api/v1/models/model-a/deployments", ADMIN_KEY, &canary)
+        .await;
+    assert_eq!(response.status(), 202, "canary accepted");
+    let created: Value = response.json().await.expect("json");
+    let canary_id = created["deployment"]["id"].as_str().expect("id").to_owned();
+    app.work_until(&worker, &canary_id, |d| {
+        d.status == shared::domain::DeploymentStatus::Deployed
+    })
+    .await;
     worker
         .queue()
         .publish_bytes(b"not an envelope".to_vec(), None)
@@ -69,6 +82,11 @@ async fn the_dashboard_shows_a_deployed_model_and_replays_a_dead_letter() {
     let events = browser
         .wait_for_text("#events", |t| t.contains("model-a"))
         .await;
+    let rollout = browser
+        .wait_for_text(r#"#rollouts tr[data-rollout="model-a"]"#, |t| {
+            t.contains("25%")
+        })
+        .await;
     let count_before = browser.wait_for_text("#dlq-count", |t| t == "1").await;
     let letter_row = browser
         .wait_for_text("#dead-letters", |t| t.contains("Replay"))
@@ -104,7 +122,11 @@ async fn the_dashboard_shows_a_deployed_model_and_replays_a_dead_letter() {
         "{model}"
     );
     assert_eq!(version, "3");
-    assert_eq!(deployed, "deployed 1");
+    assert_eq!(deployed, "deployed 2", "the stable version and the canary");
+    assert!(
+        rollout.contains("canary") && rollout.contains("running") && rollout.contains("step 1/2"),
+        "{rollout}"
+    );
     assert!(
         events.contains("deployed"),
         "the deployment's events: {events}"

@@ -4,9 +4,15 @@
 //! cache's TTL, a rollback brings the first back, and an undeploy makes predictions answer
 //! 404 MODEL_NOT_DEPLOYED.
 //!
+//! A second run rolls versions out as canaries (docs/design/rollouts.md): one promoted by
+//! itself after serving beside the stable version, one whose endpoint answers only errors
+//! rolled back by itself.
+//!
 //! The dev worker polls provider status from 2 s on and the routing cache lives 2 s, so
-//! every wait is a bounded poll (at most [`LIMIT`] each), never a fixed sleep.
+//! every wait is a bounded poll (at most [`LIMIT`] each), never a fixed sleep — but one: the
+//! routing cache's TTL after a rollback decision, which nothing can be polled for.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -17,6 +23,11 @@ const MODEL: &str = "sentiment";
 const REPOSITORY: &str = "distilbert/distilbert-base-uncased-finetuned-sst-2-english";
 /// Longest wait for one expected state.
 const LIMIT: Duration = Duration::from_secs(30);
+/// Longest wait for a rollout's decision: two bake periods of 10 s and reconciler passes.
+const ROLLOUT_LIMIT: Duration = Duration::from_secs(90);
+
+/// Answers counted by (HTTP status, serving model version).
+type Served = BTreeMap<(u16, String), u64>;
 
 /// The dev server and a client carrying its key.
 struct Dev {
@@ -26,8 +37,14 @@ struct Dev {
 
 impl Dev {
     async fn start() -> Dev {
+        Self::start_with(&[]).await
+    }
+
+    async fn start_with(envs: &[(&str, &str)]) -> Dev {
         let dir = process::scratch_dir();
-        let server = DevServer::start(&dir, &[("HOKUSAI_DEV_API_KEY", KEY)]).await;
+        let mut envs = envs.to_vec();
+        envs.push(("HOKUSAI_DEV_API_KEY", KEY));
+        let server = DevServer::start(&dir, &envs).await;
         assert!(server.banner.contains(KEY), "{}", server.banner);
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
@@ -60,11 +77,19 @@ impl Dev {
 
     /// Deploys `version` of the model; returns the deployment id.
     async fn deploy(&self, version: &str) -> String {
-        let body = json!({
+        self.deploy_with(version, None).await
+    }
+
+    /// Deploys `version` of the model with `rollout`, if any; returns the deployment id.
+    async fn deploy_with(&self, version: &str, rollout: Option<&Value>) -> String {
+        let mut body = json!({
             "repository": REPOSITORY,
             "task": "text-classification",
             "model_version": version,
         });
+        if let Some(rollout) = rollout {
+            body["rollout"] = rollout.clone();
+        }
         let (status, created) = self
             .post(&format!("/api/v1/models/{MODEL}/deployments"), &body)
             .await;
@@ -77,13 +102,91 @@ impl Dev {
 
     /// Polls the deployment until it is `deployed` and active.
     async fn wait_deployed(&self, id: &str) -> Value {
-        self.eventually(&format!("deployment {id} deployed"), || async {
-            let (status, d) = self.get(&format!("/api/v1/deployments/{id}")).await;
-            assert_eq!(status, 200, "{d}");
-            assert_ne!(d["status"], "failed", "{d}");
-            (d["status"] == "deployed" && d["is_active"] == true).then_some(d)
+        self.wait_status(id, "deployed", Some(true)).await
+    }
+
+    /// Polls the deployment until its status is `status` (and `is_active` is `active`, when
+    /// given); a deployment that fails on the way fails the test, unless failing is awaited.
+    async fn wait_status(&self, id: &str, status: &str, active: Option<bool>) -> Value {
+        self.eventually(&format!("deployment {id} {status}"), || async {
+            let (code, d) = self.get(&format!("/api/v1/deployments/{id}")).await;
+            assert_eq!(code, 200, "{d}");
+            if status != "failed" {
+                assert_ne!(d["status"], "failed", "{d}");
+            }
+            let active_ok = active.is_none_or(|a| d["is_active"] == a);
+            (d["status"] == status && active_ok).then_some(d)
         })
         .await
+    }
+
+    /// The model's rollout (`GET /api/v1/models/{model_id}/rollout`).
+    async fn rollout(&self) -> Value {
+        let (status, rollout) = self.get(&format!("/api/v1/models/{MODEL}/rollout")).await;
+        assert_eq!(status, 200, "{rollout}");
+        rollout
+    }
+
+    /// Sends predictions until `done` holds of the model's rollout (checked every 10), or
+    /// [`ROLLOUT_LIMIT`] passes; counts the answers by status and serving version.
+    async fn predict_until(&self, done: impl Fn(&Value) -> bool) -> (Served, Value) {
+        let start = Instant::now();
+        let mut served = Served::new();
+        loop {
+            for _ in 0..10 {
+                let (status, body) = self.predict().await;
+                let version = body["metadata"]["model_version"].as_str().unwrap_or("-");
+                *served.entry((status, version.to_owned())).or_default() += 1;
+            }
+            let rollout = self.rollout().await;
+            if done(&rollout) {
+                return (served, rollout);
+            }
+            assert!(
+                start.elapsed() < ROLLOUT_LIMIT,
+                "rollout not decided in {ROLLOUT_LIMIT:?}: {rollout}\nserved {served:?}"
+            );
+        }
+    }
+
+    /// Points the HF emulator's endpoint behind deployment `id` at `rate` of failed answers.
+    async fn fail_predictions(&self, id: &str, rate: f64) {
+        let (_, deployment) = self.get(&format!("/api/v1/deployments/{id}")).await;
+        let url = deployment["endpoint_url"].as_str().expect("endpoint url");
+        let emulator = self
+            .server
+            .banner
+            .split("HF EMULATOR at ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .expect("the banner names the emulator");
+        let listed: Value = self
+            .client
+            .get(format!("{emulator}/_emulator/endpoints"))
+            .send()
+            .await
+            .expect("emulator")
+            .json()
+            .await
+            .expect("endpoints");
+        let endpoint = listed["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .find(|e| e["endpoint"]["status"]["url"] == url)
+            .unwrap_or_else(|| panic!("no emulator endpoint at {url}: {listed}"));
+        let chaos = self
+            .client
+            .post(format!(
+                "{emulator}/_emulator/endpoints/{}/{}/chaos",
+                endpoint["namespace"].as_str().expect("namespace"),
+                endpoint["name"].as_str().expect("name")
+            ))
+            .json(&json!({"predict_error_rate": rate}))
+            .send()
+            .await
+            .expect("chaos");
+        assert_eq!(chaos.status(), 200);
     }
 
     async fn predict(&self) -> (u16, Value) {
@@ -269,4 +372,113 @@ async fn dev_writes_no_escape_codes_to_a_file() {
         !text.contains('\u{1b}'),
         "escape codes in the file:\n{text:?}"
     );
+}
+
+/// The issue's scenario, as an operator runs it: `dev` with a 2-second reconciler; version 2
+/// rolls out as a canary at 50 % and then 100 %, each step baked 10 s, and is promoted by
+/// itself; version 3's canary answers only errors and is rolled back by itself.
+#[tokio::test]
+async fn dev_promotes_a_healthy_canary_and_rolls_back_a_failing_one_by_itself() {
+    // Arrange
+    let dev = Dev::start_with(&[("DEPLOYMENT_RECONCILE_INTERVAL_SECONDS", "2")]).await;
+    let rollout = json!({"strategy": "canary", "steps": [50, 100], "bake_seconds": 10,
+                         "max_error_rate": 0.1, "min_requests": 10});
+    let v1 = dev.deploy("1").await;
+    dev.wait_deployed(&v1).await;
+
+    // Act: version 2 as a canary; predictions flow until the rollout is promoted.
+    let v2 = dev.deploy_with("2", Some(&rollout)).await;
+    dev.wait_status(&v2, "deployed", Some(false)).await;
+    let (first_step, running) = dev
+        .predict_until(|r| r["state"] != "running" || r["step"] != 0)
+        .await;
+    let promoted = dev
+        .eventually("the rollout of version 2 promoted", || async {
+            let rollout = dev.rollout().await;
+            (rollout["state"] != "running").then_some(rollout)
+        })
+        .await;
+    dev.wait_deployed(&v2).await;
+    dev.wait_serving("2").await;
+    let after_promotion = predictions(&dev, 50).await;
+
+    // Assert: both versions answered during the first step, version 2 alone afterwards.
+    println!(
+        "dev canary v2: first step served {first_step:?}; rollout {} at step {}; \
+         after promotion {after_promotion:?}",
+        promoted["state"], promoted["step"]
+    );
+    assert_eq!(running["steps"], json!([50, 100]), "{running}");
+    assert_eq!(promoted["state"], "promoted", "{promoted}");
+    for version in ["1", "2"] {
+        assert!(
+            first_step
+                .get(&(200, version.to_owned()))
+                .copied()
+                .unwrap_or(0)
+                > 0,
+            "version {version} answered during the first step: {first_step:?}"
+        );
+    }
+    assert_eq!(
+        after_promotion.get(&(200, "2".to_owned())).copied(),
+        Some(50),
+        "version 2 alone after promotion: {after_promotion:?}"
+    );
+
+    // Act: version 3 as a canary whose endpoint answers only errors.
+    let v3 = dev.deploy_with("3", Some(&rollout)).await;
+    dev.wait_status(&v3, "deployed", Some(false)).await;
+    dev.fail_predictions(&v3, 1.0).await;
+    let (during, _) = dev
+        .predict_until(|r| r["canary_deployment_id"] == v3.as_str() && r["state"] != "running")
+        .await;
+    let aborted = dev.rollout().await;
+    let failed = dev.wait_status(&v3, "failed", None).await;
+    let (_, events) = dev.get(&format!("/api/v1/deployments/{v3}/events")).await;
+    // The one fixed wait: a decision reaches predict within the routing cache's TTL (2 s).
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    let afterwards = predictions(&dev, 50).await;
+
+    // Assert: rolled back with the figures quoted; version 2 serves every request.
+    let events = events["events"].as_array().cloned().unwrap_or_default();
+    let abort = events
+        .iter()
+        .find(|e| e["kind"] == "rollout_aborted")
+        .unwrap_or_else(|| panic!("a rollout_aborted event: {events:?}"));
+    let errors_v3: u64 = during
+        .iter()
+        .filter(|((status, _), _)| *status >= 500)
+        .map(|(_, n)| n)
+        .sum();
+    println!(
+        "dev canary v3: served {during:?} ({errors_v3} failed); rollout {}: {}; \
+         v3 {} ({}); afterwards {afterwards:?}",
+        aborted["state"], aborted["outcome"], failed["status"], abort["message"]
+    );
+    assert_eq!(aborted["state"], "aborted", "{aborted}");
+    assert!(
+        errors_v3 > 0,
+        "the canary's errors reached callers: {during:?}"
+    );
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["is_active"], false, "{failed}");
+    let message = abort["message"].as_str().unwrap_or_default();
+    assert!(message.contains("error rate"), "{abort}");
+    assert_eq!(
+        afterwards.get(&(200, "2".to_owned())).copied(),
+        Some(50),
+        "version 2 serves every request afterwards: {afterwards:?}"
+    );
+}
+
+/// `n` predictions, counted by (status, serving version).
+async fn predictions(dev: &Dev, n: usize) -> Served {
+    let mut served = Served::new();
+    for _ in 0..n {
+        let (status, body) = dev.predict().await;
+        let version = body["metadata"]["model_version"].as_str().unwrap_or("-");
+        *served.entry((status, version.to_owned())).or_default() += 1;
+    }
+    served
 }

@@ -306,6 +306,69 @@ async fn a_dropped_delivery_is_reconciled(setup: &Setup) {
     );
 }
 
+/// A version tagged `hokusai.rollout` becomes a canary beside the serving version, and MLflow
+/// shows its rollout (`hokusai.deployment.rollout`); a rollout that is not JSON rejects the
+/// version with the reason.
+async fn a_rollout_tag_makes_a_canary_and_mlflow_shows_it(setup: &Setup) {
+    // The scenario before pointed the webhook at a closed port; deliveries come back here.
+    ml::repoint_webhook(&setup.mlflow, &setup.webhook, &setup.listener()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // MLFLOW_WEBHOOK_CACHE_TTL=1
+    let rollout = r#"{"strategy": "canary", "steps": [20, 100], "bake_seconds": 3600}"#;
+    let base = [
+        ("hokusai.deploy", "true"),
+        ("hokusai.hf_repository", REPOSITORY),
+        ("hokusai.task", "text-classification"),
+    ];
+    let mut tags = base.to_vec();
+    tags.push(("hokusai.rollout", rollout));
+    let version = ml::create_version(
+        &setup.mlflow,
+        &setup.model,
+        "s3://models/e2e/canary",
+        None,
+        &tags,
+    )
+    .await;
+    let mut bad = base.to_vec();
+    bad.push(("hokusai.rollout", "{canary"));
+    let refused = ml::create_version(
+        &setup.mlflow,
+        &setup.model,
+        "s3://models/e2e/bad-rollout",
+        None,
+        &bad,
+    )
+    .await;
+
+    let canary = setup.wait_deployed(&version).await;
+    let shown = eventually(LIMIT, "the rollout tag", || async {
+        let tags = ml::version_tags(&setup.mlflow, &setup.model, &version).await;
+        tags["hokusai.deployment.rollout"]
+            .as_str()
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+    })
+    .await;
+    let rejected = setup.wait_tags(&refused, "rejected").await;
+
+    assert!(
+        !canary.is_active,
+        "a canary serves beside the active version: {canary:?}"
+    );
+    assert_eq!(shown["strategy"], "canary", "{shown}");
+    assert_eq!(shown["state"], "running", "{shown}");
+    assert_eq!(
+        (shown["step"].as_u64(), shown["weight"].as_u64()),
+        (Some(0), Some(20)),
+        "{shown}"
+    );
+    assert!(
+        rejected["hokusai.deployment.error"]
+            .as_str()
+            .is_some_and(|e| e.contains("hokusai.rollout")),
+        "{rejected}"
+    );
+}
+
 #[tokio::test]
 async fn mlflow_registrations_become_live_endpoints_without_calling_our_api() {
     let mut setup = start().await;
@@ -316,6 +379,7 @@ async fn mlflow_registrations_become_live_endpoints_without_calling_our_api() {
     undeployable_versions_show_why_in_mlflow(&setup).await;
     the_mlmodel_flavor_supplies_the_metadata(&setup).await;
     a_dropped_delivery_is_reconciled(&setup).await;
+    a_rollout_tag_makes_a_canary_and_mlflow_shows_it(&setup).await;
 
     ml::delete_webhook(&setup.mlflow, &setup.webhook).await;
     if let Some(stop) = setup.stop.take() {

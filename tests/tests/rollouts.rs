@@ -569,7 +569,7 @@ async fn shadow_traffic_never_changes_the_callers_answer_and_a_failing_shadow_is
         "callers get the stable answer: {during:?}"
     );
     assert!(
-        copies >= 50 && copies <= 150,
+        (50..=150).contains(&copies),
         "about half copied: {measured}"
     );
     assert_eq!(

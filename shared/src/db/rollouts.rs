@@ -141,6 +141,18 @@ pub async fn latest_for<C: ConnectionTrait>(
         .await?)
 }
 
+/// The latest rollout whose canary is `deployment`, if any.
+pub async fn of_canary<C: ConnectionTrait>(
+    db: &C,
+    deployment: Uuid,
+) -> Result<Option<Rollout>, DbError> {
+    Ok(rollouts::Entity::find()
+        .filter(rollouts::Column::CanaryId.eq(deployment))
+        .order_by_desc(rollouts::Column::StartedAt)
+        .one(db)
+        .await?)
+}
+
 /// The open rollouts, oldest first, at most `limit`.
 pub async fn open<C: ConnectionTrait>(db: &C, limit: u64) -> Result<Vec<Rollout>, DbError> {
     Ok(rollouts::Entity::find()

@@ -191,7 +191,6 @@ fn framework_name(raw: &str) -> String {
     }
 }
 
-/// Replica bounds from `hokusai.min_replica` / `max_replica` / `scale_to_zero_timeout`.
 /// The `hokusai.rollout` tag: JSON, validated like the deploy body's `rollout`.
 fn rollout(facts: &VersionFacts) -> Result<Option<crate::domain::RolloutSpec>, Rejected> {
     let Some(raw) = facts.tag(tags::ROLLOUT) else {
@@ -204,6 +203,7 @@ fn rollout(facts: &VersionFacts) -> Result<Option<crate::domain::RolloutSpec>, R
         .map_err(|e| Rejected(format!("{}: {e}", tags::ROLLOUT)))
 }
 
+/// Replica bounds from `hokusai.min_replica` / `max_replica` / `scale_to_zero_timeout`.
 fn scaling(facts: &VersionFacts) -> Result<Option<ScalingSpec>, Rejected> {
     let number = |key: &str| -> Result<Option<u32>, Rejected> {
         facts

@@ -13,6 +13,9 @@ pub const DEPLOYMENT_ID: &str = "hokusai.deployment.id";
 pub const ENDPOINT_URL: &str = "hokusai.endpoint_url";
 /// Written back: why the deployment failed or was rejected (empty when it did not).
 pub const ERROR: &str = "hokusai.deployment.error";
+/// Written back on a version rolled out progressively: its rollout as JSON,
+/// `{"strategy", "state", "step", "steps", "weight"}` (docs/design/rollouts.md).
+pub const ROLLOUT_STATE: &str = "hokusai.deployment.rollout";
 /// The status value of a version whose metadata cannot be deployed.
 pub const REJECTED: &str = "rejected";
 
@@ -45,7 +48,7 @@ pub const SCALE_TO_ZERO_TIMEOUT: &str = "hokusai.scale_to_zero_timeout";
 pub const ROLLOUT: &str = "hokusai.rollout";
 
 /// The keys the service writes on model versions.
-pub const WRITTEN: [&str; 4] = [STATUS, DEPLOYMENT_ID, ENDPOINT_URL, ERROR];
+pub const WRITTEN: [&str; 5] = [STATUS, DEPLOYMENT_ID, ENDPOINT_URL, ERROR, ROLLOUT_STATE];
 
 /// Whether `key` is one the service writes itself (its tag events must be ignored).
 pub fn is_written_by_us(key: &str) -> bool {

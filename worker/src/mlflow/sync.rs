@@ -5,7 +5,8 @@
 //! observation is one row there — after a cursor stored in `mlflow_sync_cursors`, so any
 //! worker continues where another stopped. For each deployment touched since the cursor it
 //! writes the row's *current* state (`hokusai.deployment.id`, `hokusai.endpoint_url`,
-//! `hokusai.deployment.error`, then `hokusai.deployment.status` last, so a reader who sees
+//! `hokusai.deployment.error`, `hokusai.deployment.rollout` for a version rolled out in steps,
+//! then `hokusai.deployment.status` last, so a reader who sees
 //! `deployed` also finds the URL). Writing current state makes the sync idempotent and
 //! immune to skipped intermediate events. Events are read only once they are
 //! [`SETTLE`] old, because event ids are taken before their transaction commits.
@@ -110,7 +111,14 @@ async fn push(ctx: &MlflowContext, id: Uuid) -> Result<bool, HandleError> {
     {
         return Ok(false);
     }
-    let values = status_tags(&row);
+    let rollout = shared::db::rollouts::of_canary(&ctx.db, row.id).await?;
+    let mut values = status_tags(&row);
+    if let Some(rollout) = rollout {
+        values.insert(
+            values.len() - 1,
+            (tags::ROLLOUT_STATE, rollout_tag(&rollout)),
+        );
+    }
     let pairs: Vec<(&str, &str)> = values.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let written = write_tags(&ctx.client, &row.model_id, &version, &pairs).await;
     match written {
@@ -128,6 +136,19 @@ async fn push(ctx: &MlflowContext, id: Uuid) -> Result<bool, HandleError> {
             Err(error.into())
         }
     }
+}
+
+/// The `hokusai.deployment.rollout` value: the rollout's strategy, state, step and weight.
+fn rollout_tag(rollout: &shared::db::rollouts::Rollout) -> String {
+    let spec = rollout.spec().ok();
+    serde_json::json!({
+        "strategy": spec.as_ref().map(|s| s.strategy.as_str()),
+        "state": rollout.state,
+        "step": rollout.step,
+        "steps": spec.map(|s| s.steps),
+        "weight": rollout.weight(),
+    })
+    .to_string()
 }
 
 /// The tags describing `row`, status last.

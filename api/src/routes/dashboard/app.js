@@ -121,6 +121,7 @@ async function refresh() {
     banner(fatal ? fatal.message : null);
     renderCosts(costs);
     renderModels(models, costs);
+    await renderRollouts(models);
     renderFailures(failed, rollbackFailed);
     renderDeadLetters(dlq);
     await renderEvents(models);
@@ -181,6 +182,43 @@ function renderModels(models, costs) {
       el("td", {}, when(d.updated_at)));
   });
   fill("models", rows, 10, "No model is deployed.");
+}
+
+// Rollouts: the open (or just ended) rollout of each listed model, with the step's weight as
+// a progress bar and the live error rate per track (docs/design/rollouts.md).
+const ROLLOUT_MODELS = 20;
+const RECENTLY_ENDED_MS = 10 * 60 * 1000;
+const ROLLOUT_PILL = { running: "deploying", paused: "pending", promoted: "deployed", aborted: "failed" };
+
+function rate(figure) {
+  if (!figure || !figure.requests) return "–";
+  return (100 * figure.errors / figure.requests).toFixed(1) + "% of " + figure.requests;
+}
+
+async function renderRollouts(models) {
+  if (models.error) { panelError("rollouts-error", null); return; }
+  const ids = [...new Set((models.value.models || []).map((d) => d.model_id))].slice(0, ROLLOUT_MODELS);
+  const answers = await Promise.all(ids.map((id) =>
+    settle(api("/api/v1/models/" + encodeURIComponent(id) + "/rollout"))));
+  // A model that never had a rollout answers 404: not an error here.
+  const failure = answers.map((a) => a.error).find((e) => e && e.status !== 404);
+  panelError("rollouts-error", failure);
+  const shown = answers.map((a) => a.value).filter((r) => r &&
+    (r.state === "running" || r.state === "paused" ||
+     (r.ended_at && Date.now() - Date.parse(r.ended_at) < RECENTLY_ENDED_MS)));
+  const rows = shown.map((r) => {
+    const bar = el("progress", { max: "100", value: String(r.weight), title: r.weight + "%" });
+    return el("tr", { "data-rollout": r.model_id },
+      el("td", {}, el("strong", {}, r.model_id)),
+      el("td", {}, r.strategy),
+      el("td", {}, el("span", { class: "pill s-" + ROLLOUT_PILL[r.state] }, r.state)),
+      el("td", {}, bar, " ", "step " + (r.step + 1) + "/" + r.steps.length + " · " + r.weight + "%"),
+      el("td", { class: "num" }, rate(r.figures.canary)),
+      el("td", { class: "num" }, rate(r.figures.stable)),
+      el("td", {}, r.next_decision_at ? when(r.next_decision_at) : "–"),
+      el("td", { class: "reason" }, text(r.outcome)));
+  });
+  fill("rollouts", rows, 8, "No rollout in progress.");
 }
 
 function renderFailures(failed, rollbackFailed) {
