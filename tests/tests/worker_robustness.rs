@@ -15,7 +15,8 @@ use shared::config::Secret;
 use shared::db::DbError;
 use shared::db::deployments;
 use shared::db::entities::{
-    deployment_events, mlflow_deliveries, mlflow_events, outbox, processed_messages, queue_messages,
+    deployment_events, mlflow_deliveries, mlflow_events, outbox, processed_messages,
+    queue_messages, rollout_measurements, rollouts,
 };
 use shared::db::mlflow::{self, NewEvent};
 use shared::db::outbox::Route;
@@ -599,6 +600,52 @@ async fn retention_deletes_old_rows_and_keeps_recent_ones() {
             .await
             .expect("age the history");
         let history = deployment_events::Entity::find().count(conn).await.unwrap();
+        // Rollouts: one ended long ago, one ended recently, one running since long ago; each
+        // with two measurements. Only the first's go.
+        for (n, (started, ended)) in [(old, Some(old)), (old, Some(recent)), (old, None)]
+            .into_iter()
+            .enumerate()
+        {
+            let rollout = uuid::Uuid::now_v7();
+            rollouts::ActiveModel {
+                id: Set(rollout),
+                model_id: Set(format!("rollout-model-{n}")),
+                stable_id: Set(deployment.id),
+                canary_id: Set(uuid::Uuid::now_v7()),
+                spec: Set(json!({"strategy": "canary"})),
+                step: Set(0),
+                state: Set(if ended.is_some() {
+                    "promoted"
+                } else {
+                    "running"
+                }
+                .into()),
+                requested: Set(None),
+                started_at: Set(started),
+                step_started_at: Set(started),
+                updated_at: Set(started),
+                ended_at: Set(ended),
+                outcome: Set(None),
+            }
+            .insert(conn)
+            .await
+            .expect("rollout row");
+            for _ in 0..2 {
+                rollout_measurements::ActiveModel {
+                    id: Set(uuid::Uuid::now_v7()),
+                    rollout_id: Set(rollout),
+                    deployment_id: Set(deployment.id),
+                    step: Set(0),
+                    recorded_at: Set(old),
+                    requests: Set(10),
+                    errors: Set(0),
+                    latency_buckets: Set(json!([])),
+                }
+                .insert(conn)
+                .await
+                .expect("measurement row");
+            }
+        }
 
         let pruned = worker::retention::prune_once(conn, Duration::from_secs(14 * 86_400))
             .await
@@ -611,13 +658,24 @@ async fn retention_deletes_old_rows_and_keeps_recent_ones() {
         let deliveries_left = mlflow_deliveries::Entity::find().count(conn).await.unwrap();
         let events_left = mlflow_events::Entity::find().count(conn).await.unwrap();
         let history_left = deployment_events::Entity::find().count(conn).await.unwrap();
+        let measurements_left = rollout_measurements::Entity::find()
+            .count(conn)
+            .await
+            .unwrap();
+        let rollouts_left = rollouts::Entity::find().count(conn).await.unwrap();
         println!(
-            "retention ({engine:?}): pruned {pruned:?}; left outbox {outbox_left}, processed_messages {inbox_left}, mlflow_deliveries {deliveries_left}, mlflow_events {events_left}, deployment_events {history_left}/{history}"
+            "retention ({engine:?}): pruned {pruned:?}; left outbox {outbox_left}, processed_messages {inbox_left}, mlflow_deliveries {deliveries_left}, mlflow_events {events_left}, deployment_events {history_left}/{history}, rollout_measurements {measurements_left}, rollouts {rollouts_left}"
         );
         assert_eq!(pruned.of("outbox"), 1);
         assert_eq!(pruned.of("processed_messages"), 1);
         assert_eq!(pruned.of("mlflow_deliveries"), 1);
         assert_eq!(pruned.of("mlflow_events"), 1);
+        assert_eq!(pruned.of("rollout_measurements"), 2);
+        assert_eq!(
+            measurements_left, 4,
+            "a running or recent rollout keeps its figures"
+        );
+        assert_eq!(rollouts_left, 3, "rollouts are history");
         // Route::Direct wrote the deployment's command into queue_messages, not the outbox.
         assert_eq!(outbox_left, 2);
         assert_eq!(inbox_left, 1);

@@ -1,8 +1,9 @@
 //! Retention: the leader prunes rows that only matter for a while — published outbox rows,
 //! `processed_messages` (the inbox that makes redeliveries harmless), `mlflow_deliveries`
-//! (webhook de-duplication) and processed `mlflow_events` — once older than
-//! `RETENTION_DAYS`, in batches, so no table grows without bound. `deployment_events` (the
-//! deployments' history) is kept. A duplicate delivered after the retention period would be
+//! (webhook de-duplication), processed `mlflow_events` and the `rollout_measurements` of
+//! rollouts that ended (docs/design/rollouts.md) — once older than `RETENTION_DAYS`, in
+//! batches, so no table grows without bound. `deployment_events` (the deployments' history)
+//! and the `rollouts` themselves (with their outcome) are kept. A duplicate delivered after the retention period would be
 //! handled again; brokers redeliver within minutes and MLflow retries within seconds.
 
 use std::time::Duration;
@@ -49,36 +50,56 @@ pub async fn prune_once<C: ConnectionTrait>(
 ) -> Result<Pruned, DbErr> {
     let cutoff =
         Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-    let backend = conn.get_database_backend();
     let mut pruned = Pruned::default();
     for (table, key, age) in TABLES {
-        let mut deleted = 0;
-        for _ in 0..MAX_BATCHES {
-            let batch = Query::select()
-                .column(key)
-                .from(table)
-                .and_where(Expr::col(age).is_not_null())
-                .and_where(Expr::col(age).lt(cutoff))
-                .limit(BATCH)
-                .to_owned();
-            let delete = Query::delete()
-                .from_table(table)
-                .and_where(Expr::col(key).in_subquery(batch))
-                .to_owned();
-            let n = conn
-                .execute_raw(backend.build(&delete))
-                .await?
-                .rows_affected();
-            deleted += n;
-            if n < BATCH {
-                break;
-            }
-        }
-        if deleted > 0 {
-            metrics::counter!(names::RETENTION_DELETED, "table" => table).increment(deleted);
-            tracing::info!(table, deleted, "retention pruned old rows");
-        }
-        pruned.0.push((table, deleted));
+        let old = Expr::col(age).is_not_null().and(Expr::col(age).lt(cutoff));
+        pruned.0.push((table, prune(conn, table, key, old).await?));
     }
+    // A rollout's measurements age with the rollout: kept while it runs, however long.
+    let ended = Query::select()
+        .column("id")
+        .from("rollouts")
+        .and_where(Expr::col("ended_at").lt(cutoff))
+        .to_owned();
+    let old = Expr::col("rollout_id").in_subquery(ended);
+    let table = "rollout_measurements";
+    pruned.0.push((table, prune(conn, table, "id", old).await?));
     Ok(pruned)
+}
+
+/// Deletes the rows of `table` matching `old`, at most `BATCH` per statement and
+/// `MAX_BATCHES` statements; returns how many.
+async fn prune<C: ConnectionTrait>(
+    conn: &C,
+    table: &'static str,
+    key: &'static str,
+    old: Expr,
+) -> Result<u64, DbErr> {
+    let backend = conn.get_database_backend();
+    let mut deleted = 0;
+    for _ in 0..MAX_BATCHES {
+        let batch = Query::select()
+            .column(key)
+            .from(table)
+            .and_where(old.clone())
+            .limit(BATCH)
+            .to_owned();
+        let delete = Query::delete()
+            .from_table(table)
+            .and_where(Expr::col(key).in_subquery(batch))
+            .to_owned();
+        let n = conn
+            .execute_raw(backend.build(&delete))
+            .await?
+            .rows_affected();
+        deleted += n;
+        if n < BATCH {
+            break;
+        }
+    }
+    if deleted > 0 {
+        metrics::counter!(names::RETENTION_DELETED, "table" => table).increment(deleted);
+        tracing::info!(table, deleted, "retention pruned old rows");
+    }
+    Ok(deleted)
 }

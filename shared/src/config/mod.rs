@@ -261,8 +261,9 @@ pub struct WorkerSettings {
     pub reconcile: ReconcileSettings,
     /// `RELAY_MAX_ATTEMPTS`: failed publishes of one outbox row before it is parked.
     pub relay_max_attempts: u32,
-    /// `RETENTION_DAYS`: published outbox rows, processed messages and MLflow deliveries and
-    /// events older than this are pruned by the leader.
+    /// `RETENTION_DAYS`: published outbox rows, processed messages, MLflow deliveries and
+    /// events, and the measurements of rollouts ended longer ago than this are pruned by the
+    /// leader.
     pub retention: Duration,
 }
 

@@ -270,25 +270,3 @@ pub async fn figures<C: ConnectionTrait>(
     }
     Ok(total)
 }
-
-/// Deletes the measurements of rollouts that ended before `before` (retention).
-pub async fn prune_measurements<C: ConnectionTrait>(
-    db: &C,
-    before: chrono::DateTime<Utc>,
-) -> Result<u64, DbError> {
-    let ended: Vec<Uuid> = rollouts::Entity::find()
-        .select_only()
-        .column(rollouts::Column::Id)
-        .filter(rollouts::Column::EndedAt.lt(before))
-        .into_tuple()
-        .all(db)
-        .await?;
-    if ended.is_empty() {
-        return Ok(0);
-    }
-    let deleted = rollout_measurements::Entity::delete_many()
-        .filter(rollout_measurements::Column::RolloutId.is_in(ended))
-        .exec(db)
-        .await?;
-    Ok(deleted.rows_affected)
-}

@@ -162,6 +162,23 @@ fn main() {
             );
             runs.push(measured);
         }
+        // The copies were made: the shadow's measurements (flushed every second) count them.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let rollout: serde_json::Value = gateway
+            .get("/api/v1/models/shadowed/rollout", ADMIN_KEY)
+            .await
+            .json()
+            .await
+            .expect("rollout");
+        let (copies, stable) = (
+            &rollout["figures"]["canary"]["requests"],
+            &rollout["figures"]["stable"]["requests"],
+        );
+        println!("shadow copies measured: {copies} (stable answers {stable}, warm-up included)");
+        assert!(
+            copies.as_u64().is_some_and(|n| n > 0),
+            "no shadow copy was made: {rollout}"
+        );
         runs
     });
     let series = |t: usize, p99: bool| -> Vec<f64> {
