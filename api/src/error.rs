@@ -208,9 +208,11 @@ impl From<shared::db::DbError> for ApiError {
                 "the {operation} of deployment {deployment} is in flight; try again once it ended"
             )),
             // Lost races the model's lock did not cover: a client may simply retry.
-            DbError::ActiveConflict(_) | DbError::StaleTransition { .. } => Self::Conflict(
-                format!("{error}; another operation changed the model at the same time"),
-            ),
+            DbError::ActiveConflict(_)
+            | DbError::StaleTransition { .. }
+            | DbError::StaleRollout(_) => Self::Conflict(format!(
+                "{error}; another operation changed the model at the same time"
+            )),
             error if is_unique_violation(&error) => Self::Conflict(
                 "another request created the same row at the same time; read the model and retry"
                     .into(),

@@ -9,8 +9,8 @@
 //! rolled back by itself.
 //!
 //! The dev worker polls provider status from 2 s on and the routing cache lives 2 s, so
-//! every wait is a bounded poll (at most [`LIMIT`] each), never a fixed sleep — but one: the
-//! routing cache's TTL after a rollback decision, which nothing can be polled for.
+//! every wait is a bounded poll (at most [`LIMIT`] each), never a fixed sleep — but the
+//! routing cache's TTL after a rollout's decision, which nothing can be polled for.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -25,6 +25,10 @@ const REPOSITORY: &str = "distilbert/distilbert-base-uncased-finetuned-sst-2-eng
 const LIMIT: Duration = Duration::from_secs(30);
 /// Longest wait for a rollout's decision: two bake periods of 10 s and reconciler passes.
 const ROLLOUT_LIMIT: Duration = Duration::from_secs(90);
+
+/// The routing cache's TTL (2 s) and a margin: a rollout's decision is visible to predict
+/// after it.
+const ROUTING_TTL: Duration = Duration::from_millis(2_300);
 
 /// Answers counted by (HTTP status, serving model version).
 type Served = BTreeMap<(u16, String), u64>;
@@ -399,7 +403,9 @@ async fn dev_promotes_a_healthy_canary_and_rolls_back_a_failing_one_by_itself() 
         })
         .await;
     dev.wait_deployed(&v2).await;
-    dev.wait_serving("2").await;
+    // A decision reaches predict within the routing cache's TTL; until then the cached
+    // split still sends some requests to version 1.
+    tokio::time::sleep(ROUTING_TTL).await;
     let after_promotion = predictions(&dev, 50).await;
 
     // Assert: both versions answered during the first step, version 2 alone afterwards.
@@ -436,8 +442,7 @@ async fn dev_promotes_a_healthy_canary_and_rolls_back_a_failing_one_by_itself() 
     let aborted = dev.rollout().await;
     let failed = dev.wait_status(&v3, "failed", None).await;
     let (_, events) = dev.get(&format!("/api/v1/deployments/{v3}/events")).await;
-    // The one fixed wait: a decision reaches predict within the routing cache's TTL (2 s).
-    tokio::time::sleep(Duration::from_millis(2_300)).await;
+    tokio::time::sleep(ROUTING_TTL).await;
     let afterwards = predictions(&dev, 50).await;
 
     // Assert: rolled back with the figures quoted; version 2 serves every request.

@@ -581,3 +581,64 @@ async fn shadow_traffic_never_changes_the_callers_answer_and_a_failing_shadow_is
     assert_eq!(ended["state"], "aborted", "{ended}");
     assert_eq!(shadow_row.status, DeploymentStatus::Failed);
 }
+
+/// A decision taken from a stale read writes nothing: an operator's abort recorded while a
+/// pass was deciding survives the pass's `advance`, and a rollback under the model's lock
+/// refuses while the rollout is open (docs/design/rollouts.md, "Many hands on one model").
+#[tokio::test]
+async fn a_stale_decision_changes_nothing_and_a_rollback_waits_for_the_rollout() {
+    use shared::db::outbox::Route;
+    use shared::db::{DbError, operations, rollouts};
+    for engine in [Engine::Sqlite, Engine::Postgres] {
+        let db = tests::db::TestDb::migrated(engine).await;
+        let spec = shared::domain::RolloutSpec::parse(
+            &json!({"strategy": "canary", "steps": [10, 100], "bake_seconds": 60}),
+        )
+        .expect("valid spec");
+        let model = shared::domain::ModelId::parse("stale-model").expect("model id");
+        let (stable, canary) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        let read = rollouts::create(&db.conn, model.as_str(), stable, canary, &spec)
+            .await
+            .expect("rollout");
+
+        let asked = rollouts::request(&db.conn, model.as_str(), rollouts::Request::Abort)
+            .await
+            .expect("request");
+        let stale = rollouts::advance(&db.conn, &read, 1).await;
+        let stored = rollouts::latest_for(&db.conn, model.as_str())
+            .await
+            .expect("read")
+            .expect("the rollout");
+        let rollback =
+            operations::rollback(&db.conn, Route::Direct, &model, Duration::ZERO, None).await;
+        let ended = rollouts::end(&db.conn, &stored, rollouts::state::ABORTED, "test")
+            .await
+            .expect("the current read ends it");
+        let too_late = rollouts::request(&db.conn, model.as_str(), rollouts::Request::Promote)
+            .await
+            .expect("request");
+
+        println!(
+            "rollout stale ({engine:?}): advance from a stale read {:?}; stored step {} \
+             requested {:?}; rollback {:?}; promote after the end {:?}",
+            stale.as_ref().err(),
+            stored.step,
+            stored.requested,
+            rollback.as_ref().err(),
+            too_late.as_ref().map(|r| &r.state)
+        );
+        assert!(asked.is_some());
+        assert!(matches!(stale, Err(DbError::StaleRollout(id)) if id == read.id));
+        assert_eq!(
+            (stored.step, stored.requested.as_deref()),
+            (0, Some("abort"))
+        );
+        assert!(
+            matches!(&rollback, Err(DbError::OperationInFlight { deployment, .. }) if *deployment == canary),
+            "{rollback:?}"
+        );
+        assert_eq!(ended.state, rollouts::state::ABORTED);
+        assert!(too_late.is_none(), "no open rollout to ask: {too_late:?}");
+        db.drop_database().await;
+    }
+}

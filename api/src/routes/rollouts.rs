@@ -97,7 +97,7 @@ pub struct TrackFigure {
     pub errors: u64,
     /// `errors / requests` (null without requests).
     pub error_rate: Option<f64>,
-    /// The histogram bucket holding the 95th percentile, its upper bound in milliseconds.
+    /// The 95th percentile in milliseconds, interpolated inside the histogram bucket holding it.
     pub latency_p95_ms: Option<u64>,
 }
 

@@ -69,6 +69,10 @@ pub enum DbError {
         /// The deployment it concerns.
         deployment: uuid::Uuid,
     },
+    /// The rollout's state, step or pending request changed since it was read: nothing was
+    /// written (`db::rollouts`).
+    #[error("rollout {0} changed concurrently")]
+    StaleRollout(uuid::Uuid),
     /// Anything else the database said.
     #[error(transparent)]
     Database(#[from] DbErr),

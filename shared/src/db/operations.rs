@@ -300,6 +300,14 @@ async fn rollback_once(
 ) -> Result<Option<Versioned<Rollback>>, DbError> {
     let txn = db.begin().await?;
     let locked = model_ops::lock(&txn, model.as_str(), if_match).await?;
+    // Under the lock, so a canary that became ready since the caller looked is seen: its
+    // rollout ends by promote or abort, never by a rollback that would activate it.
+    if let Some(open) = super::rollouts::open_for(&txn, model.as_str()).await? {
+        return Err(DbError::OperationInFlight {
+            operation: "rollout".into(),
+            deployment: open.canary_id,
+        });
+    }
     let history = history(&txn, model).await?;
     refuse_beside_in_flight(&locked, &history)?;
     let active = history.iter().find(|d| d.is_active).cloned();
@@ -379,6 +387,8 @@ pub fn copy_of(previous: &Deployment, relation: &str) -> Result<NewDeployment, D
         // The copy's own relation only: a redeploy of a former replacement is no replacement.
         map.remove("rollback_of");
         map.remove("replaces");
+        // A rollback or a heal takes over at once: the version's rollout was its first way in.
+        map.remove(crate::request::ROLLOUT_KEY);
         map.insert(relation.into(), json!(previous.id));
     }
     Ok(NewDeployment {

@@ -5,6 +5,11 @@
 //! canary). The reconciler moves it on ([`advance`], [`end`], [`pause`]) in the same
 //! transactions that change the deployments; the API only reads it, writes measurements and
 //! records an operator's request ([`request`]), which the reconciler carries out.
+//!
+//! Every write is conditional on what its writer read — the state, the step and the pending
+//! request — so a decision taken from a stale read (an operator's abort recorded meanwhile,
+//! a second pass) changes nothing and fails with [`DbError::StaleRollout`]; the next pass
+//! decides again from the current row.
 
 use chrono::Utc;
 use sea_orm::{
@@ -172,10 +177,43 @@ pub async fn request<C: ConnectionTrait>(
     let Some(open) = open_for(db, model_id).await? else {
         return Ok(None);
     };
-    let mut row: rollouts::ActiveModel = open.into();
+    let mut row: rollouts::ActiveModel = open.clone().into();
     row.requested = Set(Some(request.as_str().to_owned()));
     row.updated_at = Set(Utc::now());
-    Ok(Some(row.update(db).await?))
+    // Ended between the read and the write: there is no rollout to ask any more.
+    match guarded_update(db, &open, row).await {
+        Ok(updated) => Ok(Some(updated)),
+        Err(DbError::StaleRollout(_)) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+/// Writes `row` over `read` only if the stored rollout still has `read`'s state, step and
+/// pending request; otherwise [`DbError::StaleRollout`] and nothing is written.
+async fn guarded_update<C: ConnectionTrait>(
+    db: &C,
+    read: &Rollout,
+    row: rollouts::ActiveModel,
+) -> Result<Rollout, DbError> {
+    let requested = match &read.requested {
+        Some(r) => rollouts::Column::Requested.eq(r.as_str()),
+        None => rollouts::Column::Requested.is_null(),
+    };
+    let result = rollouts::Entity::update_many()
+        .set(row)
+        .filter(rollouts::Column::Id.eq(read.id))
+        .filter(rollouts::Column::State.eq(read.state.as_str()))
+        .filter(rollouts::Column::Step.eq(read.step))
+        .filter(requested)
+        .exec(db)
+        .await?;
+    if result.rows_affected == 0 {
+        return Err(DbError::StaleRollout(read.id));
+    }
+    rollouts::Entity::find_by_id(read.id)
+        .one(db)
+        .await?
+        .ok_or(DbError::StaleRollout(read.id))
 }
 
 /// Moves `rollout` to step `step` (running, the request cleared), starting its bake.
@@ -191,7 +229,7 @@ pub async fn advance<C: ConnectionTrait>(
     row.requested = Set(None);
     row.step_started_at = Set(now);
     row.updated_at = Set(now);
-    Ok(row.update(txn).await?)
+    guarded_update(txn, rollout, row).await
 }
 
 /// Ends `rollout` `promoted` or `aborted`, saying why.
@@ -208,7 +246,7 @@ pub async fn end<C: ConnectionTrait>(
     row.ended_at = Set(Some(now));
     row.updated_at = Set(now);
     row.outcome = Set(Some(outcome.to_owned()));
-    Ok(row.update(txn).await?)
+    guarded_update(txn, rollout, row).await
 }
 
 /// Pauses `rollout` until an operator promotes or aborts it.
@@ -221,7 +259,7 @@ pub async fn pause<C: ConnectionTrait>(
     row.state = Set(state::PAUSED.to_owned());
     row.updated_at = Set(Utc::now());
     row.outcome = Set(Some(why.to_owned()));
-    Ok(row.update(txn).await?)
+    guarded_update(txn, rollout, row).await
 }
 
 /// Appends what was measured of `deployment_id` in `step` of `rollout_id`.

@@ -221,22 +221,30 @@ impl Figures {
         (self.requests > 0).then(|| self.errors as f64 / self.requests as f64)
     }
 
-    /// The 95th percentile's bucket bound in milliseconds (`None` without requests; the
-    /// overflow bucket reads as `u64::MAX`).
+    /// The 95th percentile in milliseconds, interpolated linearly inside the bucket that holds
+    /// it (as Prometheus' `histogram_quantile` does), so a limit between two bounds is judged
+    /// against an estimate within that bucket, not against its upper bound. `None` without
+    /// requests; a p95 in the overflow bucket reads as the last bound (30 s).
     pub fn p95_ms(&self) -> Option<u64> {
         let total: u64 = self.latency_buckets.iter().sum();
         if total == 0 {
             return None;
         }
         let rank = (total * 95).div_ceil(100);
+        let last = LATENCY_BOUNDS_MS[LATENCY_BOUNDS_MS.len() - 1];
         let mut seen = 0;
-        for (i, count) in self.latency_buckets.iter().enumerate() {
-            seen += count;
-            if seen >= rank {
-                return Some(LATENCY_BOUNDS_MS.get(i).copied().unwrap_or(u64::MAX));
+        for (i, &count) in self.latency_buckets.iter().enumerate() {
+            if seen + count >= rank && count > 0 {
+                let Some(&upper) = LATENCY_BOUNDS_MS.get(i) else {
+                    return Some(last);
+                };
+                let lower = if i == 0 { 0 } else { LATENCY_BOUNDS_MS[i - 1] };
+                let within = rank - seen;
+                return Some(lower + ((upper - lower) * within + count / 2) / count);
             }
+            seen += count;
         }
-        Some(u64::MAX)
+        Some(last)
     }
 }
 
@@ -268,7 +276,7 @@ impl RolloutSpec {
             && p95 > limit
         {
             return Verdict::Breached(format!(
-                "latency p95 up to {p95} ms over {} requests is over max_latency_p95_ms {limit}",
+                "latency p95 about {p95} ms over {} requests is over max_latency_p95_ms {limit}",
                 figures.requests
             ));
         }
@@ -448,7 +456,8 @@ mod tests {
         }
         b.add(&a);
         assert_eq!((b.requests, b.errors), (20, 1));
-        assert_eq!(b.p95_ms(), Some(50));
+        // Rank 19 of 20: the 11th of the 12 requests in (25, 50] ms.
+        assert_eq!(b.p95_ms(), Some(48));
         assert_eq!(spec.judge(&b), Verdict::Healthy);
         let mut failing = b.clone();
         for _ in 0..5 {

@@ -157,7 +157,12 @@ async fn start_canary(
     match rollouts::open_for(&input.ctx.db, &input.deployment.model_id).await {
         Ok(None) => {}
         Ok(Some(_)) => return keep_polling(input, status),
-        Err(error) => return Step::Ignore(format!("rollout lookup failed: {error}")),
+        // Ask again at the next poll (its commit fails too while the database is away, and
+        // the message is then delivered again): never drop the canary's check.
+        Err(error) => {
+            tracing::warn!(%error, deployment = %input.deployment.id, "rollout lookup failed; polling again");
+            return keep_polling(input, status);
+        }
     }
     let weight = spec.steps.first().copied().unwrap_or(100);
     let share = if spec.is_shadow() {

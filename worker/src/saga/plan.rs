@@ -158,7 +158,9 @@ impl Plan {
             Err(error @ (DbError::StaleTransition { .. } | DbError::IllegalTransition { .. })) => {
                 return Ok(Applied::Conflict(error));
             }
-            Err(error @ DbError::ActiveConflict(_)) => return Ok(Applied::Conflict(error)),
+            Err(error @ (DbError::ActiveConflict(_) | DbError::StaleRollout(_))) => {
+                return Ok(Applied::Conflict(error));
+            }
             Err(error) => return Err(error),
         }
         txn.commit().await?;

@@ -28,6 +28,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde_json::{Map, Value};
 use shared::domain::ModelId;
+use shared::provider::ProviderError;
 
 use crate::auth::{Authenticated, Principal};
 use crate::error::{ApiError, OpenAiErrorResponse};
@@ -346,9 +347,15 @@ async fn forward(
     let waited = started.elapsed();
     if let Some(track) = track {
         // Judged by the answer's status: what a stream does later is not the canary's record.
-        let failed = upstream
-            .as_ref()
-            .map_or(true, |answer| answer.status().is_server_error());
+        // As predict counts: a 5xx-class outcome fails, the model refusing the input or its
+        // endpoint's rate limit (4xx to the caller) does not.
+        let failed = match &upstream {
+            Ok(answer) => answer.status().is_server_error(),
+            Err(error) => !matches!(
+                error,
+                ProviderError::Invalid { .. } | ProviderError::RateLimited { .. }
+            ),
+        };
         state.rollouts.record(&route, track, failed, waited);
     }
     let upstream = upstream.map_err(|e| upstream_failure(e, timeout.as_secs()))?;

@@ -45,6 +45,10 @@ pub(super) fn upstream_failure(error: ProviderError, timeout_secs: u64) -> ApiEr
         ProviderError::Invalid { .. } => {
             ApiError::BadRequest("this model's provider has no OpenAI-compatible routes".into())
         }
+        ProviderError::RateLimited { retry_after, .. } => ApiError::RateLimited {
+            detail: "the model endpoint is overloaded".into(),
+            retry_after,
+        },
         _ => ApiError::Upstream("the model endpoint failed".into()),
     }
 }
