@@ -145,6 +145,21 @@ async fn a_healthy_canary_goes_10_50_100_by_itself_and_the_old_version_is_retire
         .await;
 
     let (s10, s50) = (share(&at_10, &v2, N), share(&at_50, &v2, N));
+    let rollout_id = uuid::Uuid::parse_str(first["id"].as_str().expect("id")).expect("uuid");
+    let rows = {
+        use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+        use shared::db::entities::rollout_measurements as m;
+        m::Entity::find()
+            .filter(m::Column::RolloutId.eq(rollout_id))
+            .all(&app.db.conn)
+            .await
+            .expect("measurement rows")
+    };
+    let measured: i64 = rows.iter().map(|r| r.requests).sum();
+    println!(
+        "rollout healthy: {} measurement rows hold {measured} requests",
+        rows.len()
+    );
     println!(
         "rollout healthy: canary share {s10:.1}% at step 10, {s50:.1}% at step 50, \
          {} of {} after promotion; errors {}/{}/{}; decisions {decided_first}+{decided_second}",
@@ -162,6 +177,10 @@ async fn a_healthy_canary_goes_10_50_100_by_itself_and_the_old_version_is_retire
     assert!((s10 - 10.0).abs() <= 10.0, "step 10: {s10}% {at_10:?}");
     assert!((s50 - 50.0).abs() <= 10.0, "step 50: {s50}% {at_50:?}");
     assert_eq!((decided_first, decided_second), (1, 1));
+    // One row per (deployment, step) for this one API process, however many flushes ran;
+    // their totals are exactly the requests routed during the rollout.
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert_eq!(measured, 2 * N as i64);
     assert_eq!(second["weight"], 50, "{second}");
     assert_eq!(
         second["figures"]["canary"]["requests"], 0,

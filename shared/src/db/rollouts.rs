@@ -12,6 +12,7 @@
 //! decides again from the current row.
 
 use chrono::Utc;
+use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Set,
@@ -262,17 +263,19 @@ pub async fn pause<C: ConnectionTrait>(
     guarded_update(txn, rollout, row).await
 }
 
-/// Appends what was measured of `deployment_id` in `step` of `rollout_id`.
+/// Writes one API process's running total of what it measured of `deployment_id` in `step`
+/// of `rollout_id` into its row `row` (created by the first write, overwritten by the next).
 pub async fn record<C: ConnectionTrait>(
     db: &C,
+    row: Uuid,
     rollout_id: Uuid,
     deployment_id: Uuid,
     step: i32,
     figures: &Figures,
 ) -> Result<(), DbError> {
     let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    let row = rollout_measurements::ActiveModel {
-        id: Set(Uuid::now_v7()),
+    let model = rollout_measurements::ActiveModel {
+        id: Set(row),
         rollout_id: Set(rollout_id),
         deployment_id: Set(deployment_id),
         step: Set(step),
@@ -281,7 +284,18 @@ pub async fn record<C: ConnectionTrait>(
         errors: Set(as_i64(figures.errors)),
         latency_buckets: Set(serde_json::to_value(&figures.latency_buckets).unwrap_or(Value::Null)),
     };
-    rollout_measurements::Entity::insert(row).exec(db).await?;
+    let totals = OnConflict::column(rollout_measurements::Column::Id)
+        .update_columns([
+            rollout_measurements::Column::RecordedAt,
+            rollout_measurements::Column::Requests,
+            rollout_measurements::Column::Errors,
+            rollout_measurements::Column::LatencyBuckets,
+        ])
+        .to_owned();
+    rollout_measurements::Entity::insert(model)
+        .on_conflict(totals)
+        .exec(db)
+        .await?;
     Ok(())
 }
 

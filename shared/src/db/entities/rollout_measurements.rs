@@ -1,10 +1,10 @@
-//! `rollout_measurements`: what one API process measured of one deployment in one step of a
-//! rollout since its previous row (append-only; docs/design/rollouts.md).
+//! `rollout_measurements`: one API process's running total of what it measured of one
+//! deployment in one step of a rollout, overwritten by each flush (docs/design/rollouts.md).
 
 use sea_orm::entity::prelude::*;
 use serde::Serialize;
 
-/// One flush of measurements.
+/// One process's tally of one (rollout, deployment, step).
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, Serialize)]
 #[sea_orm(table_name = "rollout_measurements")]
 pub struct Model {
