@@ -26,6 +26,7 @@ mod m20261205_080000_create_model_operations;
 mod m20261205_130000_queue_claim_index;
 mod m20261206_030000_notify_on_insert;
 mod m20261206_160000_create_rollouts;
+mod m20261206_210000_rollouts_canary_index;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -51,6 +52,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_130000_queue_claim_index::Migration),
             Box::new(m20261206_030000_notify_on_insert::Migration),
             Box::new(m20261206_160000_create_rollouts::Migration),
+            Box::new(m20261206_210000_rollouts_canary_index::Migration),
         ]
     }
 }

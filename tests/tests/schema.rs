@@ -149,6 +149,9 @@ async fn indexes_exist_in_the_catalog(engine: Engine) {
         "idx_deployment_events_deployment_id",
         "idx_outbox_published_at",
         "idx_queue_messages_ready",
+        "idx_rollouts_model_state",
+        "idx_rollouts_canary",
+        "idx_rollout_measurements_step",
     ] {
         assert!(find(name).is_some(), "index {name} missing: {indexes:?}");
     }
