@@ -27,6 +27,7 @@ mod m20261205_130000_queue_claim_index;
 mod m20261206_030000_notify_on_insert;
 mod m20261206_160000_create_rollouts;
 mod m20261206_210000_rollouts_canary_index;
+mod m20261207_000000_queue_dead_letter_index;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -53,6 +54,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_030000_notify_on_insert::Migration),
             Box::new(m20261206_160000_create_rollouts::Migration),
             Box::new(m20261206_210000_rollouts_canary_index::Migration),
+            Box::new(m20261207_000000_queue_dead_letter_index::Migration),
         ]
     }
 }

@@ -10,7 +10,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use sea_orm::sea_query::{PostgresQueryBuilder, SqliteQueryBuilder};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, PaginatorTrait, QueryFilter,
+    Statement,
+};
 use shared::db::entities::queue_messages::{self, Column};
 use shared::domain::DeploymentId;
 use shared::queue::db::DbQueue;
@@ -375,6 +379,75 @@ async fn postgres_notify_wakes_an_idle_consumer_before_its_poll() {
     db.drop_database().await;
 }
 
+/// Messages enqueued before the depth test's claims; the table is never analysed.
+const DEEP: usize = 20_000;
+
+/// A claim reads the first entries of `idx_queue_messages_claim` however deep the backlog,
+/// even on a table the database has no statistics for yet (a fresh or fast-filled queue):
+/// its plan walks the claim index in order and sorts nothing. (The old
+/// `(queue, dead_at, available_at)` index tempted PostgreSQL into sorting all 20,000 ready
+/// rows for every claim: 15 ms per claim, docs/benchmarks.md.) Then the queue hands out
+/// and acks messages from that depth.
+async fn a_claim_walks_the_claim_index_at_any_depth(engine: Engine) {
+    let db = TestDb::migrated(engine).await;
+    let opts = options(Duration::from_secs(30), Duration::from_secs(1));
+    let bodies: Vec<Vec<u8>> = (0..DEEP).map(|_| command().to_bytes()).collect();
+    for chunk in bodies.chunks(500) {
+        shared::queue::db::insert_many(
+            &db.conn,
+            &opts.name,
+            chunk.iter().map(|b| (b.as_slice(), None)),
+        )
+        .await
+        .expect("enqueue");
+    }
+    assert_eq!(rows(&db, &opts.name).await, DEEP as u64);
+    let candidates = shared::queue::db::claim_candidates(&opts.name, chrono::Utc::now(), 4);
+    let backend = db.conn.get_database_backend();
+    let (sql, values) = match backend {
+        DatabaseBackend::Postgres => candidates.build(PostgresQueryBuilder),
+        _ => candidates.build(SqliteQueryBuilder),
+    };
+    let explain = match backend {
+        DatabaseBackend::Postgres => format!("EXPLAIN {sql}"),
+        _ => format!("EXPLAIN QUERY PLAN {sql}"),
+    };
+    let plan: Vec<String> = db
+        .conn
+        .query_all_raw(Statement::from_sql_and_values(backend, explain, values))
+        .await
+        .expect("explain the claim")
+        .iter()
+        .map(|row| match backend {
+            DatabaseBackend::Postgres => row.try_get_by_index::<String>(0),
+            _ => row.try_get::<String>("", "detail"),
+        })
+        .collect::<Result<_, _>>()
+        .expect("plan lines");
+    println!(
+        "claim plan at {DEEP} messages ({backend:?}):\n  {}",
+        plan.join("\n  ")
+    );
+    assert!(
+        plan.iter().any(|l| l.contains("idx_queue_messages_claim")),
+        "the claim must walk idx_queue_messages_claim: {plan:?}"
+    );
+    assert!(
+        !plan
+            .iter()
+            .any(|l| l.trim_start().starts_with("Sort") || l.contains("TEMP B-TREE")),
+        "a claim must not sort the backlog: {plan:?}"
+    );
+    let queue: Arc<dyn Queue> = Arc::new(DbQueue::new(db.conn.clone(), opts.clone()));
+    let handled = consume(Arc::clone(&queue), 100, 4).await;
+    queue.drain().await.expect("drain");
+    let left = rows(&db, &opts.name).await;
+    println!("handled {} of {DEEP}; {left} rows left", handled.len());
+    assert_eq!(left, (DEEP - handled.len()) as u64);
+    drop(queue);
+    db.drop_database().await;
+}
+
 macro_rules! on_both {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -404,4 +477,5 @@ on_both!(
     drain_commits_every_ack_handed_over,
     acks_handed_over_are_committed_after_the_queue_is_dropped,
     a_batch_claimed_by_a_dead_consumer_comes_back,
+    a_claim_walks_the_claim_index_at_any_depth,
 );

@@ -41,7 +41,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use sea_orm::sea_query::{Expr, LockBehavior, LockType, Order, Query};
+use sea_orm::sea_query::{Expr, LockBehavior, LockType, Order, Query, SelectStatement};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait,
     QueryFilter, QuerySelect, Select, Set,
@@ -237,27 +237,30 @@ impl DbQueue {
     }
 }
 
-impl Shared {
-    fn ready(&self, now: DateTime<Utc>) -> sea_orm::sea_query::SelectStatement {
-        let mut candidates = Query::select();
-        candidates
-            .column(Column::Id)
-            .from(Entity)
-            .and_where(Column::Queue.eq(&self.options.name))
-            .and_where(Column::DeadAt.is_null())
-            .and_where(Column::AvailableAt.lte(now))
-            .cond_where(claim::free::<Entity>(now))
-            .order_by(Column::AvailableAt, Order::Asc)
-            .order_by(Column::Id, Order::Asc);
-        candidates
-    }
+/// The rows a claim on `queue` at `now` takes, oldest first, at most `limit` of them,
+/// skipping rows another claim holds locked: the subquery of every claim (its plan must be
+/// a walk of `idx_queue_messages_claim`, never a sort of the backlog; `queue_db_batching`
+/// checks it at depth).
+pub fn claim_candidates(queue: &str, now: DateTime<Utc>, limit: usize) -> SelectStatement {
+    let mut candidates = Query::select();
+    candidates
+        .column(Column::Id)
+        .from(Entity)
+        .and_where(Column::Queue.eq(queue))
+        .and_where(Column::DeadAt.is_null())
+        .and_where(Column::AvailableAt.lte(now))
+        .cond_where(claim::free::<Entity>(now))
+        .order_by(Column::AvailableAt, Order::Asc)
+        .order_by(Column::Id, Order::Asc)
+        .limit(u64::try_from(limit).unwrap_or(u64::MAX))
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    candidates
+}
 
+impl Shared {
     /// One claim statement for `waiting` consumers: up to that many rows.
     async fn claim(&self, waiting: usize) -> Vec<Claimed> {
-        let mut candidates = self.ready(Utc::now());
-        candidates
-            .limit(u64::try_from(waiting).unwrap_or(u64::MAX))
-            .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        let candidates = claim_candidates(&self.options.name, Utc::now(), waiting);
         let rows = match claim::take_many::<Entity, _>(
             &self.leases,
             candidates,
