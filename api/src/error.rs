@@ -182,6 +182,38 @@ impl ApiError {
     }
 }
 
+/// The one mapping of a provider failure (no answer from the model's endpoint) to an API
+/// error, for every route that calls a model (predict, OIP `infer`, the OpenAI routes): a
+/// waking or vanished endpoint is 503 with a `Retry-After` (the reconciler heals a vanished
+/// one), an overloaded one 429, a timeout 504 naming `timeout_secs`, a request the model
+/// rejected 400 with `rejected` (what the route tells its caller), the rest 502. The
+/// provider's own message is logged, never sent: it may name internal URLs.
+pub fn from_provider(
+    error: shared::provider::ProviderError,
+    timeout_secs: u64,
+    rejected: &str,
+) -> ApiError {
+    use shared::provider::ProviderError;
+    tracing::warn!(kind = error.kind(), error = %error.message(), "the model endpoint failed");
+    match error {
+        ProviderError::Unavailable { retry_after, .. } => ApiError::ModelNotReady {
+            detail: "the model endpoint is not ready (waking up or scaling)".into(),
+            retry_after,
+        },
+        ProviderError::NotFound { .. } => ApiError::ModelNotReady {
+            detail: "the model endpoint is gone at the provider".into(),
+            retry_after: Duration::from_secs(30),
+        },
+        ProviderError::RateLimited { retry_after, .. } => ApiError::RateLimited {
+            detail: "the model endpoint is overloaded".into(),
+            retry_after,
+        },
+        ProviderError::Invalid { .. } => ApiError::BadRequest(rejected.to_owned()),
+        ProviderError::Timeout { .. } => ApiError::UpstreamTimeout(timeout_secs),
+        _ => ApiError::Upstream("the model endpoint failed".into()),
+    }
+}
+
 /// Whether any error in `cause`'s chain says the database could not be reached.
 fn database_unreachable(cause: &anyhow::Error) -> bool {
     cause.chain().any(|e| {

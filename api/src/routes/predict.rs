@@ -17,14 +17,14 @@ use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use shared::domain::ModelId;
-use shared::provider::{PredictRequest, ProviderError};
+use shared::provider::PredictRequest;
 use shared::telemetry::cloudwatch::{self, Metric};
 use shared::telemetry::metrics::names;
 
 use utoipa::ToSchema;
 
 use crate::auth::{Authenticated, Principal};
-use crate::error::{ApiError, ErrorResponse};
+use crate::error::{ApiError, ErrorResponse, from_provider};
 use crate::extract::{self, Path};
 use crate::observe::RequestContext;
 use crate::routing::{ActiveRoute, Pick, Routed, Track};
@@ -263,7 +263,7 @@ pub(super) async fn forward(
     }
     let answer = match answer {
         Err(_) => Err(ApiError::UpstreamTimeout(timeout.as_secs())),
-        Ok(answer) => answer.map_err(|e| upstream_error(e, timeout.as_secs())),
+        Ok(answer) => answer.map_err(|e| from_provider(e, timeout.as_secs(), REJECTED)),
     };
     if let Some(Extension(context)) = context {
         context.set_route(route.clone());
@@ -311,7 +311,7 @@ fn shadow(
         let failed = match answer {
             Err(_) => true,
             Ok(Ok(_)) => false,
-            Ok(Err(error)) => upstream_error(error, timeout.as_secs())
+            Ok(Err(error)) => from_provider(error, timeout.as_secs(), REJECTED)
                 .status_code()
                 .is_server_error(),
         };
@@ -352,6 +352,9 @@ pub(super) fn pick_of<'a>(
 /// The `model_id` label of predictions for models without a deployment.
 const NO_MODEL: &str = "(none)";
 
+/// What a caller is told when the model rejected its input.
+const REJECTED: &str = "the model rejected the request (see the model's input format)";
+
 /// Counts and times a forwarded prediction (Prometheus, and CloudWatch when enabled).
 fn record(route: &ActiveRoute, error: Option<&ApiError>, upstream: Duration, total: Duration) {
     let outcome = match error {
@@ -382,31 +385,5 @@ fn record(route: &ActiveRoute, error: Option<&ApiError>, upstream: Duration, tot
     );
     if error.is_some() {
         cloudwatch::record(Metric::PredictionErrors, &dimensions, 1.0);
-    }
-}
-
-/// What a provider failure means to the client. The provider's message (the endpoint's
-/// body, its URL) is logged with the request id, never sent: it may describe internal
-/// services.
-fn upstream_error(error: ProviderError, timeout_secs: u64) -> ApiError {
-    tracing::warn!(kind = error.kind(), error = %error.message(), "the model endpoint failed");
-    match error {
-        ProviderError::Unavailable { retry_after, .. } => ApiError::ModelNotReady {
-            detail: "the model endpoint is not ready (waking up or scaling)".into(),
-            retry_after,
-        },
-        ProviderError::RateLimited { retry_after, .. } => ApiError::RateLimited {
-            detail: "the model endpoint is overloaded".into(),
-            retry_after,
-        },
-        ProviderError::Invalid { .. } => ApiError::BadRequest(
-            "the model rejected the request (see the model's input format)".into(),
-        ),
-        ProviderError::Timeout { .. } => ApiError::UpstreamTimeout(timeout_secs),
-        ProviderError::NotFound { .. } => ApiError::ModelNotReady {
-            detail: "the model endpoint is gone at the provider".into(),
-            retry_after: Duration::from_secs(30),
-        },
-        _ => ApiError::Upstream("the model endpoint failed".into()),
     }
 }

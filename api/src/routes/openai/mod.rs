@@ -44,7 +44,7 @@ mod upstream;
 
 // The handler and the OpenAPI item `utoipa::path` generates beside it.
 pub(crate) use models::{__path_models, models};
-use upstream::{bounded, upstream_failure, upstream_refusal};
+use upstream::{bounded, upstream_refusal};
 
 use schema::{
     ChatCompletionRequest, Completion, CompletionRequest, EmbeddingList, EmbeddingRequest,
@@ -358,7 +358,13 @@ async fn forward(
         };
         state.rollouts.record(&route, track, failed, waited);
     }
-    let upstream = upstream.map_err(|e| upstream_failure(e, timeout.as_secs()))?;
+    let upstream = upstream.map_err(|e| {
+        crate::error::from_provider(
+            e,
+            timeout.as_secs(),
+            "this model's provider has no OpenAI-compatible routes",
+        )
+    })?;
     route.series.upstream.record(waited.as_secs_f64());
     if let Some(context) = &context {
         context.set_route(route.clone());

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use shared::provider::ProviderError;
 
 use crate::error::ApiError;
 
@@ -30,26 +29,6 @@ pub(super) async fn bounded(
                 ));
             }
         }
-    }
-}
-
-/// A provider failure before any answer, as predict maps it.
-pub(super) fn upstream_failure(error: ProviderError, timeout_secs: u64) -> ApiError {
-    tracing::warn!(kind = error.kind(), error = %error.message(), "the model endpoint failed");
-    match error {
-        ProviderError::Timeout { .. } => ApiError::UpstreamTimeout(timeout_secs),
-        ProviderError::Unavailable { retry_after, .. } => ApiError::ModelNotReady {
-            detail: "the model endpoint is not ready (waking up or scaling)".into(),
-            retry_after,
-        },
-        ProviderError::Invalid { .. } => {
-            ApiError::BadRequest("this model's provider has no OpenAI-compatible routes".into())
-        }
-        ProviderError::RateLimited { retry_after, .. } => ApiError::RateLimited {
-            detail: "the model endpoint is overloaded".into(),
-            retry_after,
-        },
-        _ => ApiError::Upstream("the model endpoint failed".into()),
     }
 }
 
