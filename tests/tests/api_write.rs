@@ -131,6 +131,60 @@ async fn an_idempotency_key_returns_the_same_deployment() {
     app.db.drop_database().await;
 }
 
+/// Deployments the model had after the keyed request, more than any listing bound (the
+/// lookup used to read the model's newest 10,000 rows and missed an older key).
+const LATER_DEPLOYMENTS: usize = 10_001;
+
+#[tokio::test]
+async fn an_idempotency_key_is_found_however_many_deployments_came_after_it() {
+    use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel, Set};
+    use shared::db::entities::deployed_models;
+
+    let app = TestApp::start(Engine::Sqlite, &[]).await;
+    let url = format!("{}/api/v1/models/fraud-detector/deployments", app.url);
+    let send = || {
+        app.client
+            .post(&url)
+            .bearer_auth(ADMIN_KEY)
+            .header("idempotency-key", "req-old")
+            .json(&hf_body("1"))
+            .send()
+    };
+    let first = send().await.expect("req");
+    assert_eq!(first.status(), 202);
+    let id: Value = first.json().await.expect("json");
+    let id = id["deployment"]["id"].as_str().expect("id").to_owned();
+    let original = deployed_models::Entity::find_by_id(uuid::Uuid::parse_str(&id).expect("uuid"))
+        .one(&app.db.conn)
+        .await
+        .expect("read")
+        .expect("the keyed deployment");
+    let later: Vec<deployed_models::ActiveModel> = (0..LATER_DEPLOYMENTS)
+        .map(|i| {
+            let mut row = original.clone().into_active_model();
+            row.id = Set(uuid::Uuid::now_v7());
+            row.idempotency_key = Set(None);
+            row.is_active = Set(false);
+            row.created_at = Set(original.created_at + chrono::Duration::seconds(1 + i as i64));
+            row.reset_all()
+        })
+        .collect();
+    for chunk in later.chunks(500) {
+        deployed_models::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(&app.db.conn)
+            .await
+            .expect("insert later deployments");
+    }
+
+    let again = send().await.expect("req");
+    assert_eq!(again.status(), 200, "the retry finds its deployment");
+    let again: Value = again.json().await.expect("json");
+    assert_eq!(again["deployment"]["id"], id.as_str());
+    println!(
+        "retry answered with the deployment of its key after {LATER_DEPLOYMENTS} later deployments of the model"
+    );
+}
+
 #[tokio::test]
 async fn undeploy_stops_serving_and_the_endpoint_goes_away() {
     let app = TestApp::start(Engine::Sqlite, &[]).await;

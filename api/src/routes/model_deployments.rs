@@ -156,7 +156,7 @@ async fn deploy(
     let key = idempotency_key(&headers)?;
     let if_match = etag::if_match(&headers)?;
     if let Some(key) = &key
-        && let Some(existing) = find_by_key(&state, &model, key).await?
+        && let Some(existing) = deployments::find_by_idempotency_key(&state.db, &model, key).await?
     {
         let version = model_ops::version(&state.db, model.as_str()).await?;
         return Ok(accepted(StatusCode::OK, existing, None, version));
@@ -195,7 +195,7 @@ async fn deploy(
         // The same key raced us: the database kept the first; answer with it.
         Err(DbError::Database(error)) if key.is_some() && is_unique_violation(&error) => {
             let key = key.unwrap_or_default();
-            let existing = find_by_key(&state, &model, &key)
+            let existing = deployments::find_by_idempotency_key(&state.db, &model, &key)
                 .await?
                 .ok_or_else(|| ApiError::Unexpected(error.into()))?;
             let version = model_ops::version(&state.db, model.as_str()).await?;
@@ -238,22 +238,6 @@ fn is_unique_violation(error: &sea_orm::DbErr) -> bool {
         error.sql_err(),
         Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
     )
-}
-
-async fn find_by_key(
-    state: &AppState,
-    model: &shared::domain::ModelId,
-    key: &str,
-) -> Result<Option<Deployment>, ApiError> {
-    let filter = Filter {
-        model_id: Some(model.clone()),
-        limit: Some(10_000),
-        ..Filter::default()
-    };
-    let rows = deployments::list(&state.db, &filter).await?;
-    Ok(rows
-        .into_iter()
-        .find(|d| d.idempotency_key.as_deref() == Some(key)))
 }
 
 fn default_instance(state: &AppState) -> InstanceSpec {

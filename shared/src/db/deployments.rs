@@ -172,6 +172,21 @@ pub async fn find_active<C: ConnectionTrait>(
         .await?)
 }
 
+/// The deployment of `model_id` created by the request with `Idempotency-Key` `key`, if
+/// any: one lookup in the unique index `(model_id, idempotency_key)`, however many
+/// deployments the model has had.
+pub async fn find_by_idempotency_key<C: ConnectionTrait>(
+    conn: &C,
+    model_id: &ModelId,
+    key: &str,
+) -> Result<Option<Deployment>, DbError> {
+    Ok(deployed_models::Entity::find()
+        .filter(deployed_models::Column::ModelId.eq(model_id.as_str()))
+        .filter(deployed_models::Column::IdempotencyKey.eq(key))
+        .one(conn)
+        .await?)
+}
+
 /// Filters of [`list`]; unset fields do not filter.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
