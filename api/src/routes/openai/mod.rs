@@ -28,7 +28,6 @@ use axum::routing::{get, post};
 use axum::{Extension, Router};
 use serde_json::{Map, Value};
 use shared::domain::ModelId;
-use shared::provider::ProviderError;
 
 use crate::auth::{Authenticated, Principal};
 use crate::error::{ApiError, OpenAiErrorResponse};
@@ -345,26 +344,24 @@ async fn forward(
     let started = Instant::now();
     let upstream = provider.open(&route.handle, kind.path(), body).await;
     let waited = started.elapsed();
-    if let Some(track) = track {
-        // Judged by the answer's status: what a stream does later is not the canary's record.
-        // As predict counts: a 5xx-class outcome fails, the model refusing the input or its
-        // endpoint's rate limit (4xx to the caller) does not.
-        let failed = match &upstream {
-            Ok(answer) => answer.status().is_server_error(),
-            Err(error) => !matches!(
-                error,
-                ProviderError::Invalid { .. } | ProviderError::RateLimited { .. }
-            ),
-        };
-        state.rollouts.record(&route, track, failed, waited);
-    }
     let upstream = upstream.map_err(|e| {
         crate::error::from_provider(
             e,
             timeout.as_secs(),
             "this model's provider has no OpenAI-compatible routes",
         )
-    })?;
+    });
+    if let Some(track) = track {
+        // Judged by the answer's status: what a stream does later is not the canary's record.
+        // As predict counts: a 5xx-class outcome fails, the model refusing the input or its
+        // endpoint's rate limit (4xx to the caller) does not.
+        let failed = match &upstream {
+            Ok(answer) => answer.status().is_server_error(),
+            Err(error) => error.status_code().is_server_error(),
+        };
+        state.rollouts.record(&route, track, failed, waited);
+    }
+    let upstream = upstream?;
     route.series.upstream.record(waited.as_secs_f64());
     if let Some(context) = &context {
         context.set_route(route.clone());
