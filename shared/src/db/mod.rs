@@ -124,6 +124,14 @@ pub fn is_unavailable(err: &DbErr) -> bool {
     }
 }
 
+/// A pooled connection idle this long is pinged before it is handed out; one used more
+/// recently is handed out as it is. Pinging on every checkout (the pool's default) cost a
+/// round trip per statement — as much as a queue claim itself (docs/benchmarks.md, "A ping
+/// per statement"). A connection that broke while idle for less fails its statement, which
+/// every caller already handles as an unavailable database (retry, postpone), and the pool
+/// then replaces it.
+pub const PING_AFTER_IDLE: Duration = Duration::from_secs(10);
+
 /// Opens a pool on `url` (`sqlite://…` or `postgres://…`).
 ///
 /// SQLite gets WAL journaling (readers do not block the writer) and a busy timeout, so the
@@ -143,6 +151,7 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))
         .max_connections(if url.starts_with("sqlite") { 8 } else { 16 })
+        .test_before_acquire_if_idle_for(PING_AFTER_IDLE)
         .map_sqlx_sqlite_opts(|o| {
             o.journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
