@@ -479,3 +479,91 @@ on_both!(
     a_batch_claimed_by_a_dead_consumer_comes_back,
     a_claim_walks_the_claim_index_at_any_depth,
 );
+
+/// `(seq_tup_read, idx_scan of the claim index)` of `queue_messages`, as the statistics
+/// collector last heard from every backend.
+async fn scan_counters(db: &TestDb) -> (i64, i64) {
+    let row = db
+        .conn
+        .query_one_raw(Statement::from_string(
+            DatabaseBackend::Postgres,
+            "SELECT t.seq_tup_read, i.idx_scan FROM pg_stat_user_tables t \
+             JOIN pg_stat_user_indexes i ON i.relid = t.relid \
+             WHERE t.relname = 'queue_messages' AND i.indexrelname = 'idx_queue_messages_claim'",
+        ))
+        .await
+        .expect("read the table's statistics")
+        .expect("queue_messages is in pg_stat_user_tables");
+    (
+        row.try_get_by_index(0).expect("seq_tup_read"),
+        row.try_get_by_index(1).expect("idx_scan"),
+    )
+}
+
+/// The claim statement is prepared once per lease session and PostgreSQL may switch it to
+/// a cached generic plan after five runs. Planned while the table was nearly empty, that
+/// plan scanned the whole table for every later claim (seen in `scripts/bench queue`: one
+/// run in four fell from ~4,700 to ~1,500 msg/s, every claim a sequential scan of the
+/// backlog; docs/benchmarks.md, "A plan cached on an empty table"). So the first claims
+/// here run one by one on a table of one row, then the backlog grows to 20,000 and 200
+/// messages are consumed: the table's statistics must show no sequential read of it, once
+/// they show the claims' index scans.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_claim_planned_on_an_empty_table_never_scans_the_grown_table() {
+    let db = TestDb::migrated(Engine::Postgres).await;
+    let opts = options(Duration::from_secs(30), Duration::from_secs(1));
+    let queue: Arc<dyn Queue> = Arc::new(DbQueue::new(db.conn.clone(), opts.clone()));
+    for _ in 0..16 {
+        queue.publish(&command(), None).await.expect("publish");
+        let delivery = queue
+            .receive(WAIT)
+            .await
+            .expect("receive")
+            .expect("the message just published");
+        delivery.ack().await.expect("ack");
+    }
+    queue.drain().await.expect("drain");
+    let bodies: Vec<Vec<u8>> = (0..DEEP).map(|_| command().to_bytes()).collect();
+    for chunk in bodies.chunks(500) {
+        shared::queue::db::insert_many(
+            &db.conn,
+            &opts.name,
+            chunk.iter().map(|b| (b.as_slice(), None)),
+        )
+        .await
+        .expect("enqueue");
+    }
+    // Backends report their counters about a second after their last statement.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (seq_before, claims_before) = scan_counters(&db).await;
+    let handled = consume(Arc::clone(&queue), 200, 4).await;
+    queue.drain().await.expect("drain");
+    // At most 4 rows per claim: at least 50 claims, each an index scan once reported.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (seq_after, claims_after) = loop {
+        let (seq, claims) = scan_counters(&db).await;
+        if claims - claims_before >= 50 || Instant::now() > deadline {
+            break (seq, claims);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!(
+        "{} messages handled from a backlog of {DEEP}: {} claim index scans, {} rows read sequentially",
+        handled.len(),
+        claims_after - claims_before,
+        seq_after - seq_before
+    );
+    assert!(
+        claims_after - claims_before >= 50,
+        "the claims' statistics never arrived ({} index scans counted)",
+        claims_after - claims_before
+    );
+    assert!(
+        seq_after - seq_before < DEEP as i64,
+        "claims scanned the table: {} rows read sequentially for {} messages",
+        seq_after - seq_before,
+        handled.len()
+    );
+    drop(queue);
+    db.drop_database().await;
+}

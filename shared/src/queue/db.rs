@@ -170,14 +170,24 @@ struct Shared {
 /// consumers' inbox makes the duplicate harmless), and the next durable commit flushes it
 /// anyway; so a claim costs a round trip, not a disk flush. Acks and publishes stay on
 /// `db`, durable. Elsewhere `db` itself.
+///
+/// The sessions also run with `enable_seqscan = off`: their statements are prepared once
+/// and PostgreSQL may switch them to a cached generic plan after five runs; planned while
+/// the table was nearly empty, that plan read the whole table for every later claim (one
+/// benchmark run in four, 3× slower; docs/design/queue.md). A claim and a lease extension
+/// always have an index to use, so the setting only removes the bad choice.
 fn soft_state(db: &DatabaseConnection) -> DatabaseConnection {
     if db.get_database_backend() != sea_orm::DatabaseBackend::Postgres {
         return db.clone();
     }
-    let options = (*db.get_postgres_connection_pool().connect_options())
+    let pool = db.get_postgres_connection_pool();
+    let options = (*pool.connect_options())
         .clone()
-        .options([("synchronous_commit", "off")]);
-    let pool = sqlx::postgres::PgPoolOptions::new()
+        .options([("synchronous_commit", "off"), ("enable_seqscan", "off")]);
+    // The main pool's settings (timeouts, the ping after idle: `db::connect`), two sessions.
+    let pool = pool
+        .options()
+        .clone()
         .max_connections(2)
         .connect_lazy_with(options);
     sea_orm::SqlxPostgresConnector::from_sqlx_postgres_pool(pool)
