@@ -20,8 +20,6 @@
 //! sample, median, ratio to raw lapin and target go to FILE (`scripts/bench`'s report). The
 //! SQS row needs `HOKUSAI_TEST_SQS_ENDPOINT` (a moto server); without it the row says so.
 
-use std::time::Instant;
-
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -35,7 +33,7 @@ use shared::queue::Queue;
 use shared::queue::rabbitmq::RabbitMqQueue;
 use shared::queue::{Envelope, MessageKind};
 use tests::bench::{
-    CONSUMERS, Figure, Of, PUBLISHERS, Target, json_arg, print_verdicts, queue_throughput,
+    CONSUMERS, Figure, LastAck, Of, PUBLISHERS, Target, json_arg, print_verdicts, queue_throughput,
 };
 use tests::queue::{Backend, TestQueue, amqp_url};
 
@@ -124,7 +122,7 @@ async fn through_raw_lapin(n: usize, confirms: Confirms) -> f64 {
         )
         .await
         .expect("consume");
-    let started = Instant::now();
+    let last = std::sync::Arc::new(LastAck::new(n));
     let mut tasks = Vec::new();
     for p in 0..PUBLISHERS {
         let (channel, name) = (publisher.clone(), name.clone());
@@ -156,11 +154,10 @@ async fn through_raw_lapin(n: usize, confirms: Confirms) -> f64 {
             }
         }));
     }
-    let consumed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     for _ in 0..CONSUMERS {
-        let (mut consumer, consumed) = (consumer.clone(), consumed.clone());
+        let (mut consumer, last) = (consumer.clone(), last.clone());
         tasks.push(tokio::spawn(async move {
-            while consumed.load(std::sync::atomic::Ordering::SeqCst) < n {
+            while !last.all_acked() {
                 let next =
                     tokio::time::timeout(std::time::Duration::from_millis(200), consumer.next());
                 let Ok(Some(delivery)) = next.await else {
@@ -168,14 +165,16 @@ async fn through_raw_lapin(n: usize, confirms: Confirms) -> f64 {
                 };
                 let delivery = delivery.expect("delivery");
                 delivery.ack(BasicAckOptions::default()).await.expect("ack");
-                consumed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                if last.acked() {
+                    last.stop_clock();
+                }
             }
         }));
     }
     for task in tasks {
         task.await.expect("publisher");
     }
-    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let rate = last.rate();
     publisher
         .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
         .await
