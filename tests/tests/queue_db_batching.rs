@@ -382,6 +382,16 @@ async fn postgres_notify_wakes_an_idle_consumer_before_its_poll() {
 /// Messages enqueued before the depth test's claims; the table is never analysed.
 const DEEP: usize = 20_000;
 
+/// Enqueues [`DEEP`] messages on `name` in multi-row inserts, as a burst of publishes would.
+async fn enqueue_deep(db: &TestDb, name: &str) {
+    let bodies: Vec<Vec<u8>> = (0..DEEP).map(|_| command().to_bytes()).collect();
+    for chunk in bodies.chunks(500) {
+        shared::queue::db::insert_many(&db.conn, name, chunk.iter().map(|b| (b.as_slice(), None)))
+            .await
+            .expect("enqueue");
+    }
+}
+
 /// A claim reads the first entries of `idx_queue_messages_claim` however deep the backlog,
 /// even on a table the database has no statistics for yet (a fresh or fast-filled queue):
 /// its plan walks the claim index in order and sorts nothing. (The old
@@ -391,16 +401,7 @@ const DEEP: usize = 20_000;
 async fn a_claim_walks_the_claim_index_at_any_depth(engine: Engine) {
     let db = TestDb::migrated(engine).await;
     let opts = options(Duration::from_secs(30), Duration::from_secs(1));
-    let bodies: Vec<Vec<u8>> = (0..DEEP).map(|_| command().to_bytes()).collect();
-    for chunk in bodies.chunks(500) {
-        shared::queue::db::insert_many(
-            &db.conn,
-            &opts.name,
-            chunk.iter().map(|b| (b.as_slice(), None)),
-        )
-        .await
-        .expect("enqueue");
-    }
+    enqueue_deep(&db, &opts.name).await;
     assert_eq!(rows(&db, &opts.name).await, DEEP as u64);
     let candidates = shared::queue::db::claim_candidates(&opts.name, chrono::Utc::now(), 4);
     let backend = db.conn.get_database_backend();
@@ -523,16 +524,7 @@ async fn postgres_a_claim_planned_on_an_empty_table_never_scans_the_grown_table(
         delivery.ack().await.expect("ack");
     }
     queue.drain().await.expect("drain");
-    let bodies: Vec<Vec<u8>> = (0..DEEP).map(|_| command().to_bytes()).collect();
-    for chunk in bodies.chunks(500) {
-        shared::queue::db::insert_many(
-            &db.conn,
-            &opts.name,
-            chunk.iter().map(|b| (b.as_slice(), None)),
-        )
-        .await
-        .expect("enqueue");
-    }
+    enqueue_deep(&db, &opts.name).await;
     // Backends report their counters about a second after their last statement.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let (seq_before, claims_before) = scan_counters(&db).await;
