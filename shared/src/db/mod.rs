@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod rollouts;
 pub mod transitions;
 pub mod wake;
+pub mod writer;
 
 use std::time::Duration;
 

@@ -54,7 +54,7 @@ use super::delivery::KeepAlive;
 use super::{Depth, Queue, QueueError, QueueOptions, RawDelivery, Selection, Settle};
 use crate::db::claim::{self, Claim};
 use crate::db::entities::queue_messages::{self, Column, Entity};
-use crate::db::wake;
+use crate::db::{wake, writer};
 use crate::runtime::{Backoff, Batcher};
 
 /// At most this many claims, acks or publishes share one statement.
@@ -271,14 +271,16 @@ impl Shared {
     /// One claim statement for `waiting` consumers: up to that many rows.
     async fn claim(&self, waiting: usize) -> Vec<Claimed> {
         let candidates = claim_candidates(&self.options.name, Utc::now(), waiting);
-        let rows = match claim::take_many::<Entity, _>(
+        let turn = writer::turn(&self.leases).await;
+        let taken = claim::take_many::<Entity, _>(
             &self.leases,
             candidates,
             self.options.lease,
             [Column::Id, Column::Payload, Column::Attempts],
         )
-        .await
-        {
+        .await;
+        drop(turn);
+        let rows = match taken {
             Ok(rows) => rows,
             Err(err) => {
                 return (0..waiting)
@@ -334,7 +336,10 @@ impl Shared {
             if claims.is_empty() {
                 break Ok(());
             }
-            match claim::delete_held(&self.db, &claims).await {
+            let turn = writer::turn(&self.db).await;
+            let deleted = claim::delete_held(&self.db, &claims).await;
+            drop(turn);
+            match deleted {
                 Ok(deleted) => {
                     for lost in claims.iter().filter(|c| !deleted.contains(&c.id)) {
                         tracing::warn!(message = %lost.id, queue = %self.options.name,
@@ -365,6 +370,7 @@ impl Shared {
         &self,
         messages: Vec<(Vec<u8>, Option<Duration>)>,
     ) -> Vec<Result<(), QueueError>> {
+        let turn = writer::turn(&self.db).await;
         let inserted = insert_many(
             &self.db,
             &self.options.name,
@@ -373,6 +379,7 @@ impl Shared {
                 .map(|(body, delay)| (body.as_slice(), *delay)),
         )
         .await;
+        drop(turn);
         match inserted {
             Ok(_) => {
                 wake_local();

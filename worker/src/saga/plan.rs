@@ -10,7 +10,7 @@ use serde_json::Value;
 use shared::db::deployments::{self, Changes, Deployment, NewDeployment, Transition};
 use shared::db::model_ops::{self, Operation};
 use shared::db::rollouts::{self, Rollout};
-use shared::db::{DbError, inbox, operations, outbox};
+use shared::db::{DbError, inbox, operations, outbox, writer};
 use shared::domain::{DeploymentStatus, RolloutSpec};
 use shared::queue::{DEPLOYMENTS_QUEUE, Envelope};
 use shared::telemetry::cloudwatch::{self, Metric};
@@ -143,6 +143,8 @@ impl Plan {
 
     /// Commits everything, with `claim` (the message id) in the inbox when given.
     pub async fn commit(self, ctx: &Context, claim: Option<Uuid>) -> Result<Applied, DbError> {
+        // SQLite: wait for the process's turn here rather than in SQLite's busy sleeps.
+        let _turn = writer::turn(&ctx.db).await;
         let txn = ctx.db.begin().await?;
         if let Some(message_id) = claim
             && !inbox::claim(&txn, message_id).await?
