@@ -23,35 +23,51 @@ pub struct Turn {
     _permit: Option<OwnedSemaphorePermit>,
 }
 
-/// Waits for this process's turn to write to `db`'s SQLite file (at once elsewhere). Hold
-/// it across the whole write transaction, and take no other turn while holding it.
-pub async fn turn(db: &DatabaseConnection) -> Turn {
-    if db.get_database_backend() != DatabaseBackend::Sqlite {
-        return Turn { _permit: None };
-    }
-    // One gate per database file the process opened (one in production; a test process
-    // opens one per test database).
-    static GATES: OnceLock<Mutex<HashMap<PathBuf, Arc<Semaphore>>>> = OnceLock::new();
-    let file = db
-        .get_sqlite_connection_pool()
-        .connect_options()
-        .get_filename()
-        .to_owned();
-    let gate = {
+/// The turns of one database: resolve it once (a lookup in the process's table of gates),
+/// then take turns from it. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Gate(Option<Arc<Semaphore>>);
+
+impl Gate {
+    /// The gate of `db`'s SQLite file; on other databases a gate that never waits.
+    pub fn of(db: &DatabaseConnection) -> Gate {
+        if db.get_database_backend() != DatabaseBackend::Sqlite {
+            return Gate(None);
+        }
+        // One gate per database file the process opened (one in production; a test process
+        // opens one per test database).
+        static GATES: OnceLock<Mutex<HashMap<PathBuf, Arc<Semaphore>>>> = OnceLock::new();
+        let file = db
+            .get_sqlite_connection_pool()
+            .connect_options()
+            .get_filename()
+            .to_owned();
         let mut gates = GATES
             .get_or_init(Default::default)
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        Arc::clone(
+        Gate(Some(Arc::clone(
             gates
                 .entry(file)
                 .or_insert_with(|| Arc::new(Semaphore::new(1))),
-        )
-    };
-    // The semaphore is never closed.
-    Turn {
-        _permit: gate.acquire_owned().await.ok(),
+        )))
     }
+
+    /// Waits for the turn (at once on other databases). Hold it across the whole write
+    /// transaction, and take no other turn while holding it.
+    pub async fn turn(&self) -> Turn {
+        let permit = match &self.0 {
+            // The semaphore is never closed.
+            Some(gate) => Arc::clone(gate).acquire_owned().await.ok(),
+            None => None,
+        };
+        Turn { _permit: permit }
+    }
+}
+
+/// Waits for this process's turn to write to `db` ([`Gate::of`], then [`Gate::turn`]).
+pub async fn turn(db: &DatabaseConnection) -> Turn {
+    Gate::of(db).turn().await
 }
 
 #[cfg(test)]

@@ -161,6 +161,8 @@ struct Shared {
     /// Where claims and lease extensions run: on PostgreSQL a small pool of its own whose
     /// sessions do not wait for the WAL flush at commit ([`soft_state`]); `db` elsewhere.
     leases: DatabaseConnection,
+    /// Turns to write on SQLite (`db::writer`); never waits elsewhere.
+    writes: writer::Gate,
     options: QueueOptions,
 }
 
@@ -212,6 +214,7 @@ impl DbQueue {
     pub fn new(db: DatabaseConnection, options: QueueOptions) -> Self {
         let shared = Arc::new(Shared {
             leases: soft_state(&db),
+            writes: writer::Gate::of(&db),
             db: db.clone(),
             options: options.clone(),
         });
@@ -271,7 +274,7 @@ impl Shared {
     /// One claim statement for `waiting` consumers: up to that many rows.
     async fn claim(&self, waiting: usize) -> Vec<Claimed> {
         let candidates = claim_candidates(&self.options.name, Utc::now(), waiting);
-        let turn = writer::turn(&self.leases).await;
+        let turn = self.writes.turn().await;
         let taken = claim::take_many::<Entity, _>(
             &self.leases,
             candidates,
@@ -336,7 +339,7 @@ impl Shared {
             if claims.is_empty() {
                 break Ok(());
             }
-            let turn = writer::turn(&self.db).await;
+            let turn = self.writes.turn().await;
             let deleted = claim::delete_held(&self.db, &claims).await;
             drop(turn);
             match deleted {
@@ -370,7 +373,7 @@ impl Shared {
         &self,
         messages: Vec<(Vec<u8>, Option<Duration>)>,
     ) -> Vec<Result<(), QueueError>> {
-        let turn = writer::turn(&self.db).await;
+        let turn = self.writes.turn().await;
         let inserted = insert_many(
             &self.db,
             &self.options.name,
