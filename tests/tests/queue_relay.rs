@@ -1,6 +1,7 @@
 //! The transactional outbox end to end: commands written with `Route::Relay` reach a real
-//! RabbitMQ queue through the relay in creation order, delayed ones not early, and a new
-//! relay (a restart) publishes nothing twice; with `Route::Direct` the business
+//! RabbitMQ queue through the relay in creation order, delayed ones not early (and ones due
+//! within the broker's one-second resolution not a second late), and a new relay (a
+//! restart) publishes nothing twice; with `Route::Direct` the business
 //! transaction itself enqueues on the db backend, all or nothing.
 
 use std::time::{Duration, Instant};
@@ -75,6 +76,69 @@ async fn relays_committed_rows_in_order_once_and_honours_delays() {
     assert_eq!(last.envelope().message_id, delayed.message_id);
     assert!(started.elapsed() >= Duration::from_secs(2));
     last.ack().await.expect("ack");
+    db.drop_database().await;
+    t.cleanup().await;
+}
+
+/// A broker takes delays in whole seconds, rounded up: a row due sooner waits in the
+/// outbox, with the row behind it of the same deployment, and goes out undelayed once due,
+/// while another deployment's row goes out at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_due_within_the_brokers_resolution_waits_in_the_outbox_and_goes_out_undelayed() {
+    let t = TestQueue::new(Backend::RabbitMq, 8).await;
+    let db = TestDb::migrated(Engine::Postgres).await;
+    let (queue, name) = (t.queue.clone(), t.options.name.clone());
+    assert_eq!(queue.delay_resolution(), Duration::from_secs(1));
+    let deployment = DeploymentId::new();
+    let soon = Envelope::new(
+        MessageKind::CheckStatus,
+        deployment,
+        serde_json::Value::Null,
+    );
+    let behind = Envelope::new(MessageKind::Undeploy, deployment, serde_json::Value::Null);
+    let other = command();
+    let short = Duration::from_millis(300);
+    let txn = db.conn.begin().await.expect("begin");
+    for (envelope, delay) in [(&soon, Some(short)), (&behind, None), (&other, None)] {
+        outbox::enqueue(&txn, Route::Relay, &name, envelope, delay)
+            .await
+            .expect("enqueue");
+    }
+    txn.commit().await.expect("commit");
+
+    let relay = Relay::new(db.conn.clone(), queue.clone());
+    let first = relay.relay_batch().await.expect("relay");
+    let first_out = queue
+        .receive(Duration::from_secs(5))
+        .await
+        .expect("receive")
+        .expect("the other deployment's row");
+    let first_out_id = first_out.envelope().message_id;
+    first_out.ack().await.expect("ack");
+    let due = first.next_due.expect("a held row says when it is due");
+    tokio::time::sleep(due).await;
+    let second = relay.relay_batch().await.expect("relay");
+    let mut then = Vec::new();
+    for _ in 0..2 {
+        // Undelayed: on the main queue at once, not in the one-second delay queue.
+        let d = queue
+            .receive(Duration::from_millis(500))
+            .await
+            .expect("receive")
+            .expect("the held rows, published undelayed");
+        then.push(d.envelope().message_id);
+        d.ack().await.expect("ack");
+    }
+
+    println!(
+        "first batch: read {}, published {}, held {} (due in {due:?}); second: published {}, held {}",
+        first.read, first.published, first.held, second.published, second.held
+    );
+    assert_eq!((first.read, first.published, first.held), (3, 1, 2));
+    assert!(due <= short, "due in {due:?}, delayed by {short:?}");
+    assert_eq!(first_out_id, other.message_id);
+    assert_eq!((second.published, second.held), (2, 0));
+    assert_eq!(then, vec![soon.message_id, behind.message_id]);
     db.drop_database().await;
     t.cleanup().await;
 }

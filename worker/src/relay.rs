@@ -16,6 +16,11 @@
 //! - **Woken, not polling**: a commit that wrote an outbox row wakes the relay
 //!   (`db::outbox::committed` in-process, PostgreSQL's NOTIFY from other processes); the
 //!   idle pause (200 ms) only bounds how late a lost wake-up is noticed.
+//! - **Short delays wait here**: a broker takes delays in whole seconds, rounded up
+//!   (`Queue::delay_resolution`), so a row due in 10 ms would be delivered a second later. A
+//!   row due sooner than the resolution is *held*: left pending, with the rows behind it of
+//!   the same deployment, and published undelayed once due; the relay sleeps until the
+//!   earliest held row is due (at most the idle pause).
 //! - **No row blocks the others**: a row the broker refuses (`QueueError::Rejected`, e.g. too
 //!   large for SQS) has the failure counted in `attempts` and `last_error`; the rows behind
 //!   it flow, except later rows of the same deployment (their order matters). After
@@ -59,6 +64,9 @@ struct Sequence {
     published: Vec<Uuid>,
     refused: Option<(outbox::Model, String)>,
     error: Option<QueueError>,
+    /// Rows left for a later batch because the first of them is due within the queue's
+    /// delay resolution, and how long until it is due.
+    held: Option<(usize, Duration)>,
 }
 
 /// Publishes outbox rows to one queue.
@@ -84,6 +92,11 @@ pub struct BatchReport {
     pub parked: usize,
     /// Rows read.
     pub read: usize,
+    /// Rows left pending because they (or an earlier row of their deployment) are due
+    /// within the queue's delay resolution.
+    pub held: usize,
+    /// How long until the earliest held row is due.
+    pub next_due: Option<Duration>,
 }
 
 impl Relay {
@@ -170,6 +183,10 @@ impl Relay {
         report.published = published.len();
         let mut broker_error = None;
         for outcome in outcomes {
+            if let Some((rows, due_in)) = outcome.held {
+                report.held += rows;
+                report.next_due = Some(report.next_due.map_or(due_in, |d| d.min(due_in)));
+            }
             if let Some((row, reason)) = outcome.refused {
                 if self.refused(&row, &reason).await? {
                     report.parked += 1;
@@ -187,11 +204,19 @@ impl Relay {
         }
     }
 
-    /// Publishes one deployment's rows in order, stopping at the first that fails.
+    /// Publishes one deployment's rows in order, stopping at the first that fails or is
+    /// held (due within the queue's delay resolution).
     async fn publish_in_order(&self, sequence: Vec<outbox::Model>) -> Sequence {
         let mut outcome = Sequence::default();
-        for row in sequence {
-            match self.publish(&row).await {
+        let resolution = self.queue.delay_resolution();
+        let total = sequence.len();
+        for (index, row) in sequence.into_iter().enumerate() {
+            let due_in = due_in(&row);
+            if due_in.is_some_and(|d| d < resolution) {
+                outcome.held = due_in.map(|d| (total - index, d));
+                break;
+            }
+            match self.publish(&row, due_in).await {
                 Ok(()) => outcome.published.push(row.id),
                 Err(QueueError::Rejected(reason)) => {
                     // The rows behind it (same deployment) wait: order.
@@ -248,11 +273,11 @@ impl Relay {
         Ok(true)
     }
 
-    async fn publish(&self, row: &outbox::Model) -> Result<(), QueueError> {
-        let delay = row
-            .available_at
-            .and_then(|at| (at - Utc::now()).to_std().ok())
-            .filter(|d| !d.is_zero());
+    async fn publish(
+        &self,
+        row: &outbox::Model,
+        delay: Option<Duration>,
+    ) -> Result<(), QueueError> {
         let body = serde_json::to_vec(&row.payload)
             .map_err(|e| QueueError::Rejected(format!("unserialisable payload: {e}")))?;
         self.queue.publish_bytes(body, delay).await?;
@@ -277,7 +302,9 @@ impl Relay {
                     if report.read as u64 >= self.batch && report.published > 0 {
                         (Duration::ZERO, false)
                     } else {
-                        (self.idle, true)
+                        // Back when the earliest held row is due, or woken by a commit.
+                        let pause = report.next_due.map_or(self.idle, |d| d.min(self.idle));
+                        (pause, true)
                     }
                 }
                 Err(err) => {
@@ -307,6 +334,13 @@ impl Relay {
     pub async fn release(&self) -> Result<(), sea_orm::DbErr> {
         lease::release(&self.db, LEASE, &self.holder).await
     }
+}
+
+/// How long until `row` is due; `None` when it is due now.
+fn due_in(row: &outbox::Model) -> Option<Duration> {
+    row.available_at
+        .and_then(|at| (at - Utc::now()).to_std().ok())
+        .filter(|d| !d.is_zero())
 }
 
 /// The deployment a row's envelope names.

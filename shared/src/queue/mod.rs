@@ -210,6 +210,13 @@ pub trait DeadLetters: Send + Sync {
 pub trait Queue: DeadLetters {
     /// The main queue's name.
     fn name(&self) -> &str;
+    /// How late a delayed publish may be delivered: the brokers take delays in whole
+    /// seconds and round them up, so a 10 ms delay becomes one second. The outbox relay keeps
+    /// a row due sooner than this in the database and publishes it when due, undelayed
+    /// (docs/design/queue.md, "Short delays"). The embedded queue honours any delay.
+    fn delay_resolution(&self) -> Duration {
+        Duration::ZERO
+    }
     /// Publishes raw bytes, not to be delivered before `delay`; returns once the queue has
     /// durably accepted them (confirmed, committed).
     async fn publish_bytes(&self, body: Vec<u8>, delay: Option<Duration>)

@@ -336,6 +336,11 @@ impl Queue for RabbitMqQueue {
         &self.inner.names.queue
     }
 
+    /// Delay queues are whole seconds, a delay rounded up (`topology::delay_bucket`).
+    fn delay_resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
     async fn publish_bytes(
         &self,
         body: Vec<u8>,

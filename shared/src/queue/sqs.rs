@@ -367,6 +367,11 @@ impl Queue for SqsQueue {
         &self.inner.options.name
     }
 
+    /// `DelaySeconds` is whole seconds, a delay rounded up (`seconds_up`).
+    fn delay_resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
     async fn publish_bytes(
         &self,
         body: Vec<u8>,
