@@ -7,7 +7,8 @@
 //! (`--json`: every sample, the medians and ratios for `scripts/bench`'s report). The HF emulator
 //! provisions instantly (pending and initializing times 0) and status polls start after
 //! 10 ms, so the numbers measure our code, the database and the queue. One worker runs
-//! in-process with the default `WORKER_CONCURRENCY` handlers (`--handlers N` sets another). The deployments (rows and deploy
+//! in-process with the default `WORKER_CONCURRENCY` handlers (`--handlers N` sets another;
+//! `--backend sqlite|postgres|rabbitmq` runs one backend's row only). The deployments (rows and deploy
 //! commands, or outbox rows on RabbitMQ) are written before the clock starts. Each backend
 //! first runs an unmeasured warm-up of [`WARM_UP`] deployments.
 //!
@@ -49,6 +50,8 @@ struct Args {
     runs: usize,
     /// `WORKER_CONCURRENCY`; `None`: the worker's default.
     handlers: Option<usize>,
+    /// `--backend`: one backend's row only (`sqlite`, `postgres`, `rabbitmq`); all by default.
+    backend: Option<String>,
     json: Option<std::path::PathBuf>,
 }
 
@@ -58,6 +61,7 @@ fn args() -> Args {
         messages: 5_000,
         runs: 3,
         handlers: None,
+        backend: None,
         json: None,
     };
     let (json, argv) = json_arg();
@@ -69,9 +73,17 @@ fn args() -> Args {
             ("--messages", Some(n)) => parsed.messages = n,
             ("--runs", Some(n)) if n > 0 => parsed.runs = n,
             ("--handlers", Some(n)) if n > 0 => parsed.handlers = Some(n),
+            ("--backend", _)
+                if matches!(
+                    pair.get(1).map(String::as_str),
+                    Some("sqlite" | "postgres" | "rabbitmq")
+                ) =>
+            {
+                parsed.backend = pair.get(1).cloned();
+            }
             _ => {
                 eprintln!(
-                    "usage: bench-pipeline [--deployments N] [--messages N] [--runs R] [--handlers N] [--json FILE]"
+                    "usage: bench-pipeline [--deployments N] [--messages N] [--runs R] [--handlers N] [--backend sqlite|postgres|rabbitmq] [--json FILE]"
                 );
                 std::process::exit(2);
             }
@@ -97,7 +109,9 @@ async fn world(backend: Backend, handlers: Option<usize>) -> World {
     let mut settings = fast_settings(&db.url, &overrides);
     settings.worker.status_poll_initial = Duration::from_millis(10);
     settings.worker.status_poll_max = Duration::from_millis(100);
-    let options = QueueOptions::from_settings(&settings.queue);
+    // As the worker builds it (`Worker::build_with`): a broker's prefetch is the handlers.
+    let options =
+        QueueOptions::from_settings(&settings.queue).with_prefetch(settings.worker.concurrency);
     let queue: Arc<dyn Queue> = match backend {
         Backend::RabbitMq => Arc::new(
             RabbitMqQueue::connect(&Secret::new(amqp_url()), options)
@@ -206,11 +220,14 @@ async fn main() {
     // The in-process worker's step histograms feed the breakdown.
     shared::telemetry::metrics::install();
     let mut rows = Vec::new();
-    for (label, backend) in [
-        ("db (SQLite)", Backend::DbSqlite),
-        ("db (PostgreSQL)", Backend::DbPostgres),
-        ("rabbitmq", Backend::RabbitMq),
+    for (key, label, backend) in [
+        ("sqlite", "db (SQLite)", Backend::DbSqlite),
+        ("postgres", "db (PostgreSQL)", Backend::DbPostgres),
+        ("rabbitmq", "rabbitmq", Backend::RabbitMq),
     ] {
+        if args.backend.as_deref().is_some_and(|only| only != key) {
+            continue;
+        }
         let (mut deploys, mut messages) = (Vec::new(), Vec::new());
         pipeline(backend, WARM_UP.min(args.deployments), args.handlers).await;
         for run in 1..=args.runs {
