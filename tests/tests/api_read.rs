@@ -102,6 +102,82 @@ async fn models_list_shows_one_deployment_per_model_with_filters() {
     assert_error(bad_status, 422, "VALIDATION_ERROR").await;
 }
 
+/// The list is chosen by the database, not from the newest rows: a model whose deployments
+/// are all older than 10,000 others is still listed, and a model's active deployment is its
+/// representative even when a newer one exists.
+async fn models_list_reaches_every_model_and_prefers_the_active_deployment(engine: Engine) {
+    use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
+    use shared::db::entities::deployed_models;
+    let app = TestApp::start(engine, &[]).await;
+    let quiet = seed(&app, "quiet-model").await;
+    let active = seed(&app, "canary-model").await;
+    let newer = seed(&app, "canary-model").await;
+    deployed_models::Entity::update_many()
+        .col_expr(deployed_models::Column::IsActive, true.into())
+        .filter(deployed_models::Column::Id.eq(active.id))
+        .exec(&app.db.conn)
+        .await
+        .expect("activate the older canary-model deployment");
+    let busy: Vec<deployed_models::ActiveModel> = (1..=10_000i64)
+        .map(|i| {
+            let mut row: deployed_models::ActiveModel = newer.clone().into();
+            row.id = Set(uuid::Uuid::new_v4());
+            row.model_id = Set("busy-model".into());
+            row.created_at = Set(newer.created_at + chrono::Duration::milliseconds(i));
+            row
+        })
+        .collect();
+    let newest_busy = busy.last().map(|row| row.id.clone().unwrap());
+    for chunk in busy.chunks(500) {
+        deployed_models::Entity::insert_many(chunk.to_vec())
+            .exec(&app.db.conn)
+            .await
+            .expect("10,000 newer deployments of another model");
+    }
+
+    let list: serde_json::Value = app
+        .get("/api/v1/models", READ_KEY)
+        .await
+        .json()
+        .await
+        .expect("json");
+
+    let listed: Vec<(String, String)> = list["models"]
+        .as_array()
+        .expect("models")
+        .iter()
+        .map(|m| {
+            (
+                m["model_id"].as_str().unwrap_or_default().to_owned(),
+                m["id"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    println!("{engine:?}: {} models listed: {listed:?}", list["total"]);
+    assert_eq!(list["total"], 3);
+    assert_eq!(
+        listed,
+        vec![
+            (
+                "busy-model".to_owned(),
+                newest_busy.expect("rows").to_string()
+            ),
+            ("canary-model".to_owned(), active.id.to_string()),
+            ("quiet-model".to_owned(), quiet.id.to_string()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn models_list_reaches_every_model_and_prefers_the_active_deployment_sqlite() {
+    models_list_reaches_every_model_and_prefers_the_active_deployment(Engine::Sqlite).await;
+}
+
+#[tokio::test]
+async fn models_list_reaches_every_model_and_prefers_the_active_deployment_postgres() {
+    models_list_reaches_every_model_and_prefers_the_active_deployment(Engine::Postgres).await;
+}
+
 #[tokio::test]
 async fn model_detail_and_deployment_json_have_the_documented_fields() {
     let app = TestApp::start(Engine::Postgres, &[]).await;

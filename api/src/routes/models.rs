@@ -2,8 +2,6 @@
 //! `provider`) and `GET /api/v1/models/{model_id}` (its active deployment and history),
 //! scope `read`.
 
-use std::collections::BTreeMap;
-
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -93,26 +91,15 @@ async fn list(
     let filter = Filter {
         status,
         provider: query.provider,
-        limit: Some(10_000),
+        limit: Some(MAX_MODELS),
         ..Filter::default()
     };
-    let models = representative_per_model(deployments::list(&state.db, &filter).await?);
+    let models = deployments::per_model(&state.db, &filter).await?;
     Ok(Json(json!({"total": models.len(), "models": models})))
 }
 
-/// For each model, its active deployment, else its newest one (input is newest first).
-fn representative_per_model(rows: Vec<Deployment>) -> Vec<Deployment> {
-    let mut by_model: BTreeMap<String, Deployment> = BTreeMap::new();
-    for row in rows {
-        match by_model.get(&row.model_id) {
-            Some(kept) if kept.is_active || !row.is_active => {}
-            _ => {
-                by_model.insert(row.model_id.clone(), row);
-            }
-        }
-    }
-    by_model.into_values().collect()
-}
+/// The most models one list answers (ordered by model id).
+const MAX_MODELS: u64 = 10_000;
 
 #[utoipa::path(
     get,

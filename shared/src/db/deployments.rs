@@ -223,6 +223,50 @@ pub async fn list<C: ConnectionTrait>(
         .await?)
 }
 
+/// One deployment per model among those `filter` matches: the model's active one, else its
+/// newest; ordered by model id, at most `filter.limit` models (default 100). One query, the
+/// choice made by the database (`ROW_NUMBER() OVER (PARTITION BY model_id …)`), however many
+/// deployments each model has.
+pub async fn per_model<C: ConnectionTrait>(
+    conn: &C,
+    filter: &Filter,
+) -> Result<Vec<Deployment>, DbError> {
+    use sea_orm::sea_query::{Alias, Asterisk, Expr, ExprTrait, Order, Query};
+    const RANK: &str = "representative_rank";
+    let mut ranked = Query::select();
+    ranked
+        .column(Asterisk)
+        .expr_as(
+            Expr::cust(
+                "ROW_NUMBER() OVER (PARTITION BY model_id \
+                 ORDER BY is_active DESC, created_at DESC, id DESC)",
+            ),
+            Alias::new(RANK),
+        )
+        .from(deployed_models::Entity);
+    if let Some(model_id) = &filter.model_id {
+        ranked.and_where(deployed_models::Column::ModelId.eq(model_id.as_str()));
+    }
+    if let Some(status) = filter.status {
+        ranked.and_where(deployed_models::Column::Status.eq(status));
+    }
+    if let Some(provider) = &filter.provider {
+        ranked.and_where(deployed_models::Column::Provider.eq(provider.as_str()));
+    }
+    let mut representatives = Query::select();
+    representatives
+        .column(Asterisk)
+        .from_subquery(ranked, Alias::new("ranked"))
+        .and_where(ExprTrait::eq(Expr::col(Alias::new(RANK)), 1))
+        .order_by(Alias::new("model_id"), Order::Asc)
+        .limit(filter.limit.unwrap_or(100));
+    let statement = conn.get_database_backend().build(&representatives);
+    Ok(deployed_models::Entity::find()
+        .from_raw_sql(statement)
+        .all(conn)
+        .await?)
+}
+
 /// The deployment's event log, oldest first.
 pub async fn events<C: ConnectionTrait>(
     conn: &C,
