@@ -5,7 +5,8 @@
 //! producers write straight into the queue table. A row is marked published only after the
 //! broker confirmed it, so a crash in between publishes it again on restart: at-least-once,
 //! and consumers' inbox makes the duplicate harmless. A row's `available_at` becomes the
-//! publish delay, so order of creation is kept and the queue does the waiting.
+//! publish delay, so order of creation is kept and the queue does the waiting — except a
+//! delay shorter than the broker's resolution, which waits here (below).
 //!
 //! - **One relay at a time**: the relay holds the lease `outbox_relay` (`db::lease`, judged by
 //!   the database's clock) while it publishes, so with many workers the order holds. No
