@@ -47,6 +47,7 @@ on_both_engines!(
     creation_is_all_or_nothing,
     creation_writes_deployment_event_and_command,
     queries_filter_and_find_the_active_deployment,
+    a_step_reads_its_deployment_and_the_serving_one_in_one_statement,
 );
 
 fn new_deployment(model: &str) -> NewDeployment {
@@ -396,5 +397,47 @@ async fn queries_filter_and_find_the_active_deployment(engine: Engine) {
         .await
         .expect("q");
     assert!(none.is_none());
+    db.drop_database().await;
+}
+
+/// `get_with_active`: what a saga step decides from, in one statement — the deployment and
+/// its model's serving deployment (itself when it serves), never another model's.
+async fn a_step_reads_its_deployment_and_the_serving_one_in_one_statement(engine: Engine) {
+    let db = TestDb::migrated(engine).await;
+    let serving = create(&db, "fraud-detector").await;
+    let candidate = create(&db, "fraud-detector").await;
+    let lone = create(&db, "sentiment").await;
+    let other = create(&db, "churn").await;
+    for row in [&serving, &other] {
+        let mut active: deployed_models::ActiveModel = row.clone().into();
+        active.is_active = Set(true);
+        active.update(&db.conn).await.expect("activate");
+    }
+    let read = |id: uuid::Uuid| {
+        let conn = db.conn.clone();
+        async move {
+            deployments::get_with_active(&conn, DeploymentId(id))
+                .await
+                .expect("query")
+                .map(|(row, active)| (row.id, active.map(|a| a.id)))
+        }
+    };
+
+    let of_candidate = read(candidate.id).await;
+    let of_serving = read(serving.id).await;
+    let of_lone = read(lone.id).await;
+    let missing = read(uuid::Uuid::new_v4()).await;
+
+    println!(
+        "candidate {of_candidate:?}, serving {of_serving:?}, lone {of_lone:?}, missing {missing:?}"
+    );
+    assert_eq!(of_candidate, Some((candidate.id, Some(serving.id))));
+    assert_eq!(of_serving, Some((serving.id, Some(serving.id))));
+    assert_eq!(
+        of_lone,
+        Some((lone.id, None)),
+        "churn's serving row is another model's"
+    );
+    assert_eq!(missing, None);
     db.drop_database().await;
 }

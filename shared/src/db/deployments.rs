@@ -160,6 +160,45 @@ pub async fn get<C: ConnectionTrait>(
     Ok(deployed_models::Entity::find_by_id(id.0).one(conn).await?)
 }
 
+/// One deployment and the deployment serving its model (itself when it serves), read in
+/// one statement — what a saga step decides from: `id = $1 OR (is_active AND model_id =
+/// (SELECT model_id … WHERE id = $1))`, two index lookups on both databases (the primary
+/// key and the one-active index). The serving row is as of the read: a commit that acts on
+/// it is guarded by its `lock_version` and the one-active index.
+pub async fn get_with_active<C: ConnectionTrait>(
+    conn: &C,
+    id: DeploymentId,
+) -> Result<Option<(Deployment, Option<Deployment>)>, DbError> {
+    use deployed_models::Column;
+    use sea_orm::sea_query::{Condition, Expr, ExprTrait, Query};
+    let model_of = Query::select()
+        .column(Column::ModelId)
+        .from(deployed_models::Entity)
+        .and_where(Column::Id.eq(id.0))
+        .to_owned();
+    let mut rows = deployed_models::Entity::find()
+        .filter(
+            Condition::any().add(Column::Id.eq(id.0)).add(
+                Condition::all()
+                    .add(Column::IsActive.eq(true))
+                    .add(Expr::col(Column::ModelId).eq(Expr::from(model_of))),
+            ),
+        )
+        // The deployment and at most one serving row (the one-active index).
+        .limit(2)
+        .all(conn)
+        .await?;
+    let Some(at) = rows.iter().position(|row| row.id == id.0) else {
+        return Ok(None);
+    };
+    let deployment = rows.swap_remove(at);
+    let active = match rows.pop() {
+        Some(other) => Some(other),
+        None => deployment.is_active.then(|| deployment.clone()),
+    };
+    Ok(Some((deployment, active)))
+}
+
 /// The deployment serving `model_id`, if any.
 pub async fn find_active<C: ConnectionTrait>(
     conn: &C,

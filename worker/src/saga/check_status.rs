@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use shared::db::deployments::{self, Changes, Transition};
+use shared::db::deployments::{Changes, Transition};
 use shared::db::rollouts;
-use shared::domain::{DeploymentStatus, ModelId, RolloutSpec};
+use shared::domain::{DeploymentStatus, RolloutSpec};
 use shared::provider::{EndpointStatus, ProviderError};
 use shared::queue::{Envelope, MessageKind};
 
@@ -103,14 +103,9 @@ fn roll_back(input: StepInput<'_>, reason: &str) -> Step {
 }
 
 async fn activate(input: StepInput<'_>, status: EndpointStatus) -> Step {
-    let model = ModelId::parse(&input.deployment.model_id);
-    let previous = match model {
-        Ok(model) => deployments::find_active(&input.ctx.db, &model)
-            .await
-            .ok()
-            .flatten(),
-        Err(_) => None,
-    };
+    // Read with the deployment (`deployments::get_with_active`); if another version became
+    // active since, the commit's one-active index refuses and the step decides again.
+    let previous = input.active.clone();
     let details = json!({"provider_state": status.state.as_str(), "url": status.url,
                          "ready_replicas": status.ready_replicas});
     if let Some(spec) = shared::request::rollout_of(&input.deployment)

@@ -77,7 +77,10 @@ pub enum Step {
 
 /// Decides what `envelope` means for its deployment now.
 pub async fn decide(ctx: &Context, envelope: &Envelope) -> Result<Step, DbError> {
-    let Some(deployment) = deployments::get(&ctx.db, envelope.deployment_id).await? else {
+    // One read: the deployment and its model's serving deployment (what activation replaces).
+    let Some((deployment, active)) =
+        deployments::get_with_active(&ctx.db, envelope.deployment_id).await?
+    else {
         return Ok(Step::DeadLetter {
             plan: None,
             reason: format!("deployment {} does not exist", envelope.deployment_id),
@@ -96,6 +99,7 @@ pub async fn decide(ctx: &Context, envelope: &Envelope) -> Result<Step, DbError>
         ctx,
         envelope,
         deployment,
+        active,
         provider,
     };
     Ok(match envelope.kind {
@@ -111,6 +115,8 @@ pub(crate) struct StepInput<'a> {
     pub ctx: &'a Context,
     pub envelope: &'a Envelope,
     pub deployment: Deployment,
+    /// The deployment serving the model when the step began (possibly `deployment`).
+    pub active: Option<Deployment>,
     pub provider: Arc<dyn Provider>,
 }
 
