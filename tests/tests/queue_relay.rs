@@ -163,6 +163,88 @@ fn new_deployment(id: DeploymentId) -> NewDeployment {
     }
 }
 
+/// The lease row of the relay: (holder, expires_at as the database's epoch seconds).
+async fn relay_lease(db: &TestDb) -> (String, f64) {
+    use sea_orm::{ConnectionTrait, Statement};
+    let row = db
+        .conn
+        .query_one_raw(Statement::from_string(
+            db.conn.get_database_backend(),
+            "SELECT holder, expires_at FROM leader_leases WHERE name = 'outbox_relay'",
+        ))
+        .await
+        .expect("read the lease")
+        .expect("the relay's lease row");
+    (
+        row.try_get_by_index(0).expect("holder"),
+        row.try_get_by_index(1).expect("expires_at"),
+    )
+}
+
+/// A busy relay renews its lease only when less than 10 s of it surely remain, not before
+/// every batch; another relay still publishes nothing while the lease runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_relay_renews_its_lease_only_when_it_runs_low() {
+    let t = TestQueue::new(Backend::RabbitMq, 8).await;
+    let db = TestDb::migrated(Engine::Postgres).await;
+    let (queue, name) = (t.queue.clone(), t.options.name.clone());
+    let enqueue = |n: usize| {
+        let (conn, name) = (db.conn.clone(), name.clone());
+        async move {
+            for _ in 0..n {
+                outbox::enqueue(&conn, Route::Relay, &name, &command(), None)
+                    .await
+                    .expect("enqueue");
+            }
+        }
+    };
+    let relay = Relay::new(db.conn.clone(), queue.clone());
+    let other = Relay::new(db.conn.clone(), queue.clone());
+
+    enqueue(2).await;
+    let first = relay.try_relay_batch().await.expect("first batch");
+    let taken = relay_lease(&db).await;
+    enqueue(3).await;
+    let by_other = other.try_relay_batch().await.expect("other relay");
+    let second = relay.try_relay_batch().await.expect("second batch");
+    let young = relay_lease(&db).await;
+    // 15 s lease, a tenth spared for clock rates, renewed with less than 10 s left: 3.5 s.
+    tokio::time::sleep(Duration::from_millis(3_700)).await;
+    enqueue(1).await;
+    let third = relay.try_relay_batch().await.expect("third batch");
+    let renewed = relay_lease(&db).await;
+    let published = outbox_rows::Entity::find()
+        .filter(outbox_rows::Column::PublishedAt.is_not_null())
+        .count(&db.conn)
+        .await
+        .expect("count");
+
+    println!(
+        "published {first} / other relay {by_other} / {second} / {third} (outbox: {published} \
+         marked); lease expiry {:.3} → {:.3} (no renewal) → {:.3}",
+        taken.1, young.1, renewed.1
+    );
+    assert_eq!((first, by_other, second, third), (2, 0, 3, 1));
+    assert_eq!(published, 6);
+    assert_eq!(young, taken, "a young lease is not renewed before a batch");
+    assert_eq!(renewed.0, taken.0, "the same holder");
+    assert!(
+        renewed.1 >= taken.1 + 3.5,
+        "a lease with less than 10 s left is renewed before the batch: {renewed:?} after {taken:?}"
+    );
+    relay.release().await.expect("release");
+    for _ in 0..published {
+        let d = queue
+            .receive(Duration::from_secs(10))
+            .await
+            .expect("receive")
+            .expect("message");
+        d.ack().await.expect("ack");
+    }
+    db.drop_database().await;
+    t.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_db_backend_the_business_transaction_is_the_enqueue() {
     let t = TestQueue::new(Backend::DbPostgres, 8).await;

@@ -112,6 +112,15 @@ impl Leadership {
             .is_some_and(|until| tokio::time::Instant::now() < until)
     }
 
+    /// Whether the lease is held and surely runs for at least `margin` more: a holder that
+    /// renews only when this is false spares the renewal's commit while its lease is young.
+    pub fn runs_for(&self, margin: std::time::Duration) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|until| tokio::time::Instant::now() + margin < until)
+    }
+
     /// [`Leadership::is_leader`] as the predicate [`crate::runtime::Tasks::every`] takes.
     pub fn predicate(&self) -> std::sync::Arc<dyn Fn() -> bool + Send + Sync> {
         let leadership = self.clone();
