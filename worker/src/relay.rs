@@ -20,7 +20,9 @@
 //!   one statement.
 //! - **Woken, not polling**: a commit that wrote an outbox row wakes the relay
 //!   (`db::outbox::committed` in-process, PostgreSQL's NOTIFY from other processes); the
-//!   idle pause (200 ms) only bounds how late a lost wake-up is noticed.
+//!   idle pause (200 ms) only bounds how late a lost wake-up is noticed. A wake-up starts a
+//!   batch no sooner than 10 ms after the previous one began (`COOLDOWN`), so a thousand
+//!   commits a second do not each re-read the same pending rows.
 //! - **Short delays wait here**: a broker takes delays in whole seconds, rounded up
 //!   (`Queue::delay_resolution`), so a row due in 10 ms would be delivered a second later. A
 //!   row due sooner than the resolution is *held*: left pending, with the rows behind it of
@@ -62,6 +64,12 @@ const LEASE_LEFT: Duration = Duration::from_secs(10);
 pub const PERIOD: Duration = Duration::from_secs(30);
 /// Pauses after failed batches.
 const BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+
+/// A commit's wake-up starts a batch no sooner than this after the previous one began (as
+/// River's producer fetches at most once per cooldown): under many commits a second, each
+/// batch takes what accumulated instead of re-reading the same few rows per commit; a lone
+/// command waits at most this much longer.
+const COOLDOWN: Duration = Duration::from_millis(10);
 
 /// Deployments whose rows are published at the same time within a batch.
 const IN_FLIGHT: usize = 32;
@@ -313,6 +321,7 @@ impl Relay {
         while !shutdown.is_triggered() {
             // Taken before reading: a commit while the batch runs is not missed.
             let woken = wake::notified();
+            let began = tokio::time::Instant::now();
             let (pause, wakeable) = match self.relay_batch().await {
                 Ok(report) => {
                     failures = 0;
@@ -334,7 +343,14 @@ impl Relay {
             heartbeat.beat();
             if wakeable {
                 tokio::select! {
-                    () = woken => {}
+                    () = woken => {
+                        // Many commits a second would each start a batch that reads the
+                        // same few rows: batches start at most every COOLDOWN.
+                        let rest = COOLDOWN.saturating_sub(began.elapsed());
+                        if !rest.is_zero() && shutdown.sleep(rest).await {
+                            break;
+                        }
+                    }
                     stopped = shutdown.sleep(pause) => if stopped { break },
                 }
             } else if shutdown.sleep(pause).await {
