@@ -24,3 +24,9 @@ pub mod queue;
 pub mod scrape;
 pub mod upstream;
 pub mod world;
+
+/// The allocator the shipped binary runs on (src/main.rs), so that the benchmark programs,
+/// which link the API and the worker into binaries of their own, measure the allocator that
+/// ships and not glibc's (docs/benchmarks.md, "The benchmarks' allocator").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
