@@ -7,7 +7,10 @@
 //! task already ships; and the cost is one log line per model and minute instead of one API
 //! call per batch. Figures are aggregated in memory for `CLOUDWATCH_FLUSH_SECONDS` and
 //! written as one line per dimension set: counts summed, latencies as value arrays (at most
-//! 100 values per line, as EMF allows).
+//! 100 values per line, as EMF allows). A distribution keeps at most [`MAX_KEPT`] values per
+//! dimension set and flush — past that, a uniform sample of everything recorded (reservoir
+//! sampling) — so neither the memory held between flushes nor the lines written grow with
+//! the request rate; the exact counts travel in the summed metrics (`PredictionRequests`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -69,13 +72,50 @@ impl Metric {
 /// EMF allows at most 100 values per metric and line.
 const MAX_VALUES: usize = 100;
 
+/// Values of one distribution kept per dimension set between two flushes: at most 10 lines
+/// per model and flush, however many predictions it served.
+pub const MAX_KEPT: usize = 1_000;
+
+/// One metric's figures for one dimension set since the last flush.
+#[derive(Debug, Default)]
+struct Figures {
+    /// A count's sum (one element), or a distribution's values: all of them up to
+    /// [`MAX_KEPT`], then a uniform sample of that size.
+    values: Vec<f64>,
+    /// Values recorded, kept or not.
+    seen: u64,
+}
+
+impl Figures {
+    fn add(&mut self, metric: Metric, value: f64) {
+        self.seen += 1;
+        if !metric.is_distribution() {
+            match self.values.first_mut() {
+                Some(sum) => *sum += value,
+                None => self.values.push(value),
+            }
+        } else if self.values.len() < MAX_KEPT {
+            self.values.push(value);
+        } else {
+            // Algorithm R: the n-th value replaces a kept one with probability MAX_KEPT / n,
+            // so every value recorded is kept with the same probability.
+            let slot = fastrand::u64(..self.seen);
+            if let Ok(slot) = usize::try_from(slot)
+                && slot < MAX_KEPT
+            {
+                self.values[slot] = value;
+            }
+        }
+    }
+}
+
 /// Dimension names and values, sorted by name (`ModelId`, `Provider`, or `Queue`).
 type Dimensions = Vec<(&'static str, String)>;
 
 /// Figures aggregated since the last flush, and where lines go.
 pub struct Emf {
     namespace: String,
-    pending: Mutex<BTreeMap<Dimensions, BTreeMap<Metric, Vec<f64>>>>,
+    pending: Mutex<BTreeMap<Dimensions, BTreeMap<Metric, Figures>>>,
     out: Mutex<Box<dyn Write + Send>>,
 }
 
@@ -97,12 +137,7 @@ impl Emf {
             .collect();
         key.sort();
         let mut pending = self.pending.lock().expect("emf lock");
-        let values = pending.entry(key).or_default().entry(metric).or_default();
-        if metric.is_distribution() || values.is_empty() {
-            values.push(value);
-        } else {
-            values[0] += value;
-        }
+        (pending.entry(key).or_default().entry(metric).or_default()).add(metric, value);
     }
 
     /// Writes one line per dimension set (more when a distribution exceeds 100 values) and
@@ -122,7 +157,9 @@ impl Emf {
         lines.len()
     }
 
-    fn lines(&self, dimensions: &Dimensions, metrics: BTreeMap<Metric, Vec<f64>>) -> Vec<String> {
+    fn lines(&self, dimensions: &Dimensions, metrics: BTreeMap<Metric, Figures>) -> Vec<String> {
+        let metrics: BTreeMap<Metric, Vec<f64>> =
+            metrics.into_iter().map(|(m, f)| (m, f.values)).collect();
         let chunks = metrics
             .values()
             .map(|v| v.len().div_ceil(MAX_VALUES))
@@ -336,5 +373,54 @@ mod tests {
         assert_eq!(counts, 250);
         assert_eq!(lines[0]["PredictionRequests"], 250.0, "counts only once");
         assert!(lines[1].get("PredictionRequests").is_none());
+    }
+
+    /// Between two flushes a distribution keeps at most MAX_KEPT values, a uniform sample of
+    /// all it recorded (here values 0..n, so the sample's mean is near n / 2 and both halves
+    /// are represented), while the count stays exact.
+    #[test]
+    fn a_distribution_keeps_a_bounded_uniform_sample() {
+        let buffer = Buffer::default();
+        let emf = Emf::new("Hokusai/API", Box::new(buffer.clone()));
+        let a = [("ModelId", "m"), ("Provider", "huggingface")];
+        let n = 20 * MAX_KEPT;
+        for i in 0..n {
+            emf.record(Metric::PredictionRequests, &a, 1.0);
+            emf.record(Metric::PredictionLatency, &a, i as f64);
+        }
+        let written = emf.flush();
+        assert_eq!(
+            written,
+            MAX_KEPT.div_ceil(MAX_VALUES),
+            "lines bounded by MAX_KEPT"
+        );
+        let lines = lines(&buffer);
+        lines.iter().for_each(assert_valid_emf);
+        assert_eq!(
+            lines[0]["PredictionRequests"], n as f64,
+            "the count is exact"
+        );
+        let kept: Vec<f64> = lines
+            .iter()
+            .flat_map(|l| l["PredictionLatency"].as_array().unwrap().clone())
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(kept.len(), MAX_KEPT);
+        let mean = kept.iter().sum::<f64>() / kept.len() as f64;
+        let late = kept.iter().filter(|v| **v >= (n / 2) as f64).count();
+        println!(
+            "recorded {n}, kept {}, mean {mean:.0} (expected ~{}), {late} from the second half",
+            kept.len(),
+            n / 2
+        );
+        // The standard error of the mean of 1,000 uniform draws over 0..20,000 is ~183: a
+        // band of ±1,500 (8 standard errors) fails only for a sample that is not uniform
+        // (e.g. the first MAX_KEPT values: mean 500).
+        assert!((mean - (n / 2) as f64).abs() < 1_500.0, "mean {mean}");
+        assert!(
+            (350..=650).contains(&late),
+            "{late} of {} from the second half",
+            kept.len()
+        );
     }
 }
