@@ -43,12 +43,25 @@ async fn publishes_consumes_and_acks(backend: Backend) {
     t.cleanup().await;
 }
 
+/// How much earlier than its delay a backend may deliver a message, by this process's clock:
+/// RabbitMQ judges the delay by the Erlang VM's clock, which runs up to 1 % fast while it
+/// catches up with a step of the host's clock (docs/design/queue.md, "Short delays"); the
+/// other backends by this host's clock.
+fn broker_clock_slack(backend: Backend, delay: Duration) -> Duration {
+    match backend {
+        Backend::RabbitMq => delay / 100,
+        _ => Duration::ZERO,
+    }
+}
+
 async fn delays_delivery_without_delivering_early(backend: Backend) {
     let t = TestQueue::new(backend, 8).await;
+    let delay = Duration::from_secs(3);
+    let earliest = delay - broker_clock_slack(backend, delay);
     let started = Instant::now();
 
     t.queue
-        .publish(&deploy(), Some(Duration::from_secs(3)))
+        .publish(&deploy(), Some(delay))
         .await
         .expect("publish");
 
@@ -65,11 +78,9 @@ async fn delays_delivery_without_delivering_early(backend: Backend) {
         .await
         .expect("receive")
         .expect("delayed message");
-    assert!(
-        started.elapsed() >= Duration::from_secs(3),
-        "early: {:?}",
-        started.elapsed()
-    );
+    let took = started.elapsed();
+    println!("{backend:?}: delayed {delay:?}, delivered after {took:?} (not before {earliest:?})");
+    assert!(took >= earliest, "early: {took:?}");
     delivery.ack().await.expect("ack");
     t.cleanup().await;
 }
