@@ -1,6 +1,7 @@
 //! A loopback TCP proxy that a test can cut and restore, so a dependency (PostgreSQL) is
 //! "away" for an exact window: cutting closes every open connection and refuses new ones
-//! until [`TcpProxy::restore`].
+//! until [`TcpProxy::restore`]. It can also freeze: connections stay open but no byte moves
+//! either way until [`TcpProxy::thaw`] (a server that stops answering, nothing lost).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,6 +16,8 @@ pub struct TcpProxy {
     up: Arc<AtomicBool>,
     /// Bumped on every cut; open connections end when it changes.
     generation: watch::Sender<u64>,
+    /// While true, bytes read are held until it turns false.
+    frozen: watch::Sender<bool>,
     accepted: Arc<AtomicUsize>,
     refused: Arc<AtomicUsize>,
 }
@@ -26,14 +29,16 @@ impl TcpProxy {
         let port = listener.local_addr().expect("proxy address").port();
         let up = Arc::new(AtomicBool::new(true));
         let (generation, _) = watch::channel(0u64);
+        let (frozen, _) = watch::channel(false);
         let accepted = Arc::new(AtomicUsize::new(0));
         let refused = Arc::new(AtomicUsize::new(0));
         let upstream = upstream.to_owned();
-        let (up2, gen2, acc2, ref2) = (
+        let (up2, gen2, acc2, ref2, frozen2) = (
             up.clone(),
             generation.clone(),
             accepted.clone(),
             refused.clone(),
+            frozen.clone(),
         );
         tokio::spawn(async move {
             loop {
@@ -48,13 +53,16 @@ impl TcpProxy {
                 acc2.fetch_add(1, Ordering::SeqCst);
                 let mut cut = gen2.subscribe();
                 let upstream = upstream.clone();
+                let frozen = frozen2.clone();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(&upstream).await else {
                         return;
                     };
-                    let (mut client, mut server) = (client, server);
+                    let (client_read, client_write) = client.into_split();
+                    let (server_read, server_write) = server.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        () = forward(client_read, server_write, frozen.subscribe()) => {}
+                        () = forward(server_read, client_write, frozen.subscribe()) => {}
                         _ = cut.changed() => {}
                     }
                 });
@@ -64,9 +72,20 @@ impl TcpProxy {
             port,
             up,
             generation,
+            frozen,
             accepted,
             refused,
         }
+    }
+
+    /// Stops moving bytes on every connection, open or new, without closing any.
+    pub fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    /// Moves the held bytes on and forwards again.
+    pub fn thaw(&self) {
+        self.frozen.send_replace(false);
     }
 
     /// Closes every open connection and refuses new ones.
@@ -86,6 +105,26 @@ impl TcpProxy {
             self.accepted.load(Ordering::SeqCst),
             self.refused.load(Ordering::SeqCst),
         )
+    }
+}
+
+/// Copies `from` to `to` until either closes; a chunk read while `frozen` is held until it
+/// thaws.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if frozen.wait_for(|f| !*f).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 

@@ -4,15 +4,20 @@
 //! restart) publishes nothing twice; with `Route::Direct` the business
 //! transaction itself enqueues on the db backend, all or nothing.
 
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, TransactionTrait};
+use shared::config::Secret;
 use shared::db::deployments::{self, NewDeployment};
 use shared::db::entities::outbox as outbox_rows;
 use shared::db::outbox::{self, Route};
 use shared::domain::{DeploymentId, ModelId};
+use shared::queue::rabbitmq::RabbitMqQueue;
 use shared::queue::{Envelope, MessageKind, Queue};
 use tests::db::{Engine, TestDb};
+use tests::proxy::TcpProxy;
 use tests::queue::{Backend, TestQueue};
 use worker::relay::Relay;
 
@@ -139,6 +144,89 @@ async fn a_row_due_within_the_brokers_resolution_waits_in_the_outbox_and_goes_ou
     assert_eq!(first_out_id, other.message_id);
     assert_eq!((second.published, second.held), (2, 0));
     assert_eq!(then, vec![soon.message_id, behind.message_id]);
+    db.drop_database().await;
+    t.cleanup().await;
+}
+
+/// Outbox rows not yet marked published.
+async fn pending(db: &TestDb) -> u64 {
+    outbox_rows::Entity::find()
+        .filter(outbox_rows::Column::PublishedAt.is_null())
+        .count(&db.conn)
+        .await
+        .expect("count pending rows")
+}
+
+/// A relay publishes only while its lease surely runs: with the broker frozen behind a
+/// proxy (connections open, not a byte answered) a batch ends when the lease does, its rows
+/// left pending and nothing marked; once the broker answers again the next batch renews
+/// the lease and publishes them. Every command arrives (the frozen publishes may arrive
+/// too: copies with the same message id, which consumers' inbox absorbs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_stops_publishing_when_its_lease_runs_out() {
+    let t = TestQueue::new(Backend::RabbitMq, 8).await;
+    let db = TestDb::migrated(Engine::Postgres).await;
+    let (proxy, url) = TcpProxy::in_front_of(&tests::queue::amqp_url()).await;
+    let through: Arc<dyn Queue> = Arc::new(
+        RabbitMqQueue::connect(&Secret::new(url), t.options.clone())
+            .await
+            .expect("RabbitMQ through the proxy"),
+    );
+    let ttl = Duration::from_secs(3);
+    let relay = Relay::new(db.conn.clone(), through).leasing_for(ttl);
+    let mut sent = HashSet::new();
+    for _ in 0..3 {
+        let command = command();
+        outbox::enqueue(&db.conn, Route::Relay, &t.options.name, &command, None)
+            .await
+            .expect("enqueue");
+        sent.insert(command.message_id);
+    }
+
+    proxy.freeze();
+    let began = Instant::now();
+    let frozen = relay
+        .relay_batch()
+        .await
+        .expect("a batch the lease cut short is no error");
+    let took = began.elapsed();
+    let left = pending(&db).await;
+    proxy.thaw();
+    let next = relay.relay_batch().await.expect("the batch after the thaw");
+    let left_after = pending(&db).await;
+    let mut received = Vec::new();
+    while let Some(delivery) = t
+        .queue
+        .receive(Duration::from_secs(3))
+        .await
+        .expect("receive")
+    {
+        received.push(delivery.envelope().message_id);
+        delivery.ack().await.expect("ack");
+    }
+    let distinct: HashSet<_> = received.iter().copied().collect();
+
+    println!(
+        "frozen broker: batch ended after {took:?} (lease {ttl:?}), published {} / cut {} / \
+         pending {left}; after the thaw: published {} / cut {} / pending {left_after}; \
+         received {} deliveries of {} distinct commands (sent {})",
+        frozen.published,
+        frozen.cut,
+        next.published,
+        next.cut,
+        received.len(),
+        distinct.len(),
+        sent.len()
+    );
+    assert_eq!((frozen.published, frozen.cut), (0, 3));
+    assert!(
+        took < ttl,
+        "publishing stops before the lease can pass to another relay: {took:?}"
+    );
+    assert_eq!(left, 3, "nothing unconfirmed is marked published");
+    assert_eq!((next.published, next.cut, left_after), (3, 0, 0));
+    assert_eq!(distinct, sent, "every command arrives");
+    relay.release().await.expect("release");
     db.drop_database().await;
     t.cleanup().await;
 }

@@ -13,7 +13,10 @@
 //!   renews the lease before a batch only when less than 10 s of its 15 s surely remain (by
 //!   its own clock, counted from before the renewal was sent, a tenth spared for clock
 //!   rates): every batch starts with at least 10 s of lease, and a busy relay commits a
-//!   renewal about every 3.5 s instead of one per batch. No
+//!   renewal about every 3.5 s instead of one per batch. A batch publishes only while the
+//!   lease surely runs: a publish whose confirm has not come when it ends is abandoned and
+//!   its row left for the next batch (renewed first), so a broker that stops answering
+//!   cannot keep a relay publishing after its lease passed to another. No
 //!   database transaction or lock is held across a broker round trip: a batch of rows is
 //!   read, published — one deployment's rows in order, different deployments' rows at the
 //!   same time (up to 32), so their confirms overlap — and the confirmed rows are marked in
@@ -57,10 +60,7 @@ use uuid::Uuid;
 pub const LEASE: &str = "outbox_relay";
 /// How long the relay's lease lasts without renewal.
 const LEASE_TTL: Duration = Duration::from_secs(15);
-/// A batch starts only with at least this much of the lease left; else the lease is renewed
-/// first.
-const LEASE_LEFT: Duration = Duration::from_secs(10);
-/// How often a healthy relay beats (a batch's publishes are bounded by the queue's timeouts).
+/// How often a healthy relay beats (a batch's publishing ends when its lease runs out).
 pub const PERIOD: Duration = Duration::from_secs(30);
 /// Pauses after failed batches.
 const BACKOFF: Backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
@@ -83,6 +83,9 @@ struct Sequence {
     /// Rows left for a later batch because the first of them is due within the queue's
     /// delay resolution, and how long until it is due.
     held: Option<(usize, Duration)>,
+    /// Rows left unpublished because the lease ran out first (a broker that stopped
+    /// answering).
+    cut: usize,
 }
 
 /// Publishes outbox rows to one queue.
@@ -95,6 +98,8 @@ pub struct Relay {
     idle: Duration,
     max_attempts: i32,
     holder: String,
+    /// How long the lease lasts without renewal ([`LEASE_TTL`]).
+    lease_ttl: Duration,
     /// Until when the relay's lease surely runs, by this process's clock.
     leadership: lease::Leadership,
 }
@@ -115,6 +120,10 @@ pub struct BatchReport {
     pub held: usize,
     /// How long until the earliest held row is due.
     pub next_due: Option<Duration>,
+    /// Rows left for the next batch because the relay's lease ran out before they were
+    /// published (a broker that stopped answering): publishing stops where the lease ends,
+    /// so two relays never publish at once for long.
+    pub cut: usize,
 }
 
 impl Relay {
@@ -128,8 +137,16 @@ impl Relay {
             idle: Duration::from_millis(200),
             max_attempts: 10,
             holder: format!("relay-{}-{}", std::process::id(), Uuid::new_v4().simple()),
+            lease_ttl: LEASE_TTL,
             leadership: lease::Leadership::default(),
         }
+    }
+
+    /// Holds the relay lease for `ttl` per renewal instead of [`LEASE_TTL`] (tests shorten
+    /// it to watch a lease run out).
+    pub fn leasing_for(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
     }
 
     /// Relays the rows producers wrote for the logical queue `name` (e.g.
@@ -154,18 +171,25 @@ impl Relay {
 
     /// Like [`Relay::try_relay_batch`], with the whole report.
     pub async fn relay_batch(&self) -> anyhow::Result<BatchReport> {
-        if !self.leadership.runs_for(LEASE_LEFT) {
+        // A batch starts with at least two thirds of the lease left (10 s of 15), else the
+        // lease is renewed first.
+        let ttl = self.lease_ttl;
+        if !self.leadership.runs_for(ttl * 2 / 3) {
             let sent = tokio::time::Instant::now();
-            let token = lease::try_hold(&self.db, LEASE, &self.holder, LEASE_TTL).await;
+            let token = lease::try_hold(&self.db, LEASE, &self.holder, ttl).await;
             let token = token.inspect_err(|_| self.leadership.hold_until(None))?;
             // The database's clock judges the lease; ours runs at nearly its rate (a tenth
             // of the TTL spared for the difference).
             self.leadership
-                .hold_until(token.map(|_| sent + LEASE_TTL - LEASE_TTL / 10));
+                .hold_until(token.map(|_| sent + ttl - ttl / 10));
             if token.is_none() {
                 return Ok(BatchReport::default());
             }
         }
+        // Publishing stops when the lease surely ends: past it another relay may hold it.
+        let Some(lease_ends) = self.leadership.until() else {
+            return Ok(BatchReport::default());
+        };
         let rows = Entity::find()
             .filter(Column::PublishedAt.is_null())
             .filter(Column::ParkedAt.is_null())
@@ -191,7 +215,7 @@ impl Relay {
             }
         }
         let outcomes: Vec<Sequence> = futures_util::stream::iter(sequences)
-            .map(|(_, sequence)| self.publish_in_order(sequence))
+            .map(|(_, sequence)| self.publish_in_order(sequence, lease_ends))
             .buffer_unordered(IN_FLIGHT)
             .collect()
             .await;
@@ -208,6 +232,7 @@ impl Relay {
         report.published = published.len();
         let mut broker_error = None;
         for outcome in outcomes {
+            report.cut += outcome.cut;
             if let Some((rows, due_in)) = outcome.held {
                 report.held += rows;
                 report.next_due = Some(report.next_due.map_or(due_in, |d| d.min(due_in)));
@@ -230,8 +255,15 @@ impl Relay {
     }
 
     /// Publishes one deployment's rows in order, stopping at the first that fails or is
-    /// held (due within the queue's delay resolution).
-    async fn publish_in_order(&self, sequence: Vec<outbox::Model>) -> Sequence {
+    /// held (due within the queue's delay resolution), and at `lease_ends`: a publish still
+    /// waiting for its confirm then is abandoned (its row stays pending and goes out again
+    /// with the next batch; should the broker have taken it, the consumers' inbox makes the
+    /// copy harmless).
+    async fn publish_in_order(
+        &self,
+        sequence: Vec<outbox::Model>,
+        lease_ends: tokio::time::Instant,
+    ) -> Sequence {
         let mut outcome = Sequence::default();
         let resolution = self.queue.delay_resolution();
         let total = sequence.len();
@@ -241,7 +273,13 @@ impl Relay {
                 outcome.held = due_in.map(|d| (total - index, d));
                 break;
             }
-            match self.publish(&row, due_in).await {
+            let Ok(published) =
+                tokio::time::timeout_at(lease_ends, self.publish(&row, due_in)).await
+            else {
+                outcome.cut = total - index;
+                break;
+            };
+            match published {
                 Ok(()) => outcome.published.push(row.id),
                 Err(QueueError::Rejected(reason)) => {
                     // The rows behind it (same deployment) wait: order.
@@ -325,7 +363,14 @@ impl Relay {
             let (pause, wakeable) = match self.relay_batch().await {
                 Ok(report) => {
                     failures = 0;
-                    if report.read as u64 >= self.batch && report.published > 0 {
+                    if report.cut > 0 {
+                        tracing::warn!(
+                            rows = report.cut,
+                            "the relay's lease ran out while the queue had not confirmed its publishes; renewing and trying again"
+                        );
+                    }
+                    if (report.read as u64 >= self.batch && report.published > 0) || report.cut > 0
+                    {
                         (Duration::ZERO, false)
                     } else {
                         // Back when the earliest held row is due, or woken by a commit.

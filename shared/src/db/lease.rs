@@ -104,6 +104,11 @@ impl Leadership {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = until;
     }
 
+    /// Until when the lease surely runs, by this process's clock (`None`: not leading).
+    pub fn until(&self) -> Option<tokio::time::Instant> {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Whether the lease is held and has not run out by this process's clock.
     pub fn is_leader(&self) -> bool {
         self.0
