@@ -449,6 +449,72 @@ async fn a_claim_walks_the_claim_index_at_any_depth(engine: Engine) {
     db.drop_database().await;
 }
 
+/// A handler that writes to the queue's database deletes its message in its own
+/// transaction (`Delivery::ack_within`, docs/design/queue.md, "Ack after commit — or in
+/// it"): rolled back, the message stays; committed, it is gone with no ack after. A
+/// delivery whose lease expired and whose message another consumer claimed since deletes
+/// nothing; the new holder's delete does.
+async fn a_message_acked_within_a_transaction_leaves_with_its_commit(engine: Engine) {
+    use sea_orm::TransactionTrait;
+    let db = TestDb::migrated(engine).await;
+    let opts = options(Duration::from_secs(30), Duration::from_millis(200));
+    let queue: Arc<dyn Queue> = Arc::new(DbQueue::new(db.conn.clone(), opts.clone()));
+    for _ in 0..2 {
+        queue.publish(&command(), None).await.expect("publish");
+    }
+
+    let first = queue.receive(WAIT).await.expect("receive").expect("first");
+    let txn = db.conn.begin().await.expect("begin");
+    let rolled = first.ack_within(&txn).await.expect("delete");
+    txn.rollback().await.expect("rollback");
+    let after_rollback = rows(&db, &opts.name).await;
+    let txn = db.conn.begin().await.expect("begin");
+    let committed = first.ack_within(&txn).await.expect("delete");
+    txn.commit().await.expect("commit");
+    first.acked_within();
+    let after_commit = rows(&db, &opts.name).await;
+
+    let stale = queue.receive(WAIT).await.expect("receive").expect("second");
+    // Another consumer takes the row over once its lease is free (freed here, as a consumer
+    // that stalled past its lease would find it).
+    let other: Arc<dyn Queue> = Arc::new(DbQueue::new(db.conn.clone(), opts.clone()));
+    let taken = {
+        db.conn
+            .execute_unprepared(&format!(
+                "UPDATE queue_messages SET locked_until = NULL WHERE queue = '{}'",
+                opts.name
+            ))
+            .await
+            .expect("expire the lease");
+        other
+            .receive(WAIT)
+            .await
+            .expect("receive")
+            .expect("taken over")
+    };
+    let txn = db.conn.begin().await.expect("begin");
+    let lost = stale.ack_within(&txn).await.expect("delete");
+    txn.rollback().await.expect("rollback");
+    let after_lost = rows(&db, &opts.name).await;
+    let txn = db.conn.begin().await.expect("begin");
+    let holder = taken.ack_within(&txn).await.expect("delete");
+    txn.commit().await.expect("commit");
+    taken.acked_within();
+    let after_holder = rows(&db, &opts.name).await;
+
+    println!(
+        "{engine:?}: rolled back {rolled:?} → {after_rollback} rows; committed {committed:?} → \
+         {after_commit}; stale claim {lost:?} → {after_lost}; new holder {holder:?} → {after_holder}"
+    );
+    assert_eq!((rolled, after_rollback), (Some(true), 2));
+    assert_eq!((committed, after_commit), (Some(true), 1));
+    assert_eq!((lost, after_lost), (Some(false), 1));
+    assert_eq!((holder, after_holder), (Some(true), 0));
+    drop(stale);
+    drop((queue, other));
+    db.drop_database().await;
+}
+
 macro_rules! on_both {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -479,6 +545,7 @@ on_both!(
     acks_handed_over_are_committed_after_the_queue_is_dropped,
     a_batch_claimed_by_a_dead_consumer_comes_back,
     a_claim_walks_the_claim_index_at_any_depth,
+    a_message_acked_within_a_transaction_leaves_with_its_commit,
 );
 
 /// `(seq_tup_read, idx_scan of the claim index)` of `queue_messages`, as the statistics

@@ -267,9 +267,23 @@ async fn duplicate_and_out_of_order_messages_change_nothing() {
     assert_eq!(world.endpoint_names().len(), 1, "no second endpoint");
 }
 
+/// A copy of a handled command (the same message id) changes nothing. On the embedded queue
+/// a copy cannot come from a redelivery (the step's transaction deletes the message) and
+/// is decided again from the state the first left; on a broker the inbox stops it too.
 #[tokio::test]
-async fn a_redelivered_message_is_applied_once_through_the_inbox() {
+async fn a_copy_of_a_handled_message_changes_nothing() {
+    use sea_orm::{EntityTrait, PaginatorTrait};
     let world = World::on_db_queue(Engine::Sqlite, EmulatorConfig::default(), &[]).await;
+    a_copy_changes_nothing(&world).await;
+    // Every step deleted its message in its own transaction: no inbox row was needed.
+    let inbox = shared::db::entities::processed_messages::Entity::find()
+        .count(&world.db.conn)
+        .await
+        .expect("count the inbox");
+    assert_eq!(inbox, 0, "the embedded queue's steps write no inbox rows");
+}
+
+async fn a_copy_changes_nothing(world: &World) {
     let requested = world.request("fraud-detector", "1").await;
     world.run_until_status(requested.id, Deployed, LIMIT).await;
     let undeploy = world.command(MessageKind::Undeploy, requested.id).await;
@@ -296,6 +310,13 @@ async fn a_redelivered_message_is_applied_once_through_the_inbox() {
 /// broker (delays through its TTL queues).
 mod rabbitmq {
     use super::*;
+
+    #[tokio::test]
+    async fn a_copy_of_a_handled_message_changes_nothing() {
+        let world = World::on_rabbitmq(EmulatorConfig::default(), &[]).await;
+        a_copy_changes_nothing(&world).await;
+        world.cleanup().await;
+    }
 
     #[tokio::test]
     async fn happy_path_and_a_second_version_with_retirement() {

@@ -11,7 +11,7 @@ use shared::queue::{Delivery, Queue, QueueError};
 use shared::runtime::Shutdown;
 use tracing::Instrument;
 
-use crate::saga::{self, Applied, Context, Step};
+use crate::saga::{self, Applied, Context, Once, Step};
 use shared::db::DbError;
 
 /// What one call did.
@@ -122,14 +122,25 @@ impl Consumer {
         };
         match step {
             Step::Commit(plan) => match phases
-                .timed("commit", plan.commit(&self.ctx, Some(envelope.message_id)))
+                .timed("commit", plan.commit(&self.ctx, Once::Step(&delivery)))
                 .await
             {
-                Ok(Applied::Committed) => {
+                Ok(Applied::Committed { acked: true }) => {
+                    tracing::info!("step committed with its message's removal");
+                    delivery.acked_within();
+                    Ok(())
+                }
+                Ok(Applied::Committed { acked: false }) => {
                     tracing::info!("step committed");
                     delivery.ack().await
                 }
                 Ok(Applied::Duplicate) => delivery.ack().await,
+                Ok(Applied::Lost) => {
+                    tracing::info!(
+                        "the message's lease passed to another consumer before the step committed; leaving it to that one"
+                    );
+                    Ok(())
+                }
                 Ok(Applied::Conflict(error)) => {
                     tracing::info!(%error, "deployment changed concurrently; deciding again shortly");
                     decide_again(delivery, &error.to_string()).await
@@ -148,8 +159,8 @@ impl Consumer {
                     Err(error) => return retry_infrastructure(delivery, &error.to_string()).await,
                 }
                 if let Some(plan) = plan {
-                    match plan.commit(&self.ctx, None).await {
-                        Ok(Applied::Committed | Applied::Duplicate) => {}
+                    match plan.commit(&self.ctx, Once::Unguarded).await {
+                        Ok(Applied::Committed { .. } | Applied::Duplicate | Applied::Lost) => {}
                         Ok(Applied::Conflict(error)) => {
                             return decide_again(delivery, &error.to_string()).await;
                         }

@@ -46,7 +46,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::saga::serving::{self, Observation};
-use crate::saga::{self, Applied, Context, Plan};
+use crate::saga::{self, Applied, Context, Once, Plan};
 
 /// The lease's name in `leader_leases`.
 pub const LEASE: &str = "reconciler";
@@ -361,8 +361,8 @@ impl Reconciler {
 
     async fn commit(&self, plan: Plan) -> Result<bool, DbError> {
         Ok(matches!(
-            plan.commit(&self.ctx, None).await?,
-            Applied::Committed
+            plan.commit(&self.ctx, Once::Unguarded).await?,
+            Applied::Committed { .. }
         ))
     }
 

@@ -540,6 +540,10 @@ impl Settle for DbSettle {
             .await?;
         self.check(updated.rows_affected)
     }
+
+    fn claim(&self) -> Option<&Claim<Entity>> {
+        Some(&self.claim)
+    }
 }
 
 #[async_trait]

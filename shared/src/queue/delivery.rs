@@ -9,8 +9,11 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sea_orm::{ConnectionTrait, DbErr};
 
 use super::{Envelope, Event, QueueError, count};
+use crate::db::claim::Claim;
+use crate::db::entities::queue_messages;
 
 /// How a backend settles one delivery. Each method consumes the handle: a delivery is
 /// settled once.
@@ -32,6 +35,12 @@ pub trait Settle: Send + Sync {
         reason: &str,
         attempts: u32,
     ) -> Result<(), QueueError>;
+    /// The embedded queue's claim on the message's row, which a handler writing to the same
+    /// database deletes in its own transaction ([`Delivery::ack_within`]); `None` on the
+    /// brokers, whose acks follow the commit.
+    fn claim(&self) -> Option<&Claim<queue_messages::Entity>> {
+        None
+    }
 }
 
 /// A message as the backend delivered it, not yet decoded.
@@ -142,6 +151,26 @@ impl Delivery {
         self.settle.ack().await?;
         count(&self.queue, Event::Consumed);
         Ok(())
+    }
+
+    /// Removes the message as part of `txn`, a transaction on the embedded queue's own
+    /// database: the message leaves the queue if and only if the handler's writes commit,
+    /// so nothing needs an inbox row or an ack afterwards ([`Delivery::acked_within`] once
+    /// committed). `Some(false)`: this delivery's claim was lost (its lease expired and
+    /// another consumer holds the message now) — roll back and leave the message to it.
+    /// `None`: the backend is a broker; ack after the commit instead.
+    pub async fn ack_within<C: ConnectionTrait>(&self, txn: &C) -> Result<Option<bool>, DbErr> {
+        let Some(claim) = self.settle.claim() else {
+            return Ok(None);
+        };
+        let deleted = claim.guard_delete().exec(txn).await?;
+        Ok(Some(deleted.rows_affected == 1))
+    }
+
+    /// The transaction in which [`Delivery::ack_within`] removed the message committed:
+    /// the delivery is settled (its lease is no longer extended).
+    pub fn acked_within(self) {
+        count(&self.queue, Event::Consumed);
     }
 
     /// Transient failure: republishes the command with `attempt + 1` after `delay`, or

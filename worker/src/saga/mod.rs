@@ -40,7 +40,7 @@ use shared::provider::{InstanceSpec, Provider, ProviderError, ProviderRegistry};
 use shared::queue::{Envelope, MessageKind};
 use shared::runtime::Backoff;
 
-pub use plan::{Applied, Plan, RolloutWrite};
+pub use plan::{Applied, Once, Plan, RolloutWrite};
 
 /// What a step needs: the database, the providers and the timing rules.
 pub struct Context {

@@ -1,6 +1,8 @@
-//! A [`Plan`]: the writes one step makes, committed in one transaction with the inbox row of
-//! the message that caused them, so a step is applied exactly once however often its message
-//! is delivered, and a follow-up command exists if and only if the change that needs it does.
+//! A [`Plan`]: the writes one step makes, committed in one transaction with what makes its
+//! message count as handled — on the embedded queue the deletion of the message itself, on a
+//! broker the message's inbox row — so a step is applied exactly once however often its
+//! message is delivered, and a follow-up command exists if and only if the change that
+//! needs it does (docs/design/queue.md, "Exactly-once steps").
 
 use std::time::Duration;
 
@@ -9,10 +11,11 @@ use sea_orm::TransactionTrait;
 use serde_json::Value;
 use shared::db::deployments::{self, Changes, Deployment, NewDeployment, Transition};
 use shared::db::model_ops::{self, Operation};
+use shared::db::outbox::Route;
 use shared::db::rollouts::{self, Rollout};
 use shared::db::{DbError, inbox, operations, outbox, writer};
 use shared::domain::{DeploymentStatus, RolloutSpec};
-use shared::queue::{DEPLOYMENTS_QUEUE, Envelope};
+use shared::queue::{DEPLOYMENTS_QUEUE, Delivery, Envelope};
 use shared::telemetry::cloudwatch::{self, Metric};
 use shared::telemetry::metrics::names;
 use uuid::Uuid;
@@ -65,13 +68,30 @@ struct Replacement {
     message: String,
 }
 
+/// The message whose step a plan is, if any: what makes its commit happen once.
+#[derive(Debug, Clone, Copy)]
+pub enum Once<'a> {
+    /// Not a message's step (the reconciler; a dead letter's last state).
+    Unguarded,
+    /// The step of this delivery.
+    Step(&'a Delivery),
+}
+
 /// What committing did.
 #[derive(Debug)]
 pub enum Applied {
-    /// Written.
-    Committed,
+    /// Written. `acked`: the same transaction removed the message from the embedded queue
+    /// (settle it with `Delivery::acked_within`); otherwise ack it now.
+    Committed {
+        /// Whether the commit also removed the message.
+        acked: bool,
+    },
     /// The message was already handled (the inbox had it): nothing written.
     Duplicate,
+    /// The delivery's claim on the embedded queue was lost before the commit (its lease
+    /// expired and another consumer holds the message): nothing written; that consumer
+    /// handles it.
+    Lost,
     /// Someone changed the deployment meanwhile (stale lock, a status the machine refuses
     /// now, another active version): nothing written; decide again later.
     Conflict(DbError),
@@ -141,15 +161,29 @@ impl Plan {
         self
     }
 
-    /// Commits everything, with `claim` (the message id) in the inbox when given.
-    pub async fn commit(self, ctx: &Context, claim: Option<Uuid>) -> Result<Applied, DbError> {
+    /// Commits everything, as the step of `once`'s message when given: on the embedded
+    /// queue (whose table is in this database) the transaction deletes the message under
+    /// its claim — no inbox row, no ack after — and elsewhere it inserts the message id into
+    /// the inbox.
+    pub async fn commit(self, ctx: &Context, once: Once<'_>) -> Result<Applied, DbError> {
         // SQLite: wait for the process's turn here rather than in SQLite's busy sleeps.
         let _turn = writer::turn(&ctx.db).await;
         let txn = ctx.db.begin().await?;
-        if let Some(message_id) = claim
-            && !inbox::claim(&txn, message_id).await?
-        {
-            return Ok(Applied::Duplicate);
+        let mut acked = false;
+        if let Once::Step(delivery) = once {
+            let within = match ctx.route {
+                Route::Direct => delivery.ack_within(&txn).await?,
+                Route::Relay => None,
+            };
+            match within {
+                Some(true) => acked = true,
+                Some(false) => return Ok(Applied::Lost),
+                None => {
+                    if !inbox::claim(&txn, delivery.envelope().message_id).await? {
+                        return Ok(Applied::Duplicate);
+                    }
+                }
+            }
         }
         let outcome = match &self.change {
             Change::Transition(t) => Some((t.to, self.deployment.clone())),
@@ -170,7 +204,7 @@ impl Plan {
         if let Some((to, deployment)) = outcome {
             record_outcome(to, &deployment);
         }
-        Ok(Applied::Committed)
+        Ok(Applied::Committed { acked })
     }
 
     /// Whether the plan changes which deployment serves the model (or creates one): such a
