@@ -12,14 +12,16 @@
 //! - Each claim is fenced (`db::claim`): `locked_until = now + lease`, `attempts` (deliveries)
 //!   incremented, a fresh `claim_token`. Ack, retry, dead-letter and lease extension only
 //!   touch the row while it still carries that token.
-//! - **Acks are written behind** (as River's completer): an ack hands the claim to a
+//! - **A step's message leaves with the step**: a handler writing to this database deletes
+//!   it in its own transaction under the claim's token ([`crate::queue::Delivery::ack_within`]).
+//! - **Other acks are written behind** (as River's completer): an ack hands the claim to a
 //!   batcher and returns, so the handler takes its next message while the ack commits with
 //!   every other that queued up (one `DELETE … WHERE (id, token) … RETURNING id`). The
 //!   backlog is bounded (an ack waits while [`MAX_WAITING`] are queued); [`Queue::drain`]
 //!   (called by the worker before it exits, and by [`Queue::depth`]) returns once every ack
 //!   handed over is committed. An ack lost with a crashed process only lets its row's lease
-//!   expire: the message is delivered again and the consumer's inbox recognises it
-//!   (at-least-once, as before).
+//!   expire: the message is delivered again (at-least-once; such a message had nothing to
+//!   commit).
 //! - **Publishes are batched** (one multi-row insert for every publish that queued up while
 //!   the previous one ran) and return only after *their* statement committed ([`Batcher`]).
 //! - **Wake-ups, not polling**: on PostgreSQL every enqueue also runs `pg_notify` on the

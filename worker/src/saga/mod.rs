@@ -4,8 +4,8 @@
 //!
 //! A step makes at most one provider call and returns a [`Step`]: a [`Plan`] to commit
 //! (status transition, activation switch, events, follow-up commands — one transaction,
-//! together with the inbox row of the message), nothing (a duplicate or out-of-order
-//! message), or a dead letter for an operator. Retry or not is read from the
+//! together with the message's deletion or inbox row, `plan.rs`), nothing (a duplicate or
+//! out-of-order message), or a dead letter for an operator. Retry or not is read from the
 //! [`ProviderError`] variant, never from strings. Long waits are follow-up `check_status`
 //! commands published with a delay; no step holds a message for long.
 //!
@@ -62,7 +62,8 @@ pub struct Context {
 /// What a step decided.
 #[derive(Debug)]
 pub enum Step {
-    /// Commit the plan together with the message's inbox row, then ack.
+    /// Commit the plan together with what marks the message handled (its deletion from the
+    /// embedded queue, or its inbox row on a broker, then an ack).
     Commit(Plan),
     /// Nothing to do (a duplicate, stale or out-of-order message): ack.
     Ignore(String),
