@@ -38,6 +38,7 @@
 //! Producers that write in a business transaction call [`insert`] on that transaction
 //! (through `db::outbox::enqueue`): with this backend the outbox insert *is* the enqueue.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -430,15 +431,26 @@ impl Inner {
         claim: Claim<Entity>,
     ) -> RawDelivery {
         let shared = Arc::clone(&self.shared);
-        let keep_alive = KeepAlive::spawn(self.options.lease / 3, move || {
-            let shared = Arc::clone(&shared);
-            async move {
-                match claim.extend(&shared.leases, shared.options.lease).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(message = %claim.id, "queue lease lost: another consumer holds the message")
+        let committing = Arc::new(AtomicBool::new(false));
+        let keep_alive = KeepAlive::spawn(self.options.lease / 3, {
+            let committing = Arc::clone(&committing);
+            move || {
+                let shared = Arc::clone(&shared);
+                let committing = Arc::clone(&committing);
+                async move {
+                    // A handler's transaction deleting the row: nothing to extend, and a
+                    // row found gone is no lost lease.
+                    if committing.load(Ordering::Acquire) {
+                        return;
                     }
-                    Err(err) => tracing::warn!(%err, "could not extend a queue lease"),
+                    match claim.extend(&shared.leases, shared.options.lease).await {
+                        Ok(true) => {}
+                        Ok(false) if committing.load(Ordering::Acquire) => {}
+                        Ok(false) => {
+                            tracing::warn!(message = %claim.id, "queue lease lost: another consumer holds the message")
+                        }
+                        Err(err) => tracing::warn!(%err, "could not extend a queue lease"),
+                    }
                 }
             }
         });
@@ -450,6 +462,7 @@ impl Inner {
             settle: Box::new(DbSettle {
                 inner: Arc::clone(self),
                 claim,
+                committing,
                 _keep_alive: keep_alive,
             }),
         }
@@ -460,6 +473,10 @@ impl Inner {
 struct DbSettle {
     inner: Arc<Inner>,
     claim: Claim<Entity>,
+    /// Set once a handler's transaction deletes the row (`Settle::claim_for_commit`): the
+    /// lease is no longer extended (the delete holds the row until its commit, and the
+    /// delivery is settled right after either way).
+    committing: Arc<AtomicBool>,
     _keep_alive: KeepAlive,
 }
 
@@ -543,7 +560,8 @@ impl Settle for DbSettle {
         self.check(updated.rows_affected)
     }
 
-    fn claim(&self) -> Option<&Claim<Entity>> {
+    fn claim_for_commit(&self) -> Option<&Claim<Entity>> {
+        self.committing.store(true, Ordering::Release);
         Some(&self.claim)
     }
 }

@@ -36,9 +36,9 @@ pub trait Settle: Send + Sync {
         attempts: u32,
     ) -> Result<(), QueueError>;
     /// The embedded queue's claim on the message's row, which a handler writing to the same
-    /// database deletes in its own transaction ([`Delivery::ack_within`]); `None` on the
-    /// brokers, whose acks follow the commit.
-    fn claim(&self) -> Option<&Claim<queue_messages::Entity>> {
+    /// database deletes in its own transaction ([`Delivery::ack_within`]); from then on the
+    /// lease is no longer extended. `None` on the brokers, whose acks follow the commit.
+    fn claim_for_commit(&self) -> Option<&Claim<queue_messages::Entity>> {
         None
     }
 }
@@ -158,9 +158,11 @@ impl Delivery {
     /// so nothing needs an inbox row or an ack afterwards ([`Delivery::acked_within`] once
     /// committed). `Some(false)`: this delivery's claim was lost (its lease expired and
     /// another consumer holds the message now) — roll back and leave the message to it.
-    /// `None`: the backend is a broker; ack after the commit instead.
+    /// `None`: the backend is a broker; ack after the commit instead. Once called, the
+    /// lease is no longer extended: after a rollback settle the delivery promptly (retry,
+    /// dead letter) or drop it.
     pub async fn ack_within<C: ConnectionTrait>(&self, txn: &C) -> Result<Option<bool>, DbErr> {
-        let Some(claim) = self.settle.claim() else {
+        let Some(claim) = self.settle.claim_for_commit() else {
             return Ok(None);
         };
         let deleted = claim.guard_delete().exec(txn).await?;
