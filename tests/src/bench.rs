@@ -9,6 +9,31 @@ use std::time::{Duration, Instant};
 use shared::domain::DeploymentId;
 use shared::queue::{Envelope, MessageKind, Queue};
 
+/// How the benchmark reaches PostgreSQL (`HOKUSAI_TEST_POSTGRES_URL`), as the server reports
+/// its own session: `"TLS"` or `"no TLS"`. Printed above the PostgreSQL rows: on a 2-core
+/// machine TLS on the loopback connection costs about a fifth of the pipeline's throughput
+/// (docs/benchmarks.md), and `scripts/bench` connects without it, as the PostgreSQL queues
+/// the floors compare with were measured.
+pub async fn postgres_transport() -> String {
+    use sea_orm::{ConnectionTrait, Statement};
+    let url = crate::db::postgres_admin_url();
+    let db = sea_orm::Database::connect(&url)
+        .await
+        .expect("PostgreSQL must be reachable (HOKUSAI_TEST_POSTGRES_URL)");
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+        ))
+        .await
+        .expect("read pg_stat_ssl");
+    let tls = row
+        .and_then(|r| r.try_get_by_index::<bool>(0).ok())
+        .unwrap_or(false);
+    db.close().await.ok();
+    if tls { "TLS" } else { "no TLS" }.to_owned()
+}
+
 /// Publisher tasks (messages in flight) per queue measurement.
 pub const PUBLISHERS: usize = 32;
 /// Consumer tasks per queue measurement.

@@ -219,6 +219,12 @@ async fn main() {
     let args = args();
     // The in-process worker's step histograms feed the breakdown.
     shared::telemetry::metrics::install();
+    if args.backend.as_deref() != Some("sqlite") {
+        println!(
+            "PostgreSQL connection: {}",
+            tests::bench::postgres_transport().await
+        );
+    }
     let mut rows = Vec::new();
     for (key, label, backend) in [
         ("sqlite", "db (SQLite)", Backend::DbSqlite),

@@ -215,6 +215,10 @@ async fn bench(backend: Backend, n: usize, runs: usize) -> Vec<f64> {
 #[tokio::main]
 async fn main() {
     let args = args();
+    println!(
+        "PostgreSQL connection: {}",
+        tests::bench::postgres_transport().await
+    );
     through_raw_lapin(WARM_UP, Confirms::Each).await;
     let (mut raw, mut raw_batched) = (Vec::new(), Vec::new());
     for _ in 0..args.runs {
