@@ -449,13 +449,29 @@ async fn a_claim_walks_the_claim_index_at_any_depth(engine: Engine) {
     db.drop_database().await;
 }
 
+/// `delivery.ack_within` in a transaction of its own, then committed or rolled back.
+async fn ack_within_own_transaction(
+    db: &TestDb,
+    delivery: &Delivery,
+    commit: bool,
+) -> Option<bool> {
+    use sea_orm::TransactionTrait;
+    let txn = db.conn.begin().await.expect("begin");
+    let deleted = delivery.ack_within(&txn).await.expect("delete");
+    if commit {
+        txn.commit().await.expect("commit");
+    } else {
+        txn.rollback().await.expect("rollback");
+    }
+    deleted
+}
+
 /// A handler that writes to the queue's database deletes its message in its own
 /// transaction (`Delivery::ack_within`, docs/design/queue.md, "Ack after commit — or in
 /// it"): rolled back, the message stays; committed, it is gone with no ack after. A
 /// delivery whose lease expired and whose message another consumer claimed since deletes
 /// nothing; the new holder's delete does.
 async fn a_message_acked_within_a_transaction_leaves_with_its_commit(engine: Engine) {
-    use sea_orm::TransactionTrait;
     let db = TestDb::migrated(engine).await;
     let opts = options(Duration::from_secs(30), Duration::from_millis(200));
     let queue: Arc<dyn Queue> = Arc::new(DbQueue::new(db.conn.clone(), opts.clone()));
@@ -464,13 +480,9 @@ async fn a_message_acked_within_a_transaction_leaves_with_its_commit(engine: Eng
     }
 
     let first = queue.receive(WAIT).await.expect("receive").expect("first");
-    let txn = db.conn.begin().await.expect("begin");
-    let rolled = first.ack_within(&txn).await.expect("delete");
-    txn.rollback().await.expect("rollback");
+    let rolled = ack_within_own_transaction(&db, &first, false).await;
     let after_rollback = rows(&db, &opts.name).await;
-    let txn = db.conn.begin().await.expect("begin");
-    let committed = first.ack_within(&txn).await.expect("delete");
-    txn.commit().await.expect("commit");
+    let committed = ack_within_own_transaction(&db, &first, true).await;
     first.acked_within();
     let after_commit = rows(&db, &opts.name).await;
 
@@ -492,13 +504,9 @@ async fn a_message_acked_within_a_transaction_leaves_with_its_commit(engine: Eng
             .expect("receive")
             .expect("taken over")
     };
-    let txn = db.conn.begin().await.expect("begin");
-    let lost = stale.ack_within(&txn).await.expect("delete");
-    txn.rollback().await.expect("rollback");
+    let lost = ack_within_own_transaction(&db, &stale, false).await;
     let after_lost = rows(&db, &opts.name).await;
-    let txn = db.conn.begin().await.expect("begin");
-    let holder = taken.ack_within(&txn).await.expect("delete");
-    txn.commit().await.expect("commit");
+    let holder = ack_within_own_transaction(&db, &taken, true).await;
     taken.acked_within();
     let after_holder = rows(&db, &opts.name).await;
 

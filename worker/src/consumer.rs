@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shared::db::inbox;
+use shared::db::outbox::Route;
 use shared::queue::{Delivery, Queue, QueueError};
 use shared::runtime::Shutdown;
 use tracing::Instrument;
@@ -90,11 +91,14 @@ impl Consumer {
 
     async fn handle(&self, delivery: Delivery, phases: &mut Phases) -> Result<(), QueueError> {
         let envelope = delivery.envelope().clone();
-        // A redelivered message may have been handled already: skip it without asking the
-        // provider again. A first delivery is checked by its step's commit instead (the
-        // inbox claim); only a relay's double publish could make it a duplicate, and its
-        // step then decides from the state the first copy left (docs/design/queue.md).
-        if delivery.deliveries() > 1 {
+        // On a broker a redelivered message may have been handled already: skip it without
+        // asking the provider again. A first delivery is checked by its step's commit
+        // instead (the inbox claim); only a relay's double publish could make it a
+        // duplicate, and its step then decides from the state the first copy left. On the
+        // embedded queue a message whose step committed is gone with it: a redelivery was
+        // never handled, and there is no inbox to read (docs/design/queue.md).
+        let has_inbox = self.ctx.route == Route::Relay;
+        if has_inbox && delivery.deliveries() > 1 {
             let seen = inbox::handled(&self.ctx.db, envelope.message_id).await;
             phases.mark("inbox");
             match seen {
@@ -153,10 +157,14 @@ impl Consumer {
             }
             Step::DeadLetter { plan, reason } => {
                 // A copy of a message already handled is acked, not dead-lettered twice.
-                match inbox::handled(&self.ctx.db, envelope.message_id).await {
-                    Ok(true) => return delivery.ack().await,
-                    Ok(false) => {}
-                    Err(error) => return retry_infrastructure(delivery, &error.to_string()).await,
+                if has_inbox {
+                    match inbox::handled(&self.ctx.db, envelope.message_id).await {
+                        Ok(true) => return delivery.ack().await,
+                        Ok(false) => {}
+                        Err(error) => {
+                            return retry_infrastructure(delivery, &error.to_string()).await;
+                        }
+                    }
                 }
                 if let Some(plan) = plan {
                     match plan.commit(&self.ctx, Once::Unguarded).await {

@@ -273,9 +273,16 @@ impl Relay {
                 outcome.held = due_in.map(|d| (total - index, d));
                 break;
             }
-            let Ok(published) =
-                tokio::time::timeout_at(lease_ends, self.publish(&row, due_in)).await
-            else {
+            // No publish starts once the lease surely ended (a timeout polls its future once
+            // before looking at the clock, which would hand the frame to the broker).
+            let published = if tokio::time::Instant::now() < lease_ends {
+                tokio::time::timeout_at(lease_ends, self.publish(&row, due_in))
+                    .await
+                    .ok()
+            } else {
+                None
+            };
+            let Some(published) = published else {
                 outcome.cut = total - index;
                 break;
             };
