@@ -634,3 +634,279 @@ async fn postgres_a_claim_planned_on_an_empty_table_never_scans_the_grown_table(
     drop(queue);
     db.drop_database().await;
 }
+
+/// A saga step on PostgreSQL as one statement (`db::one_statement`, docs/design/queue.md,
+/// "A step in one statement") writes everything or nothing: applied, the deployment moves,
+/// its event and follow-up command are written and its message is gone; from a stale read
+/// of the deployment, or with a claim another consumer took over, nothing is written and
+/// the message stays with its holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_in_one_statement_writes_everything_or_nothing() {
+    use shared::db::deployments::{self, Changes};
+    use shared::db::one_statement::{OneStatement, Outcome};
+    use shared::db::outbox::{self, Route};
+    use shared::db::transitions;
+    use shared::domain::DeploymentStatus;
+    use shared::queue::DEPLOYMENTS_QUEUE;
+
+    let db = TestDb::migrated(Engine::Postgres).await;
+    let mut opts = options(Duration::from_secs(30), Duration::from_millis(200));
+    opts.name = DEPLOYMENTS_QUEUE.to_owned();
+    let queue: Arc<dyn Queue> = Arc::new(DbQueue::new(db.conn.clone(), opts.clone()));
+    let new = tests::world::new_deployment("one-statement", "1");
+    let id = new.id;
+    let deploy = Envelope::new(MessageKind::Deploy, id, serde_json::Value::Null);
+    let created = deployments::create(&db.conn, Route::Direct, new, &deploy)
+        .await
+        .expect("create");
+    // One step: pending → deploying, its event, a check_status command; the message goes.
+    let step = |delivery: &Delivery, read: &deployments::Deployment, to: DeploymentStatus| {
+        let now = chrono::Utc::now();
+        let transition = deployments::Transition {
+            to,
+            message: "one statement".into(),
+            details: None,
+            changes: Changes::default(),
+        };
+        let planned = transitions::plan_transition(read, transition, now).expect("legal");
+        let event = deployments::event_row(
+            DatabaseBackend::Postgres,
+            read.id,
+            planned.to,
+            "transition",
+            Some(read.status),
+            "one statement",
+            None,
+        );
+        let next = Envelope::new(MessageKind::CheckStatus, id, serde_json::Value::Null);
+        let claim = delivery
+            .claim_for_commit()
+            .expect("a claim on the embedded queue");
+        OneStatement::new(claim)
+            // As an activation does: the model's operation lock, bumped once written.
+            .locking_model(&read.model_id)
+            .update(planned.update)
+            .insert(event)
+            .insert(outbox::direct_row(DEPLOYMENTS_QUEUE, &next, None, now))
+    };
+    let state = || async {
+        let row = deployments::get(&db.conn, id)
+            .await
+            .expect("get")
+            .expect("row");
+        let events = deployments::events(&db.conn, id)
+            .await
+            .expect("events")
+            .len();
+        let version = db
+            .conn
+            .query_one_raw(Statement::from_string(
+                DatabaseBackend::Postgres,
+                "SELECT version FROM model_operations WHERE model_id = 'one-statement'",
+            ))
+            .await
+            .expect("model version")
+            .map(|r| r.try_get_by_index::<i64>(0).expect("version"))
+            .unwrap_or(0);
+        (
+            row.status,
+            row.lock_version,
+            events,
+            rows(&db, DEPLOYMENTS_QUEUE).await,
+            version,
+        )
+    };
+    let before = state().await;
+
+    let first = queue.receive(WAIT).await.expect("receive").expect("deploy");
+    let applied = step(&first, &created, DeploymentStatus::Deploying)
+        .run(&db.conn)
+        .await
+        .expect("run");
+    first.acked_within();
+    let after_applied = state().await;
+
+    // The check_status step, decided from the row as read before the first step.
+    let second = queue
+        .receive(WAIT)
+        .await
+        .expect("receive")
+        .expect("check_status");
+    let stale = step(&second, &created, DeploymentStatus::Deploying)
+        .run(&db.conn)
+        .await
+        .expect("run");
+    let after_stale = state().await;
+
+    // Its lease runs out and another consumer takes the message over.
+    db.conn
+        .execute_unprepared(&format!(
+            "UPDATE queue_messages SET locked_until = NULL WHERE queue = '{DEPLOYMENTS_QUEUE}'"
+        ))
+        .await
+        .expect("expire the lease");
+    let other: Arc<dyn Queue> = Arc::new(DbQueue::new(db.conn.clone(), opts.clone()));
+    let taken = other
+        .receive(WAIT)
+        .await
+        .expect("receive")
+        .expect("taken over");
+    let current = deployments::get(&db.conn, id)
+        .await
+        .expect("get")
+        .expect("row");
+    let lost = step(&second, &current, DeploymentStatus::Deployed)
+        .run(&db.conn)
+        .await
+        .expect("run");
+    let after_lost = state().await;
+    let holder = step(&taken, &current, DeploymentStatus::Deployed)
+        .run(&db.conn)
+        .await
+        .expect("run");
+    taken.acked_within();
+    let after_holder = state().await;
+
+    // Two updates (a deactivation before an activation): the first from a stale read stops
+    // the second and everything after it.
+    let third = queue
+        .receive(WAIT)
+        .await
+        .expect("receive")
+        .expect("check_status");
+    let fresh = deployments::get(&db.conn, id)
+        .await
+        .expect("get")
+        .expect("row");
+    let stale_first = {
+        let claim = third.claim_for_commit().expect("claim");
+        let stale = transitions::guarded_update(
+            &current,
+            current.status,
+            Changes::default(),
+            chrono::Utc::now(),
+        );
+        let fine = transitions::guarded_update(
+            &fresh,
+            fresh.status,
+            Changes::default(),
+            chrono::Utc::now(),
+        );
+        OneStatement::new(claim)
+            .locking_model(&fresh.model_id)
+            .update(stale)
+            .update(fine)
+            .run(&db.conn)
+            .await
+            .expect("run")
+    };
+    let after_stale_first = state().await;
+
+    println!(
+        "(status, lock_version, events, messages, model version): before {before:?}; applied {applied:?} → \
+         {after_applied:?}; stale read {stale:?} → {after_stale:?}; lost claim {lost:?} → \
+         {after_lost:?}; new holder {holder:?} → {after_holder:?}; stale first of two updates \
+         {stale_first:?} → {after_stale_first:?}"
+    );
+    let (_, version, events, messages, model) = before;
+    assert_eq!(messages, 1, "the deploy command");
+    assert_eq!(applied, Outcome::Written);
+    assert_eq!(
+        after_applied,
+        (
+            DeploymentStatus::Deploying,
+            version + 1,
+            events + 1,
+            1,
+            model + 1
+        ),
+        "moved, one event, the deploy command replaced by its follow-up, the model's version bumped"
+    );
+    assert_eq!((stale, after_stale), (Outcome::Stale, after_applied));
+    assert_eq!((lost, after_lost), (Outcome::Lost, after_applied));
+    assert_eq!(holder, Outcome::Written);
+    assert_eq!(
+        after_holder,
+        (
+            DeploymentStatus::Deployed,
+            version + 2,
+            events + 2,
+            1,
+            model + 2
+        )
+    );
+    assert_eq!(
+        (stale_first, after_stale_first),
+        (Outcome::Stale, after_holder)
+    );
+    drop((second, third));
+    drop((queue, other));
+
+    // A broker's message: the inbox instead of the claim. Written once with its inbox row
+    // and an outbox row; its copy finds the inbox row; a copy decided from the row as read
+    // before the first commit finds the deployment changed.
+    let message = Uuid::now_v7();
+    let inbox_step = |read: &deployments::Deployment| {
+        let now = chrono::Utc::now();
+        let planned = transitions::plan_observe(
+            read,
+            Changes {
+                provider_status: Some(format!("state-{}", read.lock_version)),
+                ..Changes::default()
+            },
+            None,
+            now,
+        );
+        let next = Envelope::new(MessageKind::CheckStatus, id, serde_json::Value::Null);
+        OneStatement::for_message(message)
+            .update(planned.update)
+            .insert(outbox::relay_row(DEPLOYMENTS_QUEUE, &next, None, now))
+    };
+    let counts = || async {
+        let inbox = db
+            .conn
+            .query_one_raw(Statement::from_string(
+                DatabaseBackend::Postgres,
+                "SELECT (SELECT count(*) FROM processed_messages), (SELECT count(*) FROM outbox)",
+            ))
+            .await
+            .expect("count")
+            .expect("a row");
+        let lock_version = deployments::get(&db.conn, id)
+            .await
+            .expect("get")
+            .expect("row")
+            .lock_version;
+        (
+            inbox.try_get_by_index::<i64>(0).expect("inbox"),
+            inbox.try_get_by_index::<i64>(1).expect("outbox"),
+            lock_version,
+        )
+    };
+    let read = deployments::get(&db.conn, id)
+        .await
+        .expect("get")
+        .expect("row");
+    let inbox_before = counts().await;
+    let first = inbox_step(&read).run(&db.conn).await.expect("run");
+    let inbox_after = counts().await;
+    let fresh = deployments::get(&db.conn, id)
+        .await
+        .expect("get")
+        .expect("row");
+    let copy = inbox_step(&fresh).run(&db.conn).await.expect("run");
+    let concurrent = inbox_step(&read).run(&db.conn).await.expect("run");
+    let inbox_end = counts().await;
+    println!(
+        "(inbox, outbox, lock_version): before {inbox_before:?}; first {first:?} → \
+         {inbox_after:?}; copy {copy:?}, copy from the old read {concurrent:?} → {inbox_end:?}"
+    );
+    let (inbox, outbox_rows, version) = inbox_before;
+    assert_eq!(
+        (first, inbox_after),
+        (Outcome::Written, (inbox + 1, outbox_rows + 1, version + 1))
+    );
+    assert_eq!((copy, concurrent), (Outcome::Handled, Outcome::Handled));
+    assert_eq!(inbox_end, inbox_after);
+    db.drop_database().await;
+}

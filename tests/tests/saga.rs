@@ -29,7 +29,18 @@ fn transitions(events: &[shared::db::deployments::DeploymentEvent]) -> Vec<Strin
 
 #[tokio::test]
 async fn happy_path_reaches_deployed_and_active_with_its_story_told() {
-    let world = World::on_db_queue(Engine::Sqlite, EmulatorConfig::default(), &[]).await;
+    happy_path(Engine::Sqlite).await;
+}
+
+/// On PostgreSQL the common steps are committed as one statement each
+/// (`db::one_statement`): the same story, the same rows.
+#[tokio::test]
+async fn happy_path_on_postgres_tells_the_same_story() {
+    happy_path(Engine::Postgres).await;
+}
+
+async fn happy_path(engine: Engine) {
+    let world = World::on_db_queue(engine, EmulatorConfig::default(), &[]).await;
     let requested = world.request("fraud-detector", "1").await;
 
     let deployed = world.run_until_status(requested.id, Deployed, LIMIT).await;
@@ -272,8 +283,18 @@ async fn duplicate_and_out_of_order_messages_change_nothing() {
 /// is decided again from the state the first left; on a broker the inbox stops it too.
 #[tokio::test]
 async fn a_copy_of_a_handled_message_changes_nothing() {
+    a_copy_on_the_embedded_queue(Engine::Sqlite).await;
+}
+
+/// The same on PostgreSQL, where the steps that can are one statement each.
+#[tokio::test]
+async fn a_copy_of_a_handled_message_changes_nothing_on_postgres() {
+    a_copy_on_the_embedded_queue(Engine::Postgres).await;
+}
+
+async fn a_copy_on_the_embedded_queue(engine: Engine) {
     use sea_orm::{EntityTrait, PaginatorTrait};
-    let world = World::on_db_queue(Engine::Sqlite, EmulatorConfig::default(), &[]).await;
+    let world = World::on_db_queue(engine, EmulatorConfig::default(), &[]).await;
     a_copy_changes_nothing(&world).await;
     // Every step deleted its message in its own transaction: no inbox row was needed.
     let inbox = shared::db::entities::processed_messages::Entity::find()

@@ -131,25 +131,45 @@ pub async fn record_event<C: ConnectionTrait>(
     message: &str,
     details: Option<Value>,
 ) -> Result<DeploymentEvent, DbError> {
-    Ok(deployment_events::ActiveModel {
+    let row = event_row(
+        conn.get_database_backend(),
+        deployment.id,
+        deployment.status,
+        kind,
+        from,
+        message,
+        details,
+    );
+    Ok(row.insert(conn).await?)
+}
+
+/// The row [`record_event`] inserts into `backend` for deployment `id`, now in status `to`.
+pub fn event_row(
+    backend: sea_orm::DatabaseBackend,
+    id: Uuid,
+    to: DeploymentStatus,
+    kind: &str,
+    from: Option<DeploymentStatus>,
+    message: &str,
+    details: Option<Value>,
+) -> deployment_events::ActiveModel {
+    deployment_events::ActiveModel {
         id: Set(Uuid::now_v7()),
-        deployment_id: Set(deployment.id),
+        deployment_id: Set(id),
         kind: Set(kind.to_owned()),
         from_status: Set(from.map(|s| s.as_str().to_owned())),
-        to_status: Set(Some(deployment.status.as_str().to_owned())),
+        to_status: Set(Some(to.as_str().to_owned())),
         message: Set(Some(message.to_owned())),
         details: Set(details),
         // PostgreSQL stamps the row itself (`clock_timestamp()`, the column's default), so
         // the MLflow status sync's cursor reads one clock whatever the writers' clocks say
         // (`db::mlflow::events_after`); SQLite has one writing process.
-        created_at: if conn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        created_at: if backend == sea_orm::DatabaseBackend::Postgres {
             sea_orm::ActiveValue::NotSet
         } else {
             Set(Utc::now())
         },
     }
-    .insert(conn)
-    .await?)
 }
 
 /// One deployment.

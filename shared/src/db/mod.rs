@@ -11,6 +11,7 @@ pub mod inbox;
 pub mod lease;
 pub mod mlflow;
 pub mod model_ops;
+pub mod one_statement;
 pub mod operations;
 pub mod outbox;
 pub mod rollouts;
@@ -81,7 +82,7 @@ pub enum DbError {
 
 impl DbError {
     /// Maps a unique violation on the active index to [`DbError::ActiveConflict`].
-    pub(crate) fn from_write(err: DbErr, model_id: &str) -> Self {
+    pub fn from_write(err: DbErr, model_id: &str) -> Self {
         match err.sql_err() {
             Some(SqlErr::UniqueConstraintViolation(msg))
                 if msg.contains("active") || msg.contains("model_id") =>

@@ -12,7 +12,7 @@ use chrono::{Duration as ChronoDuration, Utc};
 use sea_orm::{ActiveModelTrait, ConnectionTrait, DbErr, Set};
 use std::time::Duration;
 
-use super::entities::outbox;
+use super::entities::{outbox, queue_messages};
 use crate::config::QueueBackend;
 use crate::queue::{Envelope, Event, count, db as db_queue};
 
@@ -56,6 +56,46 @@ pub async fn enqueue<C: ConnectionTrait>(
     Ok(())
 }
 
+/// The `queue_messages` row [`enqueue`] writes on [`Route::Direct`] at `now`, for a caller
+/// that inserts it in a statement of its own (`db::one_statement`); count it with
+/// [`published`] once written.
+pub fn direct_row(
+    queue: &str,
+    envelope: &Envelope,
+    delay: Option<Duration>,
+    now: chrono::DateTime<Utc>,
+) -> queue_messages::ActiveModel {
+    db_queue::message_row(queue, &envelope.to_bytes(), delay, now)
+}
+
+/// The `outbox` row [`enqueue`] writes on [`Route::Relay`] at `now`, for a caller that
+/// inserts it in a statement of its own (`db::one_statement`).
+pub fn relay_row(
+    queue: &str,
+    envelope: &Envelope,
+    delay: Option<Duration>,
+    now: chrono::DateTime<Utc>,
+) -> outbox::ActiveModel {
+    let available_at =
+        delay.map(|d| now + ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX));
+    outbox::ActiveModel {
+        id: Set(envelope.message_id),
+        queue: Set(queue.to_owned()),
+        payload: Set(envelope.to_json()),
+        available_at: Set(available_at),
+        created_at: Set(now),
+        published_at: Set(None),
+        attempts: Set(0),
+        last_error: Set(None),
+        parked_at: Set(None),
+    }
+}
+
+/// Counts a command written to `queue` outside [`enqueue`] ([`direct_row`]).
+pub fn published(queue: &str) {
+    count(queue, Event::Published);
+}
+
 /// Call after committing a transaction that called [`enqueue`]: it wakes this process's
 /// idle consumers ([`Route::Direct`]) or relay ([`Route::Relay`]) at once (other processes
 /// learn of it from PostgreSQL's NOTIFY, or at their next poll on SQLite).
@@ -70,22 +110,9 @@ async fn insert_outbox<C: ConnectionTrait>(
     envelope: &Envelope,
     delay: Option<Duration>,
 ) -> Result<(), DbErr> {
-    let now = Utc::now();
-    let available_at =
-        delay.map(|d| now + ChronoDuration::from_std(d).unwrap_or(ChronoDuration::MAX));
-    outbox::ActiveModel {
-        id: Set(envelope.message_id),
-        queue: Set(queue.to_owned()),
-        payload: Set(envelope.to_json()),
-        available_at: Set(available_at),
-        created_at: Set(now),
-        published_at: Set(None),
-        attempts: Set(0),
-        last_error: Set(None),
-        parked_at: Set(None),
-    }
-    .insert(conn)
-    .await?;
+    relay_row(queue, envelope, delay, Utc::now())
+        .insert(conn)
+        .await?;
     // The relay of another process is woken when this transaction commits (on PostgreSQL
     // the insert's trigger notifies, `db::wake`).
     Ok(())

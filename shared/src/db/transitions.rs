@@ -4,7 +4,7 @@
 
 use chrono::Utc;
 use sea_orm::sea_query::Expr;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, UpdateMany};
 use serde_json::Value;
 
 use super::DbError;
@@ -49,25 +49,8 @@ pub async fn transition<C: ConnectionTrait>(
     current: &Deployment,
     transition: Transition,
 ) -> Result<Deployment, DbError> {
-    let id = DeploymentId(current.id);
-    if !current.status.can_transition_to(transition.to) {
-        return Err(DbError::IllegalTransition {
-            id,
-            from: current.status,
-            to: transition.to,
-        });
-    }
-    let updated = apply(conn, current, transition.to, transition.changes).await?;
-    record_event(
-        conn,
-        &updated,
-        "transition",
-        Some(current.status),
-        &transition.message,
-        transition.details,
-    )
-    .await?;
-    Ok(updated)
+    let change = plan_transition(current, transition, Utc::now())?;
+    run(conn, current, change).await
 }
 
 /// Records what the provider said without a status change (provider state, cost), under
@@ -79,25 +62,95 @@ pub async fn observe<C: ConnectionTrait>(
     changes: Changes,
     details: Option<Value>,
 ) -> Result<Deployment, DbError> {
-    let changed_state = changes
+    let change = plan_observe(current, changes, details, Utc::now());
+    run(conn, current, change).await
+}
+
+/// A change of one deployment built but not run: the guarded update and the event that
+/// goes with it. [`transition`] and [`observe`] run it statement by statement; a saga step
+/// on PostgreSQL runs it inside one statement with the rest of its writes
+/// (`db::one_statement`).
+#[derive(Debug)]
+pub struct Planned {
+    /// The update ([`guarded_update`]).
+    pub update: UpdateMany<deployed_models::Entity>,
+    /// The row's status afterwards.
+    pub to: DeploymentStatus,
+    /// The event appended with it, if any.
+    pub event: Option<NewEvent>,
+}
+
+/// An event to append to a deployment's log (`deployments::event_row`).
+#[derive(Debug)]
+pub struct NewEvent {
+    /// Its kind (`transition`, `provider_state`, …).
+    pub kind: &'static str,
+    /// The status before.
+    pub from: Option<DeploymentStatus>,
+    /// The message for operators.
+    pub message: String,
+    /// Details.
+    pub details: Option<Value>,
+}
+
+/// What [`transition`] writes at `now`; refused when the status machine does not allow it.
+pub fn plan_transition(
+    current: &Deployment,
+    transition: Transition,
+    now: chrono::DateTime<Utc>,
+) -> Result<Planned, DbError> {
+    if !current.status.can_transition_to(transition.to) {
+        return Err(DbError::IllegalTransition {
+            id: DeploymentId(current.id),
+            from: current.status,
+            to: transition.to,
+        });
+    }
+    Ok(Planned {
+        update: guarded_update(current, transition.to, transition.changes, now),
+        to: transition.to,
+        event: Some(NewEvent {
+            kind: "transition",
+            from: Some(current.status),
+            message: transition.message,
+            details: transition.details,
+        }),
+    })
+}
+
+/// What [`observe`] writes at `now`.
+pub fn plan_observe(
+    current: &Deployment,
+    changes: Changes,
+    details: Option<Value>,
+    now: chrono::DateTime<Utc>,
+) -> Planned {
+    let new_state = changes
         .provider_status
-        .as_ref()
-        .is_some_and(|s| current.provider_status.as_ref() != Some(s));
-    let updated = apply(conn, current, current.status, changes).await?;
-    if changed_state {
-        let message = format!(
-            "provider state is now {}",
-            updated.provider_status.as_deref().unwrap_or("unknown")
-        );
-        record_event(
-            conn,
-            &updated,
-            "provider_state",
-            Some(current.status),
-            &message,
-            details,
-        )
-        .await?;
+        .clone()
+        .filter(|s| current.provider_status.as_ref() != Some(s));
+    let event = new_state.map(|state| NewEvent {
+        kind: "provider_state",
+        from: Some(current.status),
+        message: format!("provider state is now {state}"),
+        details,
+    });
+    Planned {
+        update: guarded_update(current, current.status, changes, now),
+        to: current.status,
+        event,
+    }
+}
+
+/// Runs `change` on `conn`, statement by statement; returns the updated row.
+async fn run<C: ConnectionTrait>(
+    conn: &C,
+    current: &Deployment,
+    change: Planned,
+) -> Result<Deployment, DbError> {
+    let updated = returning(conn, current, change.update).await?;
+    if let Some(e) = change.event {
+        record_event(conn, &updated, e.kind, e.from, &e.message, e.details).await?;
     }
     Ok(updated)
 }
@@ -110,27 +163,60 @@ pub async fn set_active<C: ConnectionTrait>(
     active: bool,
     message: &str,
 ) -> Result<Deployment, DbError> {
+    let change = plan_set_active(current, active, message, Utc::now());
+    run(conn, current, change).await
+}
+
+/// What [`set_active`] writes at `now`.
+pub fn plan_set_active(
+    current: &Deployment,
+    active: bool,
+    message: &str,
+    now: chrono::DateTime<Utc>,
+) -> Planned {
     let changes = Changes {
         is_active: Some(active),
         ..Changes::default()
     };
-    let updated = apply(conn, current, current.status, changes).await?;
-    let kind = if active { "activated" } else { "deactivated" };
-    record_event(conn, &updated, kind, Some(current.status), message, None).await?;
-    Ok(updated)
+    Planned {
+        update: guarded_update(current, current.status, changes, now),
+        to: current.status,
+        event: Some(NewEvent {
+            kind: if active { "activated" } else { "deactivated" },
+            from: Some(current.status),
+            message: message.to_owned(),
+            details: None,
+        }),
+    }
 }
 
-/// The guarded update: `to` and `changes`, if `lock_version` is still the one read. Every
-/// write folds the billable time since the previous one into `accrued_cost_usd` (priced in
-/// the provider state that held until now) and keeps the month-to-date bookkeeping.
-async fn apply<C: ConnectionTrait>(
+/// Runs `update` (a [`guarded_update`] of `current`) and reads the row it wrote.
+async fn returning<C: ConnectionTrait>(
     conn: &C,
+    current: &Deployment,
+    update: UpdateMany<deployed_models::Entity>,
+) -> Result<Deployment, DbError> {
+    // `RETURNING` (PostgreSQL, SQLite ≥ 3.35) reads the new row in the same round trip.
+    let updated = update
+        .exec_with_returning(conn)
+        .await
+        .map_err(|e| DbError::from_write(e, &current.model_id))?;
+    updated.into_iter().next().ok_or(DbError::StaleTransition {
+        id: DeploymentId(current.id),
+        expected: current.lock_version,
+    })
+}
+
+/// The update that moves `current` to `to` with `changes` at `now`, built but not run. Every
+/// write folds the billable time since the previous one into `accrued_cost_usd` (priced in
+/// the provider state that held until now) and keeps the month-to-date bookkeeping. It
+/// matches no row once someone changed `current` since it was read (`lock_version`).
+pub fn guarded_update(
     current: &Deployment,
     to: DeploymentStatus,
     c: Changes,
-) -> Result<Deployment, DbError> {
-    let id = DeploymentId(current.id);
-    let now = Utc::now();
+    now: chrono::DateTime<Utc>,
+) -> UpdateMany<deployed_models::Entity> {
     let mut update = deployed_models::Entity::update_many()
         .col_expr(deployed_models::Column::Status, Expr::value(to.as_str()))
         .col_expr(
@@ -173,15 +259,7 @@ async fn apply<C: ConnectionTrait>(
     if to == DeploymentStatus::Stopped {
         update = update.col_expr(deployed_models::Column::StoppedAt, Expr::value(now));
     }
-    // `RETURNING` (PostgreSQL, SQLite ≥ 3.35) reads the new row in the same round trip.
-    let updated = update
+    update
         .filter(deployed_models::Column::Id.eq(current.id))
         .filter(deployed_models::Column::LockVersion.eq(current.lock_version))
-        .exec_with_returning(conn)
-        .await
-        .map_err(|e| DbError::from_write(e, &current.model_id))?;
-    updated.into_iter().next().ok_or(DbError::StaleTransition {
-        id,
-        expected: current.lock_version,
-    })
 }

@@ -101,20 +101,7 @@ pub async fn insert_many<'a, C: ConnectionTrait>(
     let now = Utc::now();
     let rows: Vec<queue_messages::ActiveModel> = messages
         .into_iter()
-        .map(|(body, delay)| queue_messages::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            queue: Set(queue.to_owned()),
-            // The column is text: an undecodable non-UTF-8 payload is kept lossily, which is
-            // enough to inspect and dead-letter it.
-            payload: Set(String::from_utf8_lossy(body).into_owned()),
-            available_at: Set(later(now, delay.unwrap_or_default())),
-            attempts: Set(0),
-            locked_until: Set(None),
-            last_error: Set(None),
-            dead_at: Set(None),
-            created_at: Set(now),
-            claim_token: Set(None),
-        })
+        .map(|(body, delay)| message_row(queue, body, delay, now))
         .collect();
     let ids: Vec<Uuid> = rows.iter().map(|r| *r.id.as_ref()).collect();
     if ids.is_empty() {
@@ -126,6 +113,29 @@ pub async fn insert_many<'a, C: ConnectionTrait>(
         .exec_without_returning(conn)
         .await?;
     Ok(ids)
+}
+
+/// The row [`insert_many`] writes for `body` on `queue` at `now`, ready after `delay`.
+pub fn message_row(
+    queue: &str,
+    body: &[u8],
+    delay: Option<Duration>,
+    now: DateTime<Utc>,
+) -> queue_messages::ActiveModel {
+    queue_messages::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        queue: Set(queue.to_owned()),
+        // The column is text: an undecodable non-UTF-8 payload is kept lossily, which is
+        // enough to inspect and dead-letter it.
+        payload: Set(String::from_utf8_lossy(body).into_owned()),
+        available_at: Set(later(now, delay.unwrap_or_default())),
+        attempts: Set(0),
+        locked_until: Set(None),
+        last_error: Set(None),
+        dead_at: Set(None),
+        created_at: Set(now),
+        claim_token: Set(None),
+    }
 }
 
 fn later(now: DateTime<Utc>, by: Duration) -> DateTime<Utc> {

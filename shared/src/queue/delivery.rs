@@ -169,6 +169,14 @@ impl Delivery {
         Ok(Some(deleted.rows_affected == 1))
     }
 
+    /// The claim on the embedded queue's row, for a handler that deletes the row in a
+    /// statement of its own making (`db::one_statement`) rather than through
+    /// [`Delivery::ack_within`]; the same rules follow (the lease is no longer extended,
+    /// [`Delivery::acked_within`] once written). `None` on the brokers.
+    pub fn claim_for_commit(&self) -> Option<&Claim<queue_messages::Entity>> {
+        self.settle.claim_for_commit()
+    }
+
     /// The transaction in which [`Delivery::ack_within`] removed the message committed:
     /// the delivery is settled (its lease is no longer extended).
     pub fn acked_within(self) {

@@ -11,10 +11,11 @@ use sea_orm::TransactionTrait;
 use serde_json::Value;
 use shared::db::deployments::{self, Changes, Deployment, NewDeployment, Transition};
 use shared::db::model_ops::{self, Operation};
+use shared::db::one_statement::{self, OneStatement};
 use shared::db::outbox::Route;
 use shared::db::rollouts::{self, Rollout};
-use shared::db::{DbError, inbox, operations, outbox, writer};
-use shared::domain::{DeploymentStatus, RolloutSpec};
+use shared::db::{DbError, inbox, operations, outbox, transitions, writer};
+use shared::domain::{DeploymentId, DeploymentStatus, RolloutSpec};
 use shared::queue::{DEPLOYMENTS_QUEUE, Delivery, Envelope};
 use shared::telemetry::cloudwatch::{self, Metric};
 use shared::telemetry::metrics::names;
@@ -166,6 +167,17 @@ impl Plan {
     /// its claim — no inbox row, no ack after — and elsewhere it inserts the message id into
     /// the inbox.
     pub async fn commit(self, ctx: &Context, once: Once<'_>) -> Result<Applied, DbError> {
+        if let Once::Step(delivery) = once
+            && self.fits_one_statement(ctx)
+        {
+            let statement = match ctx.route {
+                Route::Direct => delivery.claim_for_commit().map(OneStatement::new),
+                Route::Relay => Some(OneStatement::for_message(delivery.envelope().message_id)),
+            };
+            if let Some(statement) = statement {
+                return self.commit_in_one_statement(ctx, statement).await;
+            }
+        }
         // SQLite: wait for the process's turn here rather than in SQLite's busy sleeps.
         let _turn = writer::turn(&ctx.db).await;
         let txn = ctx.db.begin().await?;
@@ -205,6 +217,108 @@ impl Plan {
             record_outcome(to, &deployment);
         }
         Ok(Applied::Committed { acked })
+    }
+
+    /// Whether the plan can be committed as one PostgreSQL statement (`db::one_statement`):
+    /// a message's step on PostgreSQL whose writes are its deployment's change,
+    /// a deactivation, events and follow-up commands under the model's operation lock —
+    /// the common steps. Rollouts, replacements and plans that change nothing take the
+    /// transaction.
+    fn fits_one_statement(&self, ctx: &Context) -> bool {
+        ctx.db.get_database_backend() == sea_orm::DatabaseBackend::Postgres
+            && !matches!(self.change, Change::None)
+            && self.rollout.is_none()
+            && self.replacement.is_none()
+    }
+
+    /// [`Plan::commit`] as one statement: the same writes in the same order, with what
+    /// makes them the message's step (`statement`: its deletion from the embedded queue, or
+    /// its inbox row).
+    async fn commit_in_one_statement(
+        self,
+        ctx: &Context,
+        mut statement: OneStatement,
+    ) -> Result<Applied, DbError> {
+        let now = Utc::now();
+        let backend = ctx.db.get_database_backend();
+        let model_operation = self.is_model_operation();
+        let current = &self.deployment;
+        let transitioned = matches!(self.change, Change::Transition(_));
+        let planned = match self.change {
+            Change::Transition(t) => match transitions::plan_transition(current, t, now) {
+                Ok(planned) => planned,
+                Err(error @ DbError::IllegalTransition { .. }) => {
+                    return Ok(Applied::Conflict(error));
+                }
+                Err(error) => return Err(error),
+            },
+            Change::Observe(changes, details) => {
+                transitions::plan_observe(current, changes, details, now)
+            }
+            Change::None => unreachable!("fits_one_statement refuses plans without a change"),
+        };
+        if model_operation {
+            statement = statement.locking_model(&current.model_id);
+        }
+        let mut events = Vec::new();
+        if let Some(previous) = &self.deactivate {
+            let message = format!("replaced by deployment {}", current.id);
+            let planned = transitions::plan_set_active(previous, false, &message, now);
+            statement = statement.update(planned.update);
+            events.push((previous.id, planned.to, planned.event));
+        }
+        statement = statement.update(planned.update);
+        events.push((current.id, planned.to, planned.event));
+        for (id, to, event) in events {
+            if let Some(e) = event {
+                let row =
+                    deployments::event_row(backend, id, to, e.kind, e.from, &e.message, e.details);
+                statement = statement.insert(row);
+            }
+        }
+        for (kind, message, details) in self.events {
+            let row = deployments::event_row(
+                backend, current.id, planned.to, &kind, None, &message, details,
+            );
+            statement = statement.insert(row);
+        }
+        for (envelope, delay) in &self.follow_ups {
+            let (queue, delay) = (DEPLOYMENTS_QUEUE, *delay);
+            statement = match ctx.route {
+                Route::Direct => statement.insert(outbox::direct_row(queue, envelope, delay, now)),
+                Route::Relay => statement.insert(outbox::relay_row(queue, envelope, delay, now)),
+            };
+        }
+        let outcome = match statement.run(&ctx.db).await {
+            Ok(outcome) => outcome,
+            Err(error) => match DbError::from_write(error, &current.model_id) {
+                error @ DbError::ActiveConflict(_) => return Ok(Applied::Conflict(error)),
+                error => return Err(error),
+            },
+        };
+        match outcome {
+            one_statement::Outcome::Written => {}
+            one_statement::Outcome::Lost => return Ok(Applied::Lost),
+            one_statement::Outcome::Handled => return Ok(Applied::Duplicate),
+            one_statement::Outcome::Stale => {
+                return Ok(Applied::Conflict(DbError::StaleTransition {
+                    id: DeploymentId(current.id),
+                    expected: current.lock_version,
+                }));
+            }
+        }
+        if ctx.route == Route::Direct {
+            for _ in &self.follow_ups {
+                outbox::published(DEPLOYMENTS_QUEUE);
+            }
+        }
+        outbox::committed(ctx.route);
+        if transitioned {
+            record_outcome(planned.to, current);
+        }
+        Ok(Applied::Committed {
+            acked: ctx.route == Route::Direct,
+        })
     }
 
     /// Whether the plan changes which deployment serves the model (or creates one): such a

@@ -1,0 +1,343 @@
+//! A saga step's writes as **one PostgreSQL statement** (docs/design/queue.md, "A step in
+//! one statement").
+//!
+//! A step on the embedded queue deletes its message under its claim, updates its deployment
+//! under the optimistic lock and appends events and follow-up commands — run one by one in
+//! a transaction, that is six or more round trips (`BEGIN`, the statements, `COMMIT`), each
+//! parsed, executed and answered on both sides. On PostgreSQL the same writes fit in one
+//! statement of data-modifying common table expressions, which is its own transaction:
+//!
+//! ```sql
+//! WITH held AS (SELECT id FROM queue_messages WHERE id = $m AND claim_token = $t FOR UPDATE),
+//!      lk   AS (SELECT model_id FROM model_operations WHERE model_id = $model FOR UPDATE),
+//!      u0   AS (UPDATE deployed_models SET … WHERE id = $d AND lock_version = $v
+//!                AND EXISTS (SELECT 1 FROM held) AND (SELECT count(*) FROM lk) >= 0 RETURNING id),
+//!      u1   AS (UPDATE deployed_models SET … WHERE … AND EXISTS (SELECT 1 FROM u0) RETURNING id),
+//!      acked AS (DELETE FROM queue_messages WHERE id = $m AND claim_token = $t
+//!                AND EXISTS (SELECT 1 FROM u1)),
+//!      w0   AS (INSERT INTO deployment_events (…) SELECT … WHERE EXISTS (SELECT 1 FROM u1)),
+//!      …
+//!      bump AS (INSERT INTO model_operations … SELECT … WHERE EXISTS (SELECT 1 FROM u1)
+//!                ON CONFLICT (model_id) DO UPDATE SET version = model_operations.version + 1 …)
+//! SELECT (SELECT count(*) FROM held) AS held, (SELECT count(*) FROM u1) AS changed
+//! ```
+//!
+//! A broker's message has no row to hold; its step is guarded by the inbox instead, as in
+//! the transaction: `held AS (SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM processed_messages
+//! WHERE message_id = $id))`, and in place of `acked` the inbox row, inserted (`ON CONFLICT
+//! DO NOTHING`) only if the last update matched.
+//!
+//! Every write depends on the one before it, so the statement writes everything or
+//! nothing, as the transaction did: no row `held` — the claim was lost, another consumer
+//! holds the message ([`Outcome::Lost`]), or the inbox already has the message
+//! ([`Outcome::Handled`]); held but the last update matched nothing — someone changed one
+//! of the deployments since it was read ([`Outcome::Stale`]); otherwise everything is
+//! written and the message is gone (or in the inbox) with it. Two copies of a broker's
+//! message handled at once both find the inbox empty, but both update the same deployment
+//! under its `lock_version`: the second waits for the first's row lock, then matches nothing.
+//!
+//! The order is the transaction's, kept by the dependencies (a sub-statement runs when the
+//! first one that reads it needs its rows): `held` locks the message row first, so a consumer
+//! that claims it after an expired lease waits for this statement or skips the row (its
+//! claim is `SKIP LOCKED`); a model operation then takes the model's operation lock (`lk`,
+//! the row lock `db::model_ops::lock` holds, taken before any deployment row as everywhere);
+//! the updates run in the order given (a deactivation before the activation, as the
+//! one-active index requires), each one only if the one before matched; the model's version
+//! is bumped last, only when everything else is written. All sub-statements share one
+//! snapshot; an update of a row someone changed meanwhile sees the newer row (PostgreSQL
+//! re-checks its `WHERE` on it), so the optimistic lock holds as in the transaction.
+
+use chrono::Utc;
+use sea_orm::sea_query::{
+    Alias, CommonTableExpression, DynIden, Expr, ExprTrait, InsertStatement, IntoIden,
+    IntoTableRef, LockType, OnConflict, PostgresQueryBuilder, Query, SimpleExpr, SubQueryStatement,
+    TableRef, UpdateStatement, WithClause,
+};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait,
+    Iterable, QueryTrait, Set, Statement, UpdateMany,
+};
+use uuid::Uuid;
+
+use super::claim::Claim;
+use super::entities::{deployed_models, processed_messages, queue_messages};
+
+/// What the statement did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything written; the message is gone (or in the inbox).
+    Written,
+    /// The claim on the message was lost: nothing written.
+    Lost,
+    /// The inbox has the message (a broker's copy of a handled one): nothing written.
+    Handled,
+    /// The deployment changed since it was read: nothing written.
+    Stale,
+}
+
+/// The writes of one step, to run as one statement.
+#[derive(Debug)]
+pub struct OneStatement {
+    guard: Guard,
+    model: Option<String>,
+    updates: Vec<UpdateStatement>,
+    inserts: Vec<Row>,
+}
+
+/// The name of the `i`-th update's table expression.
+fn update_name(i: usize) -> String {
+    format!("u{i}")
+}
+
+/// `EXISTS (SELECT 1 FROM name)`.
+fn exists_in(name: &str) -> SimpleExpr {
+    Expr::exists(
+        Query::select()
+            .expr(Expr::val(1))
+            .from(Alias::new(name))
+            .to_owned(),
+    )
+}
+
+/// `(SELECT count(*) FROM name)`.
+fn count_of(name: &str) -> SimpleExpr {
+    Expr::cust(format!("(SELECT count(*) FROM \"{name}\")"))
+}
+
+fn cte(name: &str, query: SubQueryStatement) -> CommonTableExpression {
+    CommonTableExpression::new()
+        .table_name(Alias::new(name))
+        .query(query)
+        .to_owned()
+}
+
+/// What makes the statement the step of its message, once.
+#[derive(Debug, Clone, Copy)]
+enum Guard {
+    /// The embedded queue's row under this claim, deleted with the writes.
+    Claim(Claim<queue_messages::Entity>),
+    /// A broker's message id, written to the inbox (`processed_messages`) with the writes.
+    Inbox(Uuid),
+}
+
+impl OneStatement {
+    /// The step of the embedded queue's message under `claim`.
+    pub fn new(claim: &Claim<queue_messages::Entity>) -> Self {
+        Self::guarded(Guard::Claim(*claim))
+    }
+
+    /// The step of a broker's message `message_id`: written only if the inbox does not have
+    /// it yet, and the inbox gets it with the writes. A copy handled at the same time
+    /// finds the deployment changed (every statement updates its deployment under the
+    /// optimistic lock) and writes nothing ([`Outcome::Stale`]); a later one finds the
+    /// inbox row ([`Outcome::Handled`]).
+    pub fn for_message(message_id: Uuid) -> Self {
+        Self::guarded(Guard::Inbox(message_id))
+    }
+
+    fn guarded(guard: Guard) -> Self {
+        Self {
+            guard,
+            model: None,
+            updates: Vec::new(),
+            inserts: Vec::new(),
+        }
+    }
+
+    /// Takes `model`'s operation lock before any update and bumps its version once
+    /// everything is written (`db::model_ops::lock`, without an expected version).
+    pub fn locking_model(mut self, model: &str) -> Self {
+        self.model = Some(model.to_owned());
+        self
+    }
+
+    /// Also runs `update` (a guarded update: `db::transitions::guarded_update`), after the
+    /// updates given before and only if each of them matched its row.
+    pub fn update(mut self, update: UpdateMany<deployed_models::Entity>) -> Self {
+        self.updates.push(update.into_query());
+        self
+    }
+
+    /// Also inserts `row` (its set columns), if every update matched.
+    pub fn insert<A: ActiveModelTrait>(mut self, row: A) -> Self {
+        self.inserts.push(Row::of(&row));
+        self
+    }
+
+    /// The statement, built.
+    fn statement(self) -> Statement {
+        assert!(
+            !self.updates.is_empty(),
+            "a step's statement updates its deployment"
+        );
+        let mut with = WithClause::new();
+        let held = match self.guard {
+            Guard::Claim(claim) => Query::select()
+                .column(queue_messages::Column::Id)
+                .from(queue_messages::Entity)
+                .and_where(queue_messages::Column::Id.eq(claim.id))
+                .and_where(queue_messages::Column::ClaimToken.eq(claim.token))
+                .lock(LockType::Update)
+                .to_owned(),
+            Guard::Inbox(message_id) => Query::select()
+                .expr(Expr::val(1))
+                .and_where(
+                    Expr::exists(
+                        Query::select()
+                            .expr(Expr::val(1))
+                            .from(processed_messages::Entity)
+                            .and_where(processed_messages::Column::MessageId.eq(message_id))
+                            .to_owned(),
+                    )
+                    .not(),
+                )
+                .to_owned(),
+        };
+        with.cte(cte("held", held.into()));
+        let mut first = exists_in("held");
+        if let Some(model) = &self.model {
+            let lock = Query::select()
+                .column(Alias::new("model_id"))
+                .from(Alias::new("model_operations"))
+                .and_where(Expr::col(Alias::new("model_id")).eq(model.as_str()))
+                .lock(LockType::Update)
+                .to_owned();
+            with.cte(cte("lk", lock.into()));
+            // Always true: it only makes the first update take the lock before its scan.
+            first = first.and(count_of("lk").gte(0));
+        }
+        let last = update_name(self.updates.len() - 1);
+        for (i, mut update) in self.updates.into_iter().enumerate() {
+            let after = if i == 0 {
+                first.clone()
+            } else {
+                exists_in(&update_name(i - 1))
+            };
+            update
+                .and_where(after)
+                .returning_col(deployed_models::Column::Id);
+            with.cte(cte(&update_name(i), update.into()));
+        }
+        match self.guard {
+            Guard::Claim(claim) => {
+                let mut acked = claim.guard_delete().into_query();
+                acked.and_where(exists_in(&last));
+                with.cte(cte("acked", acked.into()));
+            }
+            Guard::Inbox(message_id) => {
+                let row = processed_messages::ActiveModel {
+                    message_id: Set(message_id),
+                    processed_at: Set(Utc::now()),
+                };
+                let mut inbox = Row::of(&row).insert_if(exists_in(&last));
+                inbox.on_conflict(
+                    OnConflict::column(processed_messages::Column::MessageId)
+                        .do_nothing()
+                        .to_owned(),
+                );
+                with.cte(cte("inbox", inbox.into()));
+            }
+        }
+        for (i, row) in self.inserts.into_iter().enumerate() {
+            with.cte(cte(
+                &format!("w{i}"),
+                row.insert_if(exists_in(&last)).into(),
+            ));
+        }
+        if let Some(model) = self.model {
+            let mut bump = Query::insert();
+            bump.into_table(Alias::new("model_operations"))
+                .columns([
+                    Alias::new("model_id"),
+                    Alias::new("version"),
+                    Alias::new("updated_at"),
+                ])
+                .select_from(
+                    Query::select()
+                        .expr(Expr::val(model))
+                        .expr(Expr::val(1i64))
+                        .expr(Expr::val(Utc::now()))
+                        .and_where(exists_in(&last))
+                        .to_owned(),
+                )
+                .expect("three values for three columns")
+                .on_conflict(
+                    OnConflict::column(Alias::new("model_id"))
+                        .value(
+                            Alias::new("version"),
+                            Expr::col((Alias::new("model_operations"), Alias::new("version")))
+                                .add(1),
+                        )
+                        .update_column(Alias::new("updated_at"))
+                        .to_owned(),
+                );
+            with.cte(cte("bump", bump.into()));
+        }
+        let counts = Query::select()
+            .expr_as(count_of("held"), Alias::new("held"))
+            .expr_as(count_of(&last), Alias::new("changed"))
+            .to_owned();
+        let (sql, values) = with.query(counts).build(PostgresQueryBuilder);
+        Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+    }
+
+    /// Runs the statement on `conn` (PostgreSQL, outside a transaction: it is one).
+    pub async fn run<C: ConnectionTrait>(self, conn: &C) -> Result<Outcome, DbErr> {
+        let guard = self.guard;
+        let row = conn
+            .query_one_raw(self.statement())
+            .await?
+            .ok_or_else(|| DbErr::Custom("a step's statement returned no row".to_owned()))?;
+        let held: i64 = row.try_get("", "held")?;
+        let changed: i64 = row.try_get("", "changed")?;
+        Ok(match (held, changed) {
+            (0, _) if matches!(guard, Guard::Claim(_)) => Outcome::Lost,
+            (0, _) => Outcome::Handled,
+            (_, 0) => Outcome::Stale,
+            _ => Outcome::Written,
+        })
+    }
+}
+
+/// A row to insert: its table, the columns set and their values.
+#[derive(Debug)]
+struct Row {
+    table: TableRef,
+    columns: Vec<DynIden>,
+    values: Vec<SimpleExpr>,
+}
+
+impl Row {
+    /// The set columns of `row`.
+    fn of<A: ActiveModelTrait>(row: &A) -> Self {
+        let mut columns = Vec::new();
+        let mut values = Vec::new();
+        for column in <A::Entity as EntityTrait>::Column::iter() {
+            if let ActiveValue::Set(value) | ActiveValue::Unchanged(value) = row.get(column) {
+                columns.push(column.into_iden());
+                values.push(Expr::val(value));
+            }
+        }
+        Row {
+            table: A::Entity::default().into_table_ref(),
+            columns,
+            values,
+        }
+    }
+
+    /// `INSERT INTO table (columns) SELECT values WHERE condition`.
+    fn insert_if(self, condition: SimpleExpr) -> InsertStatement {
+        let mut insert = Query::insert();
+        insert
+            .into_table(self.table)
+            .columns(self.columns)
+            .select_from(
+                Query::select()
+                    .exprs(self.values)
+                    .and_where(condition)
+                    .to_owned(),
+            )
+            .expect("as many values as columns");
+        insert
+    }
+}
