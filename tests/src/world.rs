@@ -133,6 +133,22 @@ impl World {
             .expect("create deployment")
     }
 
+    /// A deploy request of `model` `version` as the API and the MLflow intake make it: under
+    /// the model's operation lock (`db::operations::deploy`), which also creates the model's
+    /// operation row the worker's activation locks.
+    pub async fn request_deploy(&self, model: &str, version: &str) -> Deployment {
+        let new = new_deployment(model, version);
+        let command = Envelope::new(MessageKind::Deploy, new.id, serde_json::json!({}));
+        let accepted =
+            shared::db::operations::deploy(&self.db.conn, self.route, new, &command, None)
+                .await
+                .expect("deploy request");
+        match accepted.value {
+            shared::db::operations::Deployed::Created(deployment) => deployment,
+            shared::db::operations::Deployed::InFlight(same) => same,
+        }
+    }
+
     /// Publishes a command for `id` (an operator's undeploy, a duplicate, …).
     pub async fn command(&self, kind: MessageKind, id: uuid::Uuid) -> Envelope {
         let envelope = Envelope::new(kind, DeploymentId(id), serde_json::json!({}));

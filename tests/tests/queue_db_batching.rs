@@ -682,11 +682,21 @@ async fn a_step_in_one_statement_writes_everything_or_nothing() {
         let claim = delivery
             .claim_for_commit()
             .expect("a claim on the embedded queue");
+        let note = deployments::event_row(
+            DatabaseBackend::Postgres,
+            read.id,
+            planned.to,
+            "note",
+            None,
+            "after the transition",
+            None,
+        );
         OneStatement::new(claim)
             // As an activation does: the model's operation lock, bumped once written.
             .locking_model(&read.model_id)
             .update(planned.update)
             .insert(event)
+            .insert(note)
             .insert(outbox::direct_row(DEPLOYMENTS_QUEUE, &next, None, now))
     };
     let state = || async {
@@ -719,6 +729,19 @@ async fn a_step_in_one_statement_writes_everything_or_nothing() {
     let before = state().await;
 
     let first = queue.receive(WAIT).await.expect("receive").expect("deploy");
+    // No operation on the model created its row yet: nothing to lock, nothing written.
+    let unlocked = step(&first, &created, DeploymentStatus::Deploying)
+        .run(&db.conn)
+        .await
+        .expect("run");
+    let after_unlocked = state().await;
+    db.conn
+        .execute_unprepared(
+            "INSERT INTO model_operations (model_id, version, updated_at) \
+             VALUES ('one-statement', 0, now())",
+        )
+        .await
+        .expect("the model's operation row");
     let applied = step(&first, &created, DeploymentStatus::Deploying)
         .run(&db.conn)
         .await
@@ -767,46 +790,19 @@ async fn a_step_in_one_statement_writes_everything_or_nothing() {
     taken.acked_within();
     let after_holder = state().await;
 
-    // Two updates (a deactivation before an activation): the first from a stale read stops
-    // the second and everything after it.
-    let third = queue
-        .receive(WAIT)
+    // A second event, inserted after the first (the inserts keep the plan's order).
+    let order: Vec<String> = deployments::events(&db.conn, id)
         .await
-        .expect("receive")
-        .expect("check_status");
-    let fresh = deployments::get(&db.conn, id)
-        .await
-        .expect("get")
-        .expect("row");
-    let stale_first = {
-        let claim = third.claim_for_commit().expect("claim");
-        let stale = transitions::guarded_update(
-            &current,
-            current.status,
-            Changes::default(),
-            chrono::Utc::now(),
-        );
-        let fine = transitions::guarded_update(
-            &fresh,
-            fresh.status,
-            Changes::default(),
-            chrono::Utc::now(),
-        );
-        OneStatement::new(claim)
-            .locking_model(&fresh.model_id)
-            .update(stale)
-            .update(fine)
-            .run(&db.conn)
-            .await
-            .expect("run")
-    };
-    let after_stale_first = state().await;
+        .expect("events")
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
 
     println!(
         "(status, lock_version, events, messages, model version): before {before:?}; applied {applied:?} → \
          {after_applied:?}; stale read {stale:?} → {after_stale:?}; lost claim {lost:?} → \
-         {after_lost:?}; new holder {holder:?} → {after_holder:?}; stale first of two updates \
-         {stale_first:?} → {after_stale_first:?}"
+         {after_lost:?}; new holder {holder:?} → {after_holder:?}; unlocked model {unlocked:?} \
+         → {after_unlocked:?}; events {order:?}"
     );
     let (_, version, events, messages, model) = before;
     assert_eq!(messages, 1, "the deploy command");
@@ -816,11 +812,11 @@ async fn a_step_in_one_statement_writes_everything_or_nothing() {
         (
             DeploymentStatus::Deploying,
             version + 1,
-            events + 1,
+            events + 2,
             1,
             model + 1
         ),
-        "moved, one event, the deploy command replaced by its follow-up, the model's version bumped"
+        "moved, two events, the deploy command replaced by its follow-up, the model's version bumped"
     );
     assert_eq!((stale, after_stale), (Outcome::Stale, after_applied));
     assert_eq!((lost, after_lost), (Outcome::Lost, after_applied));
@@ -830,16 +826,18 @@ async fn a_step_in_one_statement_writes_everything_or_nothing() {
         (
             DeploymentStatus::Deployed,
             version + 2,
-            events + 2,
+            events + 4,
             1,
             model + 2
         )
     );
+    assert_eq!((unlocked, after_unlocked), (Outcome::Unlocked, before));
     assert_eq!(
-        (stale_first, after_stale_first),
-        (Outcome::Stale, after_holder)
+        order,
+        ["created", "transition", "note", "transition", "note"],
+        "a step's events in the plan's order"
     );
-    drop((second, third));
+    drop(second);
     drop((queue, other));
 
     // A broker's message: the inbox instead of the claim. Written once with its inbox row

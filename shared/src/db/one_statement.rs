@@ -8,43 +8,50 @@
 //! statement of data-modifying common table expressions, which is its own transaction:
 //!
 //! ```sql
-//! WITH held AS (SELECT id FROM queue_messages WHERE id = $m AND claim_token = $t FOR UPDATE),
-//!      lk   AS (SELECT model_id FROM model_operations WHERE model_id = $model FOR UPDATE),
-//!      u0   AS (UPDATE deployed_models SET … WHERE id = $d AND lock_version = $v
-//!                AND EXISTS (SELECT 1 FROM held) AND (SELECT count(*) FROM lk) >= 0 RETURNING id),
-//!      u1   AS (UPDATE deployed_models SET … WHERE … AND EXISTS (SELECT 1 FROM u0) RETURNING id),
-//!      acked AS (DELETE FROM queue_messages WHERE id = $m AND claim_token = $t
-//!                AND EXISTS (SELECT 1 FROM u1)),
-//!      w0   AS (INSERT INTO deployment_events (…) SELECT … WHERE EXISTS (SELECT 1 FROM u1)),
-//!      …
-//!      bump AS (INSERT INTO model_operations … SELECT … WHERE EXISTS (SELECT 1 FROM u1)
-//!                ON CONFLICT (model_id) DO UPDATE SET version = model_operations.version + 1 …)
-//! SELECT (SELECT count(*) FROM held) AS held, (SELECT count(*) FROM u1) AS changed
+//! WITH held    AS (SELECT id FROM queue_messages WHERE id = $m AND claim_token = $t FOR UPDATE),
+//!      lk      AS (SELECT model_id FROM model_operations WHERE model_id = $model FOR UPDATE),
+//!      changed AS (UPDATE deployed_models SET … WHERE id = $d AND lock_version = $v
+//!                    AND EXISTS (SELECT 1 FROM held) AND EXISTS (SELECT 1 FROM lk) RETURNING id),
+//!      acked   AS (DELETE FROM queue_messages WHERE id = $m AND claim_token = $t
+//!                    AND EXISTS (SELECT 1 FROM changed)),
+//!      w0      AS (INSERT INTO deployment_events (…) SELECT … WHERE EXISTS (SELECT 1 FROM changed)
+//!                    RETURNING 1),
+//!      w1      AS (INSERT INTO queue_messages (…) SELECT … WHERE EXISTS (SELECT 1 FROM w0) RETURNING 1),
+//!      bump    AS (INSERT INTO model_operations … SELECT … WHERE EXISTS (SELECT 1 FROM changed)
+//!                    ON CONFLICT (model_id) DO UPDATE SET version = model_operations.version + 1 …)
+//! SELECT (SELECT count(*) FROM held) AS held, (SELECT count(*) FROM lk) AS locked,
+//!        (SELECT count(*) FROM changed) AS changed
 //! ```
 //!
 //! A broker's message has no row to hold; its step is guarded by the inbox instead, as in
 //! the transaction: `held AS (SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM processed_messages
 //! WHERE message_id = $id))`, and in place of `acked` the inbox row, inserted (`ON CONFLICT
-//! DO NOTHING`) only if the last update matched.
+//! DO NOTHING`) only if the update matched.
 //!
-//! Every write depends on the one before it, so the statement writes everything or
+//! PostgreSQL runs every data-modifying sub-statement to completion and cannot undo one
+//! when a later one matches nothing, so the statement is built around **one guarded update**,
+//! and every write depends on it: nothing before it writes (`held` and `lk` only lock), and
+//! everything after it runs only if it matched. The statement thus writes everything or
 //! nothing, as the transaction did: no row `held` — the claim was lost, another consumer
 //! holds the message ([`Outcome::Lost`]), or the inbox already has the message
-//! ([`Outcome::Handled`]); held but the last update matched nothing — someone changed one
-//! of the deployments since it was read ([`Outcome::Stale`]); otherwise everything is
-//! written and the message is gone (or in the inbox) with it. Two copies of a broker's
-//! message handled at once both find the inbox empty, but both update the same deployment
-//! under its `lock_version`: the second waits for the first's row lock, then matches nothing.
+//! ([`Outcome::Handled`]); no row `lk` — the model has no operation row yet
+//! ([`Outcome::Unlocked`]: commit in a transaction, whose lock creates it); the update
+//! matched nothing — someone changed the deployment since it was read ([`Outcome::Stale`]);
+//! otherwise everything is written and the message is gone (or in the inbox) with it. Plans
+//! that update two deployments (a deactivation beside the activation) keep the transaction.
+//! Two copies of a broker's message handled at once both find the inbox empty, but both
+//! update the same deployment under its `lock_version`: the second waits for the first's row
+//! lock, then matches nothing (the caller then finds the message in the inbox).
 //!
 //! The order is the transaction's, kept by the dependencies (a sub-statement runs when the
 //! first one that reads it needs its rows): `held` locks the message row first, so a consumer
 //! that claims it after an expired lease waits for this statement or skips the row (its
 //! claim is `SKIP LOCKED`); a model operation then takes the model's operation lock (`lk`,
 //! the row lock `db::model_ops::lock` holds, taken before any deployment row as everywhere);
-//! the updates run in the order given (a deactivation before the activation, as the
-//! one-active index requires), each one only if the one before matched; the model's version
-//! is bumped last, only when everything else is written. All sub-statements share one
-//! snapshot; an update of a row someone changed meanwhile sees the newer row (PostgreSQL
+//! then the update; the inserts each after the one before (sub-statements nobody reads run
+//! at the end, last first, and events are stamped by the database's clock as inserted);
+//! the model's version is bumped only when the update is written. All sub-statements share
+//! one snapshot; an update of a row someone changed meanwhile sees the newer row (PostgreSQL
 //! re-checks its `WHERE` on it), so the optimistic lock holds as in the transaction.
 
 use chrono::Utc;
@@ -73,6 +80,9 @@ pub enum Outcome {
     Handled,
     /// The deployment changed since it was read: nothing written.
     Stale,
+    /// The model has no operation row to lock yet: nothing written; commit in a
+    /// transaction instead (`db::model_ops::lock` creates the row).
+    Unlocked,
 }
 
 /// The writes of one step, to run as one statement.
@@ -80,13 +90,8 @@ pub enum Outcome {
 pub struct OneStatement {
     guard: Guard,
     model: Option<String>,
-    updates: Vec<UpdateStatement>,
+    update: Option<UpdateStatement>,
     inserts: Vec<Row>,
-}
-
-/// The name of the `i`-th update's table expression.
-fn update_name(i: usize) -> String {
-    format!("u{i}")
 }
 
 /// `EXISTS (SELECT 1 FROM name)`.
@@ -139,7 +144,7 @@ impl OneStatement {
         Self {
             guard,
             model: None,
-            updates: Vec::new(),
+            update: None,
             inserts: Vec::new(),
         }
     }
@@ -151,14 +156,18 @@ impl OneStatement {
         self
     }
 
-    /// Also runs `update` (a guarded update: `db::transitions::guarded_update`), after the
-    /// updates given before and only if each of them matched its row.
+    /// The step's update of its deployment (a guarded update:
+    /// `db::transitions::guarded_update`). One per statement: a later write cannot undo an
+    /// earlier one, so a second guarded update that matched nothing would leave the first
+    /// one written (a plan that updates two deployments keeps its transaction).
     pub fn update(mut self, update: UpdateMany<deployed_models::Entity>) -> Self {
-        self.updates.push(update.into_query());
+        assert!(self.update.is_none(), "one guarded update per statement");
+        self.update = Some(update.into_query());
         self
     }
 
-    /// Also inserts `row` (its set columns), if every update matched.
+    /// Also inserts `row` (its set columns) if the update matched, after the rows given
+    /// before it.
     pub fn insert<A: ActiveModelTrait>(mut self, row: A) -> Self {
         self.inserts.push(Row::of(&row));
         self
@@ -166,10 +175,9 @@ impl OneStatement {
 
     /// The statement, built.
     fn statement(self) -> Statement {
-        assert!(
-            !self.updates.is_empty(),
-            "a step's statement updates its deployment"
-        );
+        let mut update = self
+            .update
+            .expect("a step's statement updates its deployment");
         let mut with = WithClause::new();
         let held = match self.guard {
             Guard::Claim(claim) => Query::select()
@@ -203,25 +211,18 @@ impl OneStatement {
                 .lock(LockType::Update)
                 .to_owned();
             with.cte(cte("lk", lock.into()));
-            // Always true: it only makes the first update take the lock before its scan.
-            first = first.and(count_of("lk").gte(0));
+            // No row to lock (a model no operation has touched yet): nothing is written and
+            // the caller commits in a transaction, whose lock creates the row.
+            first = first.and(exists_in("lk"));
         }
-        let last = update_name(self.updates.len() - 1);
-        for (i, mut update) in self.updates.into_iter().enumerate() {
-            let after = if i == 0 {
-                first.clone()
-            } else {
-                exists_in(&update_name(i - 1))
-            };
-            update
-                .and_where(after)
-                .returning_col(deployed_models::Column::Id);
-            with.cte(cte(&update_name(i), update.into()));
-        }
+        update
+            .and_where(first)
+            .returning_col(deployed_models::Column::Id);
+        with.cte(cte("changed", update.into()));
         match self.guard {
             Guard::Claim(claim) => {
                 let mut acked = claim.guard_delete().into_query();
-                acked.and_where(exists_in(&last));
+                acked.and_where(exists_in("changed"));
                 with.cte(cte("acked", acked.into()));
             }
             Guard::Inbox(message_id) => {
@@ -229,7 +230,7 @@ impl OneStatement {
                     message_id: Set(message_id),
                     processed_at: Set(Utc::now()),
                 };
-                let mut inbox = Row::of(&row).insert_if(exists_in(&last));
+                let mut inbox = Row::of(&row).insert_if(exists_in("changed"));
                 inbox.on_conflict(
                     OnConflict::column(processed_messages::Column::MessageId)
                         .do_nothing()
@@ -238,11 +239,16 @@ impl OneStatement {
                 with.cte(cte("inbox", inbox.into()));
             }
         }
+        // Each row after the one before: PostgreSQL runs the sub-statements nobody reads at
+        // the end, last first, and events are stamped by the database's clock as they are
+        // inserted; reading the previous row's `RETURNING` keeps the plan's order.
+        let mut previous = "changed".to_owned();
         for (i, row) in self.inserts.into_iter().enumerate() {
-            with.cte(cte(
-                &format!("w{i}"),
-                row.insert_if(exists_in(&last)).into(),
-            ));
+            let name = format!("w{i}");
+            let mut insert = row.insert_if(exists_in(&previous));
+            insert.returning(Query::returning().expr(Expr::val(1)));
+            with.cte(cte(&name, insert.into()));
+            previous = name;
         }
         if let Some(model) = self.model {
             let mut bump = Query::insert();
@@ -257,7 +263,7 @@ impl OneStatement {
                         .expr(Expr::val(model))
                         .expr(Expr::val(1i64))
                         .expr(Expr::val(Utc::now()))
-                        .and_where(exists_in(&last))
+                        .and_where(exists_in("changed"))
                         .to_owned(),
                 )
                 .expect("three values for three columns")
@@ -272,10 +278,16 @@ impl OneStatement {
                         .to_owned(),
                 );
             with.cte(cte("bump", bump.into()));
+        } else {
+            with.cte(cte(
+                "lk",
+                Query::select().expr(Expr::val(1)).to_owned().into(),
+            ));
         }
         let counts = Query::select()
             .expr_as(count_of("held"), Alias::new("held"))
-            .expr_as(count_of(&last), Alias::new("changed"))
+            .expr_as(count_of("lk"), Alias::new("locked"))
+            .expr_as(count_of("changed"), Alias::new("changed"))
             .to_owned();
         let (sql, values) = with.query(counts).build(PostgresQueryBuilder);
         Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
@@ -289,11 +301,13 @@ impl OneStatement {
             .await?
             .ok_or_else(|| DbErr::Custom("a step's statement returned no row".to_owned()))?;
         let held: i64 = row.try_get("", "held")?;
+        let locked: i64 = row.try_get("", "locked")?;
         let changed: i64 = row.try_get("", "changed")?;
-        Ok(match (held, changed) {
-            (0, _) if matches!(guard, Guard::Claim(_)) => Outcome::Lost,
-            (0, _) => Outcome::Handled,
-            (_, 0) => Outcome::Stale,
+        Ok(match (held, locked, changed) {
+            (0, _, _) if matches!(guard, Guard::Claim(_)) => Outcome::Lost,
+            (0, _, _) => Outcome::Handled,
+            (_, 0, _) => Outcome::Unlocked,
+            (_, _, 0) => Outcome::Stale,
             _ => Outcome::Written,
         })
     }

@@ -9,7 +9,8 @@
 //! 10 ms, so the numbers measure our code, the database and the queue. One worker runs
 //! in-process with the default `WORKER_CONCURRENCY` handlers (`--handlers N` sets another;
 //! `--backend sqlite|postgres|rabbitmq` runs one backend's row only). The deployments (rows and deploy
-//! commands, or outbox rows on RabbitMQ) are written before the clock starts. Each backend
+//! commands, or outbox rows on RabbitMQ) are requested as the API requests them, under each
+//! model's operation lock, before the clock starts. Each backend
 //! first runs an unmeasured warm-up of [`WARM_UP`] deployments.
 //!
 //! The RabbitMQ pipeline uses the production queue name `hokusai.deployments` (the saga's
@@ -169,7 +170,9 @@ async fn pipeline(backend: Backend, n: usize, handlers: Option<usize>) -> (f64, 
     let world = world(backend, handlers).await;
     let handlers = world.settings.worker.concurrency;
     for i in 0..n {
-        world.request(&format!("bench-model-{i:05}"), "1").await;
+        world
+            .request_deploy(&format!("bench-model-{i:05}"), "1")
+            .await;
     }
     let World { db, worker, .. } = world;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -24,7 +24,7 @@ use uuid::Uuid;
 use super::Context;
 
 /// The change a plan makes to its deployment.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Change {
     None,
     Transition(Transition),
@@ -174,8 +174,12 @@ impl Plan {
                 Route::Direct => delivery.claim_for_commit().map(OneStatement::new),
                 Route::Relay => Some(OneStatement::for_message(delivery.envelope().message_id)),
             };
-            if let Some(statement) = statement {
-                return self.commit_in_one_statement(ctx, statement).await;
+            if let Some(statement) = statement
+                && let Some(applied) = self
+                    .commit_in_one_statement(ctx, delivery, statement)
+                    .await?
+            {
+                return Ok(applied);
             }
         }
         // SQLite: wait for the process's turn here rather than in SQLite's busy sleeps.
@@ -220,35 +224,37 @@ impl Plan {
     }
 
     /// Whether the plan can be committed as one PostgreSQL statement (`db::one_statement`):
-    /// a message's step on PostgreSQL whose writes are its deployment's change,
-    /// a deactivation, events and follow-up commands under the model's operation lock —
-    /// the common steps. Rollouts, replacements and plans that change nothing take the
-    /// transaction.
+    /// a message's step on PostgreSQL whose writes are its deployment's change, events and
+    /// follow-up commands, under the model's operation lock when it is a model operation —
+    /// the common steps. Plans that also deactivate another deployment (two guarded
+    /// updates: one statement cannot undo the first when the second is stale), rollouts,
+    /// replacements and plans that change nothing take the transaction.
     fn fits_one_statement(&self, ctx: &Context) -> bool {
         ctx.db.get_database_backend() == sea_orm::DatabaseBackend::Postgres
             && !matches!(self.change, Change::None)
+            && self.deactivate.is_none()
             && self.rollout.is_none()
             && self.replacement.is_none()
     }
 
     /// [`Plan::commit`] as one statement: the same writes in the same order, with what
     /// makes them the message's step (`statement`: its deletion from the embedded queue, or
-    /// its inbox row).
+    /// its inbox row). `None`: nothing written, commit in a transaction (the model has no
+    /// operation row to lock yet).
     async fn commit_in_one_statement(
-        self,
+        &self,
         ctx: &Context,
+        delivery: &Delivery,
         mut statement: OneStatement,
-    ) -> Result<Applied, DbError> {
+    ) -> Result<Option<Applied>, DbError> {
         let now = Utc::now();
         let backend = ctx.db.get_database_backend();
-        let model_operation = self.is_model_operation();
         let current = &self.deployment;
-        let transitioned = matches!(self.change, Change::Transition(_));
-        let planned = match self.change {
+        let planned = match self.change.clone() {
             Change::Transition(t) => match transitions::plan_transition(current, t, now) {
                 Ok(planned) => planned,
                 Err(error @ DbError::IllegalTransition { .. }) => {
-                    return Ok(Applied::Conflict(error));
+                    return Ok(Some(Applied::Conflict(error)));
                 }
                 Err(error) => return Err(error),
             },
@@ -257,28 +263,25 @@ impl Plan {
             }
             Change::None => unreachable!("fits_one_statement refuses plans without a change"),
         };
-        if model_operation {
+        if self.is_model_operation() {
             statement = statement.locking_model(&current.model_id);
         }
-        let mut events = Vec::new();
-        if let Some(previous) = &self.deactivate {
-            let message = format!("replaced by deployment {}", current.id);
-            let planned = transitions::plan_set_active(previous, false, &message, now);
-            statement = statement.update(planned.update);
-            events.push((previous.id, planned.to, planned.event));
-        }
         statement = statement.update(planned.update);
-        events.push((current.id, planned.to, planned.event));
-        for (id, to, event) in events {
-            if let Some(e) = event {
-                let row =
-                    deployments::event_row(backend, id, to, e.kind, e.from, &e.message, e.details);
-                statement = statement.insert(row);
-            }
-        }
-        for (kind, message, details) in self.events {
+        if let Some(e) = planned.event {
             let row = deployments::event_row(
-                backend, current.id, planned.to, &kind, None, &message, details,
+                backend, current.id, planned.to, e.kind, e.from, &e.message, e.details,
+            );
+            statement = statement.insert(row);
+        }
+        for (kind, message, details) in &self.events {
+            let row = deployments::event_row(
+                backend,
+                current.id,
+                planned.to,
+                kind,
+                None,
+                message,
+                details.clone(),
             );
             statement = statement.insert(row);
         }
@@ -292,20 +295,31 @@ impl Plan {
         let outcome = match statement.run(&ctx.db).await {
             Ok(outcome) => outcome,
             Err(error) => match DbError::from_write(error, &current.model_id) {
-                error @ DbError::ActiveConflict(_) => return Ok(Applied::Conflict(error)),
+                error @ DbError::ActiveConflict(_) => return Ok(Some(Applied::Conflict(error))),
                 error => return Err(error),
             },
         };
+        let stale = || {
+            Applied::Conflict(DbError::StaleTransition {
+                id: DeploymentId(current.id),
+                expected: current.lock_version,
+            })
+        };
         match outcome {
             one_statement::Outcome::Written => {}
-            one_statement::Outcome::Lost => return Ok(Applied::Lost),
-            one_statement::Outcome::Handled => return Ok(Applied::Duplicate),
-            one_statement::Outcome::Stale => {
-                return Ok(Applied::Conflict(DbError::StaleTransition {
-                    id: DeploymentId(current.id),
-                    expected: current.lock_version,
-                }));
+            one_statement::Outcome::Unlocked => return Ok(None),
+            one_statement::Outcome::Lost => return Ok(Some(Applied::Lost)),
+            one_statement::Outcome::Handled => return Ok(Some(Applied::Duplicate)),
+            // A copy of a broker's message handled at the same moment as this one loses the
+            // race on the deployment's row; the inbox then says so (as the transaction's
+            // inbox insert, which waits for the other copy, would have).
+            one_statement::Outcome::Stale
+                if ctx.route == Route::Relay
+                    && inbox::handled(&ctx.db, delivery.envelope().message_id).await? =>
+            {
+                return Ok(Some(Applied::Duplicate));
             }
+            one_statement::Outcome::Stale => return Ok(Some(stale())),
         }
         if ctx.route == Route::Direct {
             for _ in &self.follow_ups {
@@ -313,12 +327,12 @@ impl Plan {
             }
         }
         outbox::committed(ctx.route);
-        if transitioned {
+        if matches!(self.change, Change::Transition(_)) {
             record_outcome(planned.to, current);
         }
-        Ok(Applied::Committed {
+        Ok(Some(Applied::Committed {
             acked: ctx.route == Route::Direct,
-        })
+        }))
     }
 
     /// Whether the plan changes which deployment serves the model (or creates one): such a
