@@ -11,6 +11,10 @@
 //! processes and workers. Taking it first everywhere also keeps one lock order
 //! (`model_operations` → `deployed_models`), so two such transactions cannot deadlock.
 //!
+//! A saga step on PostgreSQL that is one statement (`db::one_statement`) holds the same row
+//! lock from its start (`SELECT … FOR UPDATE`) and bumps the version at its end, only if it
+//! wrote; the row must exist (else the step takes a transaction and this lock).
+//!
 //! The row's `version` grows by one per committed operation: it is the model's `ETag`. With an
 //! expected version (`If-Match`), the lock is taken only if the version is still that one;
 //! otherwise [`DbError::PreconditionFailed`] names the current one. A transaction that then

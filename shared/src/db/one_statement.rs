@@ -203,6 +203,8 @@ impl OneStatement {
         };
         with.cte(cte("held", held.into()));
         let mut first = exists_in("held");
+        // Without a model to lock, `locked` is 1: nothing to miss.
+        let mut locked = Expr::val(1i64);
         if let Some(model) = &self.model {
             let lock = Query::select()
                 .column(Alias::new("model_id"))
@@ -214,6 +216,7 @@ impl OneStatement {
             // No row to lock (a model no operation has touched yet): nothing is written and
             // the caller commits in a transaction, whose lock creates the row.
             first = first.and(exists_in("lk"));
+            locked = count_of("lk");
         }
         update
             .and_where(first)
@@ -278,15 +281,10 @@ impl OneStatement {
                         .to_owned(),
                 );
             with.cte(cte("bump", bump.into()));
-        } else {
-            with.cte(cte(
-                "lk",
-                Query::select().expr(Expr::val(1)).to_owned().into(),
-            ));
         }
         let counts = Query::select()
             .expr_as(count_of("held"), Alias::new("held"))
-            .expr_as(count_of("lk"), Alias::new("locked"))
+            .expr_as(locked, Alias::new("locked"))
             .expr_as(count_of("changed"), Alias::new("changed"))
             .to_owned();
         let (sql, values) = with.query(counts).build(PostgresQueryBuilder);

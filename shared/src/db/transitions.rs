@@ -168,7 +168,7 @@ pub async fn set_active<C: ConnectionTrait>(
 }
 
 /// What [`set_active`] writes at `now`.
-pub fn plan_set_active(
+fn plan_set_active(
     current: &Deployment,
     active: bool,
     message: &str,

@@ -299,12 +299,6 @@ impl Plan {
                 error => return Err(error),
             },
         };
-        let stale = || {
-            Applied::Conflict(DbError::StaleTransition {
-                id: DeploymentId(current.id),
-                expected: current.lock_version,
-            })
-        };
         match outcome {
             one_statement::Outcome::Written => {}
             one_statement::Outcome::Unlocked => return Ok(None),
@@ -319,7 +313,12 @@ impl Plan {
             {
                 return Ok(Some(Applied::Duplicate));
             }
-            one_statement::Outcome::Stale => return Ok(Some(stale())),
+            one_statement::Outcome::Stale => {
+                return Ok(Some(Applied::Conflict(DbError::StaleTransition {
+                    id: DeploymentId(current.id),
+                    expected: current.lock_version,
+                })));
+            }
         }
         if ctx.route == Route::Direct {
             for _ in &self.follow_ups {
