@@ -291,19 +291,71 @@ impl GuardedResolver {
     }
 }
 
-impl reqwest::dns::Resolve for GuardedResolver {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+impl GuardedResolver {
+    /// Resolves `name` and checks every address; a refusal is logged and returned as the error.
+    fn checked(
+        &self,
+        name: String,
+    ) -> impl Future<Output = Result<Vec<SocketAddr>, Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + 'static {
         let (allow, lookup) = (self.allow.clone(), self.lookup.clone());
-        let name = name.as_str().to_owned();
-        Box::pin(async move {
+        async move {
             let addrs = lookup.lookup(name.clone()).await?;
             allow.check_resolved(&name, &addrs).map_err(|why| {
                 tracing::warn!(host = %name, reason = %why, "egress refused at connect time");
                 Box::<dyn std::error::Error + Send + Sync>::from(why)
             })?;
-            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        }
+    }
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let checked = self.checked(name.as_str().to_owned());
+        Box::pin(async move {
+            let addrs: reqwest::dns::Addrs = Box::new(checked.await?.into_iter());
             Ok(addrs)
         })
+    }
+}
+
+/// The resolver of the predict path's client ([`super::forward::Forwarder`]): the system's
+/// for endpoints the provider gives us (HF), the guarded one for URLs a deploy named.
+#[derive(Debug, Clone)]
+pub enum Resolver {
+    /// `getaddrinfo` through tokio, nothing refused.
+    System,
+    /// [`GuardedResolver`]: the allow-list on the resolved addresses.
+    Guarded(GuardedResolver),
+}
+
+impl tower_service::Service<hyper_util::client::legacy::connect::dns::Name> for Resolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: hyper_util::client::legacy::connect::dns::Name) -> Self::Future {
+        match self {
+            Self::System => {
+                let name = name.as_str().to_owned();
+                Box::pin(async move { Ok(SystemLookup.lookup(name).await?.into_iter()) })
+            }
+            Self::Guarded(guarded) => {
+                let checked = guarded.checked(name.as_str().to_owned());
+                Box::pin(async move { Ok(checked.await?.into_iter()) })
+            }
+        }
     }
 }
 

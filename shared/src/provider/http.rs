@@ -16,7 +16,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::config::{HttpProviderConfig, ProviderConfigError};
-use super::egress::{AllowList, GuardedResolver};
+use super::egress::{AllowList, GuardedResolver, Resolver};
+use super::forward::Forwarder;
 use super::huggingface::inference::InferenceClient;
 use super::{
     DeploymentSpec, EndpointHandle, EndpointStatus, PredictRequest, PredictResponse, Provider,
@@ -38,21 +39,23 @@ impl HttpProvider {
     /// A provider with one pooled HTTP client.
     pub fn new(config: &HttpProviderConfig) -> Result<Self, ProviderConfigError> {
         let allow = Arc::new(config.allowed_hosts.clone());
+        let guarded = GuardedResolver::new(allow.clone(), config.lookup.clone());
+        let cannot = |e: String| ProviderConfigError {
+            variable: "PREDICT_TIMEOUT_SECONDS",
+            reason: format!("cannot build the HTTP client: {e}"),
+        };
         let http = crate::provider::huggingface::inference::pooled_client()
             .timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Arc::new(GuardedResolver::new(
-                allow.clone(),
-                config.lookup.clone(),
-            )))
+            .dns_resolver(Arc::new(guarded.clone()))
             .build()
-            .map_err(|e| ProviderConfigError {
-                variable: "PREDICT_TIMEOUT_SECONDS",
-                reason: format!("cannot build the HTTP client: {e}"),
-            })?;
+            .map_err(|e| cannot(e.to_string()))?;
+        let forward = Forwarder::new(Resolver::Guarded(guarded)).map_err(cannot)?;
+        let inference = InferenceClient::new(http, forward, None, config.timeout, None)
+            .map_err(cannot)?
+            .with_max_body(config.max_body_bytes);
         Ok(Self {
-            inference: InferenceClient::new(http, None, config.timeout, None)
-                .with_max_body(config.max_body_bytes),
+            inference,
             health_route: config.health_route.clone(),
             allow,
         })
@@ -146,18 +149,18 @@ impl Provider for HttpProvider {
         handle: &EndpointHandle,
         req: PredictRequest,
     ) -> Result<PredictResponse, ProviderError> {
-        match handle.parsed_url() {
-            Some(url) => {
+        match (handle.parsed_url(), handle.parsed_uri()) {
+            (Some(url), Some(uri)) => {
                 self.allow
                     .check_url(url)
                     .map_err(|why| ProviderError::transient(format!("endpoint_url: {why}")))?;
-                self.inference.predict(url.clone(), &req).await
+                self.inference.predict(uri, &req).await
             }
-            None => {
+            _ => {
                 let url = self
                     .parse_url(Self::url_of(handle))
                     .map_err(|e| ProviderError::transient(e.message()))?;
-                self.inference.predict(url, &req).await
+                self.inference.predict_to(&url, &req).await
             }
         }
     }

@@ -11,6 +11,7 @@
 pub mod config;
 pub mod egress;
 pub mod error;
+pub mod forward;
 pub mod http;
 pub mod huggingface;
 pub mod instrumented;

@@ -103,19 +103,33 @@ impl EndpointHandle {
     /// `endpoint_url` parsed (once per handle; `None` without a URL or when it does not
     /// parse, which the caller reports with the text).
     pub fn parsed_url(&self) -> Option<&reqwest::Url> {
+        self.parsed().map(|(url, _)| url)
+    }
+
+    /// `endpoint_url` as the predict path's client takes it ([`super::forward::Forwarder`]),
+    /// from the parsed URL's text; parsed once with [`Self::parsed_url`].
+    pub fn parsed_uri(&self) -> Option<&hyper::Uri> {
+        self.parsed().map(|(_, uri)| uri)
+    }
+
+    fn parsed(&self) -> Option<&(reqwest::Url, hyper::Uri)> {
         let raw = self.endpoint_url.as_deref()?;
-        let (source, url) = self
-            .parsed
-            .0
-            .get_or_init(|| (raw.to_owned(), reqwest::Url::parse(raw).ok()));
+        let (source, parsed) = self.parsed.0.get_or_init(|| {
+            let both = reqwest::Url::parse(raw).ok().and_then(|url| {
+                let uri = hyper::Uri::try_from(url.as_str()).ok()?;
+                Some((url, uri))
+            });
+            (raw.to_owned(), both)
+        });
         // The fields are public: a URL changed after the first parse is not the one cached.
-        if source == raw { url.as_ref() } else { None }
+        if source == raw { parsed.as_ref() } else { None }
     }
 }
 
 /// A URL parsed from a handle's text, not part of the handle's identity.
 #[derive(Debug, Clone, Default)]
-struct ParsedUrl(std::sync::OnceLock<(String, Option<reqwest::Url>)>);
+#[allow(clippy::type_complexity)]
+struct ParsedUrl(std::sync::OnceLock<(String, Option<(reqwest::Url, hyper::Uri)>)>);
 
 impl PartialEq for ParsedUrl {
     fn eq(&self, _: &Self) -> bool {
@@ -255,6 +269,11 @@ mod tests {
         let first = handle.parsed_url().expect("parses");
         assert_eq!(first.as_str(), "https://e.example.cloud/v1");
         assert!(std::ptr::eq(first, handle.parsed_url().expect("cached")));
+        let uri = handle.parsed_uri().expect("the same text as a URI");
+        assert_eq!(
+            (uri.scheme_str(), uri.host(), uri.path()),
+            (Some("https"), Some("e.example.cloud"), "/v1")
+        );
         // Equality and the stored form ignore the cache.
         assert_eq!(
             handle,

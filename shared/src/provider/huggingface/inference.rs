@@ -6,15 +6,21 @@
 //! parameters at the root). With a scale-up timeout configured, `X-Scale-Up-Timeout` makes a
 //! scaled-to-zero endpoint hold the request while it wakes; without it the proxy answers 503,
 //! which becomes [`ProviderError::Unavailable`] with a retry-after.
+//!
+//! Predictions go through [`Forwarder`] (hyper, nothing on top: the hot path); health probes
+//! and the pass-through of [`InferenceClient::open`] through the providers' reqwest client.
 
 use std::time::Duration;
 
-use reqwest::{StatusCode, header};
-use serde_json::{Map, Value};
+use reqwest::StatusCode;
+use reqwest::header::{self, HeaderMap, HeaderValue};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::Value;
 
 use super::errors;
 use crate::config::Secret;
 use crate::provider::ProviderError;
+use crate::provider::forward::Forwarder;
 use crate::provider::types::{PredictRequest, PredictResponse};
 
 /// Idle connections kept per endpoint host. Under a burst the pool grows to one connection
@@ -41,66 +47,57 @@ pub const DEFAULT_WAKE_RETRY_AFTER: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct InferenceClient {
     http: reqwest::Client,
+    forward: Forwarder,
     token: Option<Secret>,
     timeout: Duration,
     scale_up_timeout: Option<Duration>,
     /// The largest answer read (`MAX_UPSTREAM_BODY_BYTES`); past it the call fails.
     max_body: usize,
+    /// Every prediction's headers, built once: the token (marked sensitive, so never
+    /// printed) and the scale-up wait.
+    predict_headers: HeaderMap,
+    /// A prediction's deadline: the timeout, or the scale-up wait and 5 s when longer.
+    predict_deadline: Duration,
 }
 
 impl InferenceClient {
-    /// A client sending `token` as Bearer (when set), each call bounded by `timeout`.
+    /// A client sending `token` as Bearer (when set), each call bounded by `timeout`;
+    /// predictions through `forward`. The error: the token cannot be a header value.
     pub fn new(
         http: reqwest::Client,
+        forward: Forwarder,
         token: Option<Secret>,
         timeout: Duration,
         scale_up_timeout: Option<Duration>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, String> {
+        let mut predict_headers = HeaderMap::new();
+        if let Some(token) = &token {
+            let mut bearer = HeaderValue::try_from(format!("Bearer {}", token.expose()))
+                .map_err(|_| "the token has characters an HTTP header cannot carry".to_owned())?;
+            bearer.set_sensitive(true);
+            predict_headers.insert(header::AUTHORIZATION, bearer);
+        }
+        let mut predict_deadline = timeout;
+        if let Some(wait) = scale_up_timeout {
+            predict_headers.insert("x-scale-up-timeout", HeaderValue::from(wait.as_secs()));
+            predict_deadline = timeout.max(wait + Duration::from_secs(5));
+        }
+        Ok(Self {
             http,
+            forward,
             token,
             timeout,
             scale_up_timeout,
             max_body: usize::MAX,
-        }
+            predict_headers,
+            predict_deadline,
+        })
     }
 
     /// Caps the answers read at `max_body` bytes.
     pub fn with_max_body(mut self, max_body: usize) -> Self {
         self.max_body = max_body;
         self
-    }
-
-    /// The body of `response`, at most `max_body` bytes: a larger answer is an error and is
-    /// not read further (a hostile or broken endpoint cannot make us buffer without end).
-    async fn bounded_body(
-        &self,
-        mut response: reqwest::Response,
-    ) -> Result<Vec<u8>, ProviderError> {
-        let too_large = || {
-            ProviderError::transient(format!(
-                "the endpoint's answer exceeds {} bytes (MAX_UPSTREAM_BODY_BYTES)",
-                self.max_body
-            ))
-        };
-        if response
-            .content_length()
-            .is_some_and(|n| n > self.max_body as u64)
-        {
-            return Err(too_large());
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|e| errors::from_transport(&e))?
-        {
-            if body.len() + chunk.len() > self.max_body {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
     }
 
     fn authorised(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
@@ -127,38 +124,53 @@ impl InferenceClient {
         }
     }
 
-    /// Sends one prediction to `url` exactly (the URL may contain a path; a parsed
-    /// [`reqwest::Url`] skips parsing the text again).
+    /// Sends one prediction to `uri` exactly (the URI may contain a path).
     pub async fn predict(
         &self,
-        url: impl reqwest::IntoUrl,
+        uri: &hyper::Uri,
         req: &PredictRequest,
     ) -> Result<PredictResponse, ProviderError> {
-        let mut request = self.authorised(self.http.post(url)).json(&body(req));
-        let mut timeout = self.timeout;
-        if let Some(wait) = self.scale_up_timeout {
-            request = request.header("X-Scale-Up-Timeout", wait.as_secs().to_string());
-            timeout = timeout.max(wait + Duration::from_secs(5));
+        let body = serde_json::to_vec(&WireBody(req))
+            .map_err(|e| ProviderError::invalid(format!("inputs cannot be sent: {e}")))?;
+        let answer = self
+            .forward
+            .post(
+                uri.clone(),
+                &self.predict_headers,
+                body,
+                self.predict_deadline,
+                self.max_body,
+            )
+            .await?;
+        if !answer.status.is_success() {
+            let text = String::from_utf8_lossy(&answer.body);
+            return Err(classify(answer.status, &answer.headers, &text));
         }
-        let response = request
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| errors::from_transport(&e))?;
-        let status = response.status();
-        if !status.is_success() {
-            let headers = response.headers().clone();
-            let bytes = self.bounded_body(response).await?;
-            return Err(classify(status, &headers, &String::from_utf8_lossy(&bytes)));
-        }
-        // Bytes, not `text()`: that parses the Content-Type for a charset on every call, and
-        // the inference protocol is JSON (UTF-8).
-        let bytes = self.bounded_body(response).await?;
-        let value = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        // The inference protocol is JSON (UTF-8); an answer that is not is passed on as text.
+        let value = serde_json::from_slice(&answer.body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&answer.body).into_owned()));
         Ok(PredictResponse {
             predictions: normalize(&req.inputs, value),
         })
+    }
+
+    /// [`Self::predict`] to an endpoint URL given as text (a handle whose URL did not parse
+    /// into its cache); a URL that is not one is a transient failure naming it.
+    pub async fn predict_to(
+        &self,
+        url: &str,
+        req: &PredictRequest,
+    ) -> Result<PredictResponse, ProviderError> {
+        let uri = reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| hyper::Uri::try_from(u.as_str()).ok())
+            .ok_or_else(|| {
+                ProviderError::transient(format!(
+                    "endpoint URL {} is not a URL",
+                    crate::config::redact_url_password(url)
+                ))
+            })?;
+        self.predict(&uri, req).await
     }
 }
 
@@ -197,22 +209,28 @@ impl InferenceClient {
 }
 
 /// The request body: `{"inputs", "parameters"}`, or parameters at the root for
-/// feature-extraction (TEI's shape).
-pub fn body(req: &PredictRequest) -> Value {
-    let mut root = Map::new();
-    root.insert("inputs".into(), req.inputs.clone());
-    match (&req.parameters, req.task.as_deref()) {
-        (Some(Value::Object(params)), Some("feature-extraction")) => {
-            for (k, v) in params {
-                root.entry(k.clone()).or_insert_with(|| v.clone());
+/// feature-extraction (TEI's shape, `inputs` kept when a parameter has its name).
+/// Serialized from the request's own values, without a copy of the inputs.
+pub struct WireBody<'a>(pub &'a PredictRequest);
+
+impl Serialize for WireBody<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let req = self.0;
+        let mut root = serializer.serialize_map(None)?;
+        root.serialize_entry("inputs", &req.inputs)?;
+        match (&req.parameters, req.task.as_deref()) {
+            (Some(Value::Object(params)), Some("feature-extraction")) => {
+                for (k, v) in params.iter().filter(|(k, _)| *k != "inputs") {
+                    root.serialize_entry(k, v)?;
+                }
             }
+            (Some(params), _) if !params.is_null() => {
+                root.serialize_entry("parameters", params)?;
+            }
+            _ => {}
         }
-        (Some(params), _) if !params.is_null() => {
-            root.insert("parameters".into(), params.clone());
-        }
-        _ => {}
+        root.end()
     }
-    Value::Object(root)
 }
 
 /// Unwraps the serverless `[[{…}]]` answer to a single input into the container's `[{…}]`.
@@ -259,6 +277,10 @@ mod tests {
 
     use super::*;
 
+    fn body(req: &PredictRequest) -> Value {
+        serde_json::to_value(WireBody(req)).expect("serializes")
+    }
+
     fn req(inputs: Value, parameters: Option<Value>, task: Option<&str>) -> PredictRequest {
         PredictRequest {
             inputs,
@@ -286,6 +308,16 @@ mod tests {
         );
         assert_eq!(body(&features), json!({"inputs":["a"],"normalize":true}));
         assert_eq!(body(&req(json!("x"), None, None)), json!({"inputs":"x"}));
+        // A parameter called `inputs` does not replace the inputs, nor repeat the key.
+        let clash = req(
+            json!("a"),
+            Some(json!({"inputs": "b", "truncate": true})),
+            Some("feature-extraction"),
+        );
+        assert_eq!(
+            serde_json::to_string(&WireBody(&clash)).expect("serializes"),
+            r#"{"inputs":"a","truncate":true}"#
+        );
     }
 
     #[test]

@@ -30,6 +30,8 @@ use self::names::EndpointName;
 use self::retry::{RetryPolicy, RetrySleeper};
 use self::wire::{CreateEndpoint, Endpoint};
 use super::config::{HuggingFaceConfig, ProviderConfigError};
+use super::egress::Resolver;
+use super::forward::Forwarder;
 use super::{
     DeploymentSpec, EndpointHandle, EndpointStatus, ListedEndpoint, PredictRequest,
     PredictResponse, Provider, ProviderError,
@@ -79,12 +81,21 @@ impl HuggingFaceProvider {
             config.token.clone(),
             retry,
         );
+        let forward = Forwarder::new(Resolver::System).map_err(|e| ProviderConfigError {
+            variable: "HUGGINGFACE_API_BASE",
+            reason: format!("cannot build the HTTP client: {e}"),
+        })?;
         let inference = InferenceClient::new(
             http,
+            forward,
             Some(config.token.clone()),
             config.predict_timeout,
             config.scale_up_timeout,
         )
+        .map_err(|e| ProviderConfigError {
+            variable: "HUGGINGFACE_API_KEY",
+            reason: e,
+        })?
         .with_max_body(config.max_body_bytes);
         Ok(Self {
             management,
@@ -188,14 +199,14 @@ impl Provider for HuggingFaceProvider {
         handle: &EndpointHandle,
         req: PredictRequest,
     ) -> Result<PredictResponse, ProviderError> {
-        if let Some(url) = handle.parsed_url() {
-            return self.inference.predict(url.clone(), &req).await;
+        if let Some(uri) = handle.parsed_uri() {
+            return self.inference.predict(uri, &req).await;
         }
         let url = match &handle.endpoint_url {
             Some(url) => url.clone(),
             None => self.url_of(&handle.provider_model_id).await?,
         };
-        self.inference.predict(url, &req).await
+        self.inference.predict_to(&url, &req).await
     }
 
     async fn open(

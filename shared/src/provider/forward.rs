@@ -1,0 +1,368 @@
+//! The predict path's HTTP client: hyper's pooled client and rustls, nothing on top.
+//!
+//! Every prediction is one `POST` to an endpoint URL parsed once per cached route. reqwest,
+//! which the providers use for everything else, wraps each call in layers the predict path
+//! does not need — a redirect layer that turns every answer's `Uri` back into a `Url` (IDNA
+//! included), boxed futures for its timeout, pool and connector clones — and profiles of the
+//! gateway found them at 5–8 % of its CPU per proxied request and most of what a lone
+//! request's cold code touches (docs/benchmarks.md, "Predict saturation" and "Light
+//! traffic"). This client does what the predict path needs and no more:
+//!
+//! - the same pool bounds as the providers' reqwest clients
+//!   ([`IDLE_CONNECTIONS_PER_HOST`], [`IDLE_CONNECTION_TIMEOUT`]);
+//! - TLS with the platform's verifier and the aws-lc-rs provider, as reqwest configures it;
+//! - the egress guard at connect time through [`Resolver`] (the `http` provider's allow-list
+//!   on resolved addresses); no redirect is followed (an answer is an answer);
+//! - one deadline over the whole exchange, connect to the last byte of the answer;
+//! - an answer larger than the bound is an error and is not read further.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::ProviderError;
+use super::egress::Resolver;
+use super::huggingface::inference::{IDLE_CONNECTION_TIMEOUT, IDLE_CONNECTIONS_PER_HOST};
+
+/// An endpoint's answer: status, headers and the whole body.
+#[derive(Debug)]
+pub struct Answer {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers (an error's message may be in `X-Error-Message`).
+    pub headers: HeaderMap,
+    /// The body, at most the bound given to [`Forwarder::post`].
+    pub body: Bytes,
+}
+
+/// `POST`s JSON to endpoint URLs over pooled keep-alive connections.
+#[derive(Clone)]
+pub struct Forwarder {
+    client: Client<HttpsConnector<HttpConnector<Resolver>>, Full<Bytes>>,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder").finish_non_exhaustive()
+    }
+}
+
+impl Forwarder {
+    /// A client resolving names with `resolver`; the error says why TLS could not be set up.
+    pub fn new(resolver: Resolver) -> Result<Self, String> {
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
+            .map_err(|e| format!("cannot load the platform's certificate verifier: {e}"))?;
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("cannot configure TLS: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+            .with_no_client_auth();
+        let mut http = HttpConnector::new_with_resolver(resolver);
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
+            .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
+            .build(connector);
+        Ok(Self { client })
+    }
+
+    /// `POST uri` with `headers` and the JSON `body`; the answer whatever its status, read
+    /// whole within `deadline` and at most `max_body` bytes.
+    pub async fn post(
+        &self,
+        uri: Uri,
+        headers: &HeaderMap,
+        body: Vec<u8>,
+        deadline: Duration,
+        max_body: usize,
+    ) -> Result<Answer, ProviderError> {
+        let call = self.exchange(uri.clone(), headers, body, max_body);
+        match tokio::time::timeout(deadline, call).await {
+            Ok(answer) => answer,
+            Err(_) => Err(ProviderError::Timeout {
+                message: format!("provider timed out ({})", shown(&uri)),
+            }),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        uri: Uri,
+        headers: &HeaderMap,
+        body: Vec<u8>,
+        max_body: usize,
+    ) -> Result<Answer, ProviderError> {
+        let failed = |what: &str, uri: &Uri| {
+            ProviderError::transient(format!("provider {what} ({})", shown(uri)))
+        };
+        let mut request = Request::new(Full::new(Bytes::from(body)));
+        *request.method_mut() = Method::POST;
+        *request.headers_mut() = headers.clone();
+        request.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        *request.uri_mut() = uri;
+        let uri = request.uri().clone();
+        let response = self.client.request(request).await.map_err(|e| {
+            let what = if e.is_connect() {
+                "could not connect"
+            } else {
+                "request failed"
+            };
+            tracing::debug!(error = %e, "prediction request failed");
+            failed(what, &uri)
+        })?;
+        let (parts, mut incoming) = response.into_parts();
+        let too_large = || {
+            ProviderError::transient(format!(
+                "the endpoint's answer exceeds {max_body} bytes (MAX_UPSTREAM_BODY_BYTES)"
+            ))
+        };
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max_body as u64) {
+            return Err(too_large());
+        }
+        // One chunk (the usual answer) is passed on without a copy.
+        let mut first: Option<Bytes> = None;
+        let mut rest: Vec<u8> = Vec::new();
+        let mut read = 0usize;
+        while let Some(frame) = incoming.frame().await {
+            let frame = frame.map_err(|e| {
+                tracing::debug!(error = %e, "reading a prediction failed");
+                failed("answered with an unreadable body", &uri)
+            })?;
+            let Ok(chunk) = frame.into_data() else {
+                continue;
+            };
+            read += chunk.len();
+            if read > max_body {
+                return Err(too_large());
+            }
+            match first.take() {
+                None if rest.is_empty() => first = Some(chunk),
+                None => rest.extend_from_slice(&chunk),
+                Some(held) => {
+                    rest.extend_from_slice(&held);
+                    rest.extend_from_slice(&chunk);
+                }
+            }
+        }
+        let body = first.unwrap_or_else(|| Bytes::from(rest));
+        Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
+/// The URI for logs and error details: without credentials, if it had any.
+fn shown(uri: &Uri) -> String {
+    crate::config::redact_url_password(&uri.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A server answering every request on a connection with `answer` (raw HTTP/1.1 text, or
+    /// bytes written in pieces with a pause between them), counting the connections accepted.
+    async fn server(pieces: Vec<(&'static [u8], Duration)>) -> (Uri, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let uri: Uri = format!("http://{}/predict", listener.local_addr().expect("addr"))
+            .parse()
+            .expect("uri");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let pieces = pieces.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    let mut seen = Vec::new();
+                    loop {
+                        let Ok(n) = socket.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        // Requests here are small: the headers and the body arrive together.
+                        if !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                            continue;
+                        }
+                        seen.clear();
+                        for (bytes, pause) in &pieces {
+                            tokio::time::sleep(*pause).await;
+                            if socket.write_all(bytes).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (uri, accepted)
+    }
+
+    fn forwarder() -> Forwarder {
+        Forwarder::new(Resolver::System).expect("client")
+    }
+
+    const OK: &[u8] =
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n[]";
+
+    #[tokio::test]
+    async fn answers_are_read_whole_over_one_kept_connection() {
+        let (uri, accepted) = server(vec![(OK, Duration::ZERO)]).await;
+        let client = forwarder();
+        for _ in 0..3 {
+            let answer = client
+                .post(
+                    uri.clone(),
+                    &HeaderMap::new(),
+                    b"{}".to_vec(),
+                    Duration::from_secs(5),
+                    1024,
+                )
+                .await
+                .expect("answer");
+            assert_eq!(
+                (answer.status, &answer.body[..]),
+                (StatusCode::OK, &b"[]"[..])
+            );
+        }
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "the connection is reused"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_bound_fails_with_or_without_a_length() {
+        let declared: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 64\r\n\r\n";
+        let chunked: &[u8] = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+            10\r\n0123456789abcdef\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n";
+        for raw in [declared, chunked] {
+            let (uri, _) = server(vec![(raw, Duration::ZERO)]).await;
+            let err = forwarder()
+                .post(
+                    uri,
+                    &HeaderMap::new(),
+                    Vec::new(),
+                    Duration::from_secs(5),
+                    20,
+                )
+                .await
+                .expect_err("over the bound");
+            assert_eq!(err.kind(), "transient");
+            assert!(err.message().contains("exceeds 20 bytes"), "{err}");
+        }
+        // At the bound exactly, the answer passes (two chunks joined).
+        let (uri, _) = server(vec![(chunked, Duration::ZERO)]).await;
+        let answer = forwarder()
+            .post(
+                uri,
+                &HeaderMap::new(),
+                Vec::new(),
+                Duration::from_secs(5),
+                32,
+            )
+            .await
+            .expect("at the bound");
+        assert_eq!(&answer.body[..], b"0123456789abcdef0123456789abcdef");
+    }
+
+    #[tokio::test]
+    async fn the_deadline_covers_the_whole_exchange() {
+        let head: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n[";
+        let silent = server(vec![(OK, Duration::from_secs(30))]).await.0;
+        let trickling = server(vec![
+            (head, Duration::ZERO),
+            (b"]", Duration::from_secs(30)),
+        ])
+        .await
+        .0;
+        for uri in [silent, trickling] {
+            let started = std::time::Instant::now();
+            let err = forwarder()
+                .post(
+                    uri,
+                    &HeaderMap::new(),
+                    Vec::new(),
+                    Duration::from_millis(300),
+                    1024,
+                )
+                .await
+                .expect_err("past the deadline");
+            assert_eq!(err.kind(), "timeout", "{err}");
+            assert!(started.elapsed() < Duration::from_secs(5));
+        }
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_and_tls_to_a_plain_port_cannot_connect() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let closed = listener.local_addr().expect("addr");
+        drop(listener);
+        // A plain HTTP server that answers whatever arrives, a TLS hello included.
+        let plain = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let tls_to_plain: Uri = format!("https://{}/", plain.local_addr().expect("addr"))
+            .parse()
+            .expect("uri");
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = plain.accept().await {
+                let mut hello = [0u8; 512];
+                let _ = socket.read(&mut hello).await;
+                let _ = socket.write_all(OK).await;
+            }
+        });
+        for uri in [
+            format!("http://{closed}/").parse().expect("uri"),
+            tls_to_plain,
+        ] {
+            let err = forwarder()
+                .post(
+                    uri,
+                    &HeaderMap::new(),
+                    Vec::new(),
+                    Duration::from_secs(5),
+                    1024,
+                )
+                .await
+                .expect_err("no connection");
+            assert_eq!(err.kind(), "transient", "{err}");
+            assert!(err.message().contains("could not connect"), "{err}");
+        }
+    }
+}
