@@ -234,8 +234,12 @@ mod tests {
         (uri, accepted)
     }
 
-    fn forwarder() -> Forwarder {
-        Forwarder::new(Resolver::System).expect("client")
+    /// An empty `POST` to `uri` with a fresh client.
+    async fn post(uri: Uri, deadline: Duration, max_body: usize) -> Result<Answer, ProviderError> {
+        Forwarder::new(Resolver::System)
+            .expect("client")
+            .post(uri, &HeaderMap::new(), Vec::new(), deadline, max_body)
+            .await
     }
 
     const OK: &[u8] =
@@ -244,7 +248,7 @@ mod tests {
     #[tokio::test]
     async fn answers_are_read_whole_over_one_kept_connection() {
         let (uri, accepted) = server(vec![(OK, Duration::ZERO)]).await;
-        let client = forwarder();
+        let client = Forwarder::new(Resolver::System).expect("client");
         for _ in 0..3 {
             let answer = client
                 .post(
@@ -275,14 +279,7 @@ mod tests {
             10\r\n0123456789abcdef\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n";
         for raw in [declared, chunked] {
             let (uri, _) = server(vec![(raw, Duration::ZERO)]).await;
-            let err = forwarder()
-                .post(
-                    uri,
-                    &HeaderMap::new(),
-                    Vec::new(),
-                    Duration::from_secs(5),
-                    20,
-                )
+            let err = post(uri, Duration::from_secs(5), 20)
                 .await
                 .expect_err("over the bound");
             assert_eq!(err.kind(), "transient");
@@ -290,14 +287,7 @@ mod tests {
         }
         // At the bound exactly, the answer passes (two chunks joined).
         let (uri, _) = server(vec![(chunked, Duration::ZERO)]).await;
-        let answer = forwarder()
-            .post(
-                uri,
-                &HeaderMap::new(),
-                Vec::new(),
-                Duration::from_secs(5),
-                32,
-            )
+        let answer = post(uri, Duration::from_secs(5), 32)
             .await
             .expect("at the bound");
         assert_eq!(&answer.body[..], b"0123456789abcdef0123456789abcdef");
@@ -315,14 +305,7 @@ mod tests {
         .0;
         for uri in [silent, trickling] {
             let started = std::time::Instant::now();
-            let err = forwarder()
-                .post(
-                    uri,
-                    &HeaderMap::new(),
-                    Vec::new(),
-                    Duration::from_millis(300),
-                    1024,
-                )
+            let err = post(uri, Duration::from_millis(300), 1024)
                 .await
                 .expect_err("past the deadline");
             assert_eq!(err.kind(), "timeout", "{err}");
@@ -351,14 +334,7 @@ mod tests {
             format!("http://{closed}/").parse().expect("uri"),
             tls_to_plain,
         ] {
-            let err = forwarder()
-                .post(
-                    uri,
-                    &HeaderMap::new(),
-                    Vec::new(),
-                    Duration::from_secs(5),
-                    1024,
-                )
+            let err = post(uri, Duration::from_secs(5), 1024)
                 .await
                 .expect_err("no connection");
             assert_eq!(err.kind(), "transient", "{err}");
