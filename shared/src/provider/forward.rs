@@ -4,9 +4,9 @@
 //! which the providers use for everything else, wraps each call in layers the predict path
 //! does not need — a redirect layer that turns every answer's `Uri` back into a `Url` (IDNA
 //! included), boxed futures for its timeout, pool and connector clones — and profiles of the
-//! gateway found them at 5–8 % of its CPU per proxied request and most of what a lone
-//! request's cold code touches (docs/benchmarks.md, "Predict saturation" and "Light
-//! traffic"). This client does what the predict path needs and no more:
+//! gateway found them at 5–8 % of its CPU per proxied request (docs/benchmarks.md, "Predict
+//! saturation"; what this client changed: "A plain client on the forward"). This client
+//! does what the predict path needs and no more:
 //!
 //! - the same pool bounds as the providers' reqwest clients
 //!   ([`IDLE_CONNECTIONS_PER_HOST`], [`IDLE_CONNECTION_TIMEOUT`]);
