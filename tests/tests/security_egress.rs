@@ -260,9 +260,11 @@ async fn redirects_are_not_followed() {
 
     let answer = provider.predict(&handle, request()).await;
 
-    assert!(
-        answer.is_err(),
-        "a 302 is an upstream failure, not followed"
+    let failure = answer.expect_err("a 302 is an upstream failure, not followed");
+    assert_eq!(
+        failure.kind(),
+        "transient",
+        "the endpoint's failure: {failure}"
     );
     assert_eq!(redirector_hits.load(Ordering::SeqCst), 1);
     assert_eq!(target_hits.load(Ordering::SeqCst), 0);

@@ -42,10 +42,52 @@ pub struct Answer {
     pub body: Bytes,
 }
 
+/// Idle time before TCP keepalive probes, and between them (reqwest's default).
+const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
+
+/// How long sent data may stay unacknowledged before the connection is dropped (reqwest's
+/// default on Linux).
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// `POST`s JSON to endpoint URLs over pooled keep-alive connections.
 #[derive(Clone)]
 pub struct Forwarder {
-    client: Client<HttpsConnector<HttpConnector<Resolver>>, Full<Bytes>>,
+    client: Client<Bounded, Full<Bytes>>,
+}
+
+/// The connector with a limit over TCP connect and TLS handshake together. The call's
+/// deadline covers a connection the call waits for; this one also ends a connection the
+/// pool goes on opening in the background after the call was served by another.
+#[derive(Clone)]
+struct Bounded {
+    inner: HttpsConnector<HttpConnector<Resolver>>,
+    limit: Duration,
+}
+
+impl tower_service::Service<Uri> for Bounded {
+    type Response =
+        <HttpsConnector<HttpConnector<Resolver>> as tower_service::Service<Uri>>::Response;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let (connecting, limit) = (self.inner.call(uri), self.limit);
+        Box::pin(async move {
+            match tokio::time::timeout(limit, connecting).await {
+                Ok(connected) => connected,
+                Err(_) => Err(format!("no connection within {limit:?}").into()),
+            }
+        })
+    }
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -55,25 +97,33 @@ impl std::fmt::Debug for Forwarder {
 }
 
 impl Forwarder {
-    /// A client resolving names with `resolver`; the error says why TLS could not be set up.
-    pub fn new(resolver: Resolver) -> Result<Self, String> {
+    /// A client resolving names with `resolver`, each new connection (TCP and TLS) bounded
+    /// by `connect_timeout`; the error says why TLS could not be set up.
+    pub fn new(resolver: Resolver, connect_timeout: Duration) -> Result<Self, String> {
         let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
             .map_err(|e| format!("cannot load the platform's certificate verifier: {e}"))?;
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
             .map_err(|e| format!("cannot configure TLS: {e}"))?
             .dangerous()
             .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
             .with_no_client_auth();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
         let mut http = HttpConnector::new_with_resolver(resolver);
         http.enforce_http(false);
         http.set_nodelay(true);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+        // reqwest's socket defaults: a peer that vanishes is noticed, not waited for.
+        http.set_keepalive(Some(TCP_KEEPALIVE));
+        http.set_keepalive_interval(Some(TCP_KEEPALIVE));
+        http.set_keepalive_retries(Some(3));
+        http.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT));
+        let connector = Bounded {
+            // http:// and https:// both (the builder's `https_or_http`, which refuses a
+            // config that already names its ALPN protocols).
+            inner: HttpsConnector::from((http, tls)),
+            limit: connect_timeout,
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
@@ -187,18 +237,24 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     use super::*;
 
+    /// A listener on a free loopback port, and its URI under `scheme` with `path`.
+    async fn bound(scheme: &str, path: &str) -> (TcpListener, Uri) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let uri = format!("{scheme}://{}{path}", listener.local_addr().expect("addr"))
+            .parse()
+            .expect("uri");
+        (listener, uri)
+    }
+
     /// A server answering every request on a connection with `answer` (raw HTTP/1.1 text, or
     /// bytes written in pieces with a pause between them), counting the connections accepted.
     async fn server(pieces: Vec<(&'static [u8], Duration)>) -> (Uri, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let uri: Uri = format!("http://{}/predict", listener.local_addr().expect("addr"))
-            .parse()
-            .expect("uri");
+        let (listener, uri) = bound("http", "/predict").await;
         let accepted = Arc::new(AtomicUsize::new(0));
         let counted = accepted.clone();
         tokio::spawn(async move {
@@ -236,7 +292,7 @@ mod tests {
 
     /// An empty `POST` to `uri` with a fresh client.
     async fn post(uri: Uri, deadline: Duration, max_body: usize) -> Result<Answer, ProviderError> {
-        Forwarder::new(Resolver::System)
+        Forwarder::new(Resolver::System, Duration::from_secs(5))
             .expect("client")
             .post(uri, &HeaderMap::new(), Vec::new(), deadline, max_body)
             .await
@@ -248,7 +304,7 @@ mod tests {
     #[tokio::test]
     async fn answers_are_read_whole_over_one_kept_connection() {
         let (uri, accepted) = server(vec![(OK, Duration::ZERO)]).await;
-        let client = Forwarder::new(Resolver::System).expect("client");
+        let client = Forwarder::new(Resolver::System, Duration::from_secs(5)).expect("client");
         for _ in 0..3 {
             let answer = client
                 .post(
@@ -285,12 +341,14 @@ mod tests {
             assert_eq!(err.kind(), "transient");
             assert!(err.message().contains("exceeds 20 bytes"), "{err}");
         }
-        // At the bound exactly, the answer passes (two chunks joined).
-        let (uri, _) = server(vec![(chunked, Duration::ZERO)]).await;
-        let answer = post(uri, Duration::from_secs(5), 32)
+        // At the bound exactly, the answer passes (three chunks joined).
+        let three: &[u8] = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+            10\r\n0123456789abcdef\r\n10\r\n0123456789abcdef\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n";
+        let (uri, _) = server(vec![(three, Duration::ZERO)]).await;
+        let answer = post(uri, Duration::from_secs(5), 48)
             .await
             .expect("at the bound");
-        assert_eq!(&answer.body[..], b"0123456789abcdef0123456789abcdef");
+        assert_eq!(&answer.body[..], &b"0123456789abcdef".repeat(3)[..]);
     }
 
     #[tokio::test]
@@ -315,21 +373,10 @@ mod tests {
 
     #[tokio::test]
     async fn nothing_listening_and_tls_to_a_plain_port_cannot_connect() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let closed = listener.local_addr().expect("addr");
-        drop(listener);
-        // A plain HTTP server that answers whatever arrives, a TLS hello included.
-        let plain = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let tls_to_plain: Uri = format!("https://{}/", plain.local_addr().expect("addr"))
-            .parse()
-            .expect("uri");
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = plain.accept().await {
-                let mut hello = [0u8; 512];
-                let _ = socket.read(&mut hello).await;
-                let _ = socket.write_all(OK).await;
-            }
-        });
+        // Port 0 is never listening: refused at once, whatever else runs.
+        let closed = "127.0.0.1:0";
+        // A plain HTTP server, spoken to in TLS.
+        let tls_to_plain = answers_and_closes("https", OK).await;
         for uri in [
             format!("http://{closed}/").parse().expect("uri"),
             tls_to_plain,
@@ -340,5 +387,129 @@ mod tests {
             assert_eq!(err.kind(), "transient", "{err}");
             assert!(err.message().contains("could not connect"), "{err}");
         }
+    }
+
+    /// A self-signed certificate for `localhost` and 127.0.0.1 (openssl, P-256, 100 years):
+    /// trusted by nothing, so a client that checks certificates must refuse it.
+    const SELF_SIGNED_CERT: &str = r"-----BEGIN CERTIFICATE-----
+MIIBnDCCAUGgAwIBAgIUferC8KA80fn4yyNcUEVHlpMaLvowCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTIwNzIyMzgwMFoYDzIxMjYxMTEz
+MjIzODAwWjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAAQGNHB8Up5WiBw/g1j/Htb3V3WRFe8oNNC6oAagMhHiII6D5kF3ILpu
+z2y6MmxyjJHAiw4blXuKn5DBmat4yKFto28wbTAdBgNVHQ4EFgQUAy8Ms3tejr6x
+ET0Vt9zz2EPMGS0wHwYDVR0jBBgwFoAUAy8Ms3tejr6xET0Vt9zz2EPMGS0wDwYD
+VR0TAQH/BAUwAwEB/zAaBgNVHREEEzARgglsb2NhbGhvc3SHBH8AAAEwCgYIKoZI
+zj0EAwIDSQAwRgIhAIXifpfEvz5UkirVPO8toHddgBq+NE69WWBO4PmlFiOZAiEA
+8zLyRmyWIcofq5jtgCG24IopFA/PHkckpF0/brmqCJU=
+-----END CERTIFICATE-----";
+    const SELF_SIGNED_KEY: &str = r"-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgROYIPc9KFkP4Z3fD
+Ghi07wszS53p0yRD9AZSXZuC+fChRANCAAQGNHB8Up5WiBw/g1j/Htb3V3WRFe8o
+NNC6oAagMhHiII6D5kF3ILpuz2y6MmxyjJHAiw4blXuKn5DBmat4yKFt
+-----END PRIVATE KEY-----";
+
+    /// A TLS server with the self-signed certificate that answers [`OK`] to anything.
+    async fn self_signed() -> Uri {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let cert = CertificateDer::from_pem_slice(SELF_SIGNED_CERT.as_bytes()).expect("cert");
+        let key = PrivateKeyDer::from_pem_slice(SELF_SIGNED_KEY.as_bytes()).expect("key");
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![cert], key)
+            .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let (listener, uri) = bound("https", "/").await;
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(socket).await {
+                        reply(tls, OK).await;
+                    }
+                });
+            }
+        });
+        uri
+    }
+
+    #[tokio::test]
+    async fn a_certificate_nobody_trusts_is_refused() {
+        let err = post(self_signed().await, Duration::from_secs(5), 1024)
+            .await
+            .expect_err("an untrusted certificate");
+        assert_eq!(err.kind(), "transient", "{err}");
+        assert!(err.message().contains("could not connect"), "{err}");
+    }
+
+    /// A server that accepts connections and never says a word.
+    async fn silent(scheme: &str) -> Uri {
+        let (listener, uri) = bound(scheme, "/").await;
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        uri
+    }
+
+    #[tokio::test]
+    async fn a_handshake_that_never_ends_is_bounded_by_the_connect_limit() {
+        let client = Forwarder::new(Resolver::System, Duration::from_millis(200)).expect("client");
+        let started = std::time::Instant::now();
+        let err = client
+            .post(
+                silent("https").await,
+                &HeaderMap::new(),
+                Vec::new(),
+                Duration::from_secs(10),
+                1024,
+            )
+            .await
+            .expect_err("no handshake");
+        assert_eq!(err.kind(), "transient", "{err}");
+        assert!(err.message().contains("could not connect"), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    /// Reads the first bytes that arrive on `stream` and answers `raw`.
+    async fn reply(mut stream: impl AsyncRead + AsyncWrite + Unpin, raw: &[u8]) {
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf).await;
+        let _ = stream.write_all(raw).await;
+    }
+
+    /// A server that answers `raw` to the first bytes of each connection (whatever they
+    /// are, a TLS hello included) and closes it.
+    async fn answers_and_closes(scheme: &str, raw: &'static [u8]) -> Uri {
+        let (listener, uri) = bound(scheme, "/").await;
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                reply(socket, raw).await;
+            }
+        });
+        uri
+    }
+
+    #[tokio::test]
+    async fn an_answer_shorter_than_its_length_is_unreadable() {
+        let short = b"HTTP/1.1 200 OK\r\ncontent-length: 64\r\n\r\n[1,2,3]";
+        let err = post(
+            answers_and_closes("http", short).await,
+            Duration::from_secs(5),
+            1024,
+        )
+        .await
+        .expect_err("cut short");
+        assert_eq!(err.kind(), "transient", "{err}");
+        assert!(err.message().contains("unreadable body"), "{err}");
     }
 }

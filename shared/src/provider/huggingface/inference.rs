@@ -33,9 +33,14 @@ pub const IDLE_CONNECTIONS_PER_HOST: usize = 32;
 /// load balancers, so the pool rarely hands out a connection the far side has closed).
 pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(55);
 
-/// The HTTP client builder every provider starts from: the pool bounds above.
+/// The HTTP client builder every provider starts from: the pool bounds above, and direct
+/// connections: `HTTP(S)_PROXY` is not read, so management calls, health probes and
+/// predictions ([`Forwarder`], which has no proxy support) all reach the provider the same
+/// way, and the `http` provider's egress guard sees every address it connects to
+/// (docs/design/providers.md).
 pub fn pooled_client() -> reqwest::ClientBuilder {
     reqwest::Client::builder()
+        .no_proxy()
         .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
         .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
 }
@@ -71,6 +76,7 @@ impl InferenceClient {
         scale_up_timeout: Option<Duration>,
     ) -> Result<Self, String> {
         let mut predict_headers = HeaderMap::new();
+        predict_headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
         if let Some(token) = &token {
             let mut bearer = HeaderValue::try_from(format!("Bearer {}", token.expose()))
                 .map_err(|_| "the token has characters an HTTP header cannot carry".to_owned())?;
@@ -263,6 +269,8 @@ fn classify(status: StatusCode, headers: &header::HeaderMap, body: &str) -> Prov
             message,
             retry_after: retry_after.unwrap_or(DEFAULT_WAKE_RETRY_AFTER),
         },
+        // No redirect is followed (forward.rs): one is the endpoint's failure, not the caller's.
+        300..=399 => ProviderError::transient(message),
         424 | 429 => ProviderError::RateLimited {
             message,
             retry_after: retry_after.unwrap_or(errors::DEFAULT_RETRY_AFTER),
@@ -277,8 +285,9 @@ mod tests {
 
     use super::*;
 
-    fn body(req: &PredictRequest) -> Value {
-        serde_json::to_value(WireBody(req)).expect("serializes")
+    /// The bytes sent, as text: a repeated key would show here (a `Value` would merge it).
+    fn body(req: &PredictRequest) -> String {
+        serde_json::to_string(&WireBody(req)).expect("serializes")
     }
 
     fn req(inputs: Value, parameters: Option<Value>, task: Option<&str>) -> PredictRequest {
@@ -299,25 +308,22 @@ mod tests {
         );
         assert_eq!(
             body(&classification),
-            json!({"inputs":"I love you","parameters":{"top_k":2}})
+            r#"{"inputs":"I love you","parameters":{"top_k":2}}"#
         );
         let features = req(
             json!(["a"]),
             Some(json!({"normalize": true})),
             Some("feature-extraction"),
         );
-        assert_eq!(body(&features), json!({"inputs":["a"],"normalize":true}));
-        assert_eq!(body(&req(json!("x"), None, None)), json!({"inputs":"x"}));
+        assert_eq!(body(&features), r#"{"inputs":["a"],"normalize":true}"#);
+        assert_eq!(body(&req(json!("x"), None, None)), r#"{"inputs":"x"}"#);
         // A parameter called `inputs` does not replace the inputs, nor repeat the key.
         let clash = req(
             json!("a"),
             Some(json!({"inputs": "b", "truncate": true})),
             Some("feature-extraction"),
         );
-        assert_eq!(
-            serde_json::to_string(&WireBody(&clash)).expect("serializes"),
-            r#"{"inputs":"a","truncate":true}"#
-        );
+        assert_eq!(body(&clash), r#"{"inputs":"a","truncate":true}"#);
     }
 
     #[test]
@@ -344,6 +350,12 @@ mod tests {
         assert_eq!(paused.kind(), "unavailable");
         let overloaded = classify(StatusCode::TOO_MANY_REQUESTS, &none, r#"{"error":"busy"}"#);
         assert_eq!(overloaded.kind(), "rate_limited");
+        let moved = classify(StatusCode::MOVED_PERMANENTLY, &none, "");
+        assert_eq!(
+            moved.kind(),
+            "transient",
+            "a redirect is the endpoint's failure"
+        );
         let bad = classify(StatusCode::BAD_REQUEST, &none, r#"{"error":"bad inputs"}"#);
         assert_eq!((bad.kind(), bad.message()), ("invalid", "bad inputs"));
     }
