@@ -3,7 +3,8 @@
 //! warm); the request is forwarded with the provider's `predict`; the answer is wrapped in
 //! Hokusai's response shape. Provider errors map to the documented codes: a waking endpoint
 //! is 503 MODEL_NOT_READY with Retry-After, throttling 429, an upstream 4xx 400 with the
-//! upstream message, an upstream 5xx 502, no answer in time 504.
+//! upstream message, an upstream 5xx or 3xx (redirects are not followed) 502, no answer in
+//! time 504.
 
 use std::time::{Duration, Instant};
 
