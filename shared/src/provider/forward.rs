@@ -142,7 +142,7 @@ impl Forwarder {
         deadline: Duration,
         max_body: usize,
     ) -> Result<Answer, ProviderError> {
-        let call = self.exchange(uri.clone(), headers, body, max_body);
+        let call = self.exchange(&uri, headers, body, max_body);
         match tokio::time::timeout(deadline, call).await {
             Ok(answer) => answer,
             Err(_) => Err(ProviderError::Timeout {
@@ -153,14 +153,13 @@ impl Forwarder {
 
     async fn exchange(
         &self,
-        uri: Uri,
+        uri: &Uri,
         headers: &HeaderMap,
         body: Vec<u8>,
         max_body: usize,
     ) -> Result<Answer, ProviderError> {
-        let failed = |what: &str, uri: &Uri| {
-            ProviderError::transient(format!("provider {what} ({})", shown(uri)))
-        };
+        let failed =
+            |what: &str| ProviderError::transient(format!("provider {what} ({})", shown(uri)));
         let mut request = Request::new(Full::new(Bytes::from(body)));
         *request.method_mut() = Method::POST;
         *request.headers_mut() = headers.clone();
@@ -168,8 +167,7 @@ impl Forwarder {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        *request.uri_mut() = uri;
-        let uri = request.uri().clone();
+        *request.uri_mut() = uri.clone();
         let response = self.client.request(request).await.map_err(|e| {
             let what = if e.is_connect() {
                 "could not connect"
@@ -177,7 +175,7 @@ impl Forwarder {
                 "request failed"
             };
             tracing::debug!(error = %e, "prediction request failed");
-            failed(what, &uri)
+            failed(what)
         })?;
         let (parts, mut incoming) = response.into_parts();
         let too_large = || {
@@ -200,7 +198,7 @@ impl Forwarder {
         while let Some(frame) = incoming.frame().await {
             let frame = frame.map_err(|e| {
                 tracing::debug!(error = %e, "reading a prediction failed");
-                failed("answered with an unreadable body", &uri)
+                failed("answered with an unreadable body")
             })?;
             let Ok(chunk) = frame.into_data() else {
                 continue;

@@ -58,8 +58,8 @@ pub struct InferenceClient {
     scale_up_timeout: Option<Duration>,
     /// The largest answer read (`MAX_UPSTREAM_BODY_BYTES`); past it the call fails.
     max_body: usize,
-    /// Every prediction's headers, built once: the token (marked sensitive, so never
-    /// printed) and the scale-up wait.
+    /// Every prediction's headers, built once: `Accept`, the token (marked sensitive, so
+    /// never printed) and the scale-up wait.
     predict_headers: HeaderMap,
     /// A prediction's deadline: the timeout, or the scale-up wait and 5 s when longer.
     predict_deadline: Duration,
