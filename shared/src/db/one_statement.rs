@@ -1,5 +1,5 @@
-//! A saga step's writes as **one PostgreSQL statement** (docs/design/queue.md, "A step in
-//! one statement").
+//! A saga step's writes as **one PostgreSQL statement**, or **one SQLite script** in a
+//! transaction (docs/design/queue.md, "A step in one statement").
 //!
 //! A step on the embedded queue deletes its message under its claim, updates its deployment
 //! under the optimistic lock and appends events and follow-up commands — run one by one in
@@ -53,12 +53,29 @@
 //! the model's version is bumped only when the update is written. All sub-statements share
 //! one snapshot; an update of a row someone changed meanwhile sees the newer row (PostgreSQL
 //! re-checks its `WHERE` on it), so the optimistic lock holds as in the transaction.
+//!
+//! **SQLite** has no data-modifying CTEs, and no network between the process and the file,
+//! but its driver (sqlx) runs each connection on a thread of its own and hands it every
+//! statement over a channel: a statement costs two thread switches however small it is, and
+//! those switches were a quarter of the SQLite pipeline's CPU (docs/benchmarks.md, "A step
+//! in one SQLite script"). A query of several statements separated by `;` is one hand-over
+//! (the driver steps through them on its thread), so on SQLite the same writes are **one
+//! script** — the guard (`DELETE … RETURNING 'held'`, or the inbox insert `ON CONFLICT DO
+//! NOTHING RETURNING 'held'`), the model's operation upsert (`RETURNING 'locked'`), the
+//! guarded update (`RETURNING 'changed'`), the inserts in the plan's order — run in the
+//! caller's transaction (`BEGIN` and `COMMIT` are the other two hand-overs, three where
+//! there were six to eight). The script is not conditional: every statement runs, the tagged
+//! rows say which guards held, and the caller commits only on [`Outcome::Written`]; on any
+//! other outcome, or an error part-way, it drops the transaction, which rolls everything
+//! back. SQLite has one writer at a time, so the order of the locks does not matter there;
+//! the upsert creates a model's operation row on first use ([`Outcome::Unlocked`] does not
+//! happen on SQLite).
 
 use chrono::Utc;
 use sea_orm::sea_query::{
     Alias, CommonTableExpression, DynIden, Expr, ExprTrait, InsertStatement, IntoIden,
-    IntoTableRef, LockType, OnConflict, PostgresQueryBuilder, Query, SimpleExpr, SubQueryStatement,
-    TableRef, UpdateStatement, WithClause,
+    IntoTableRef, LockType, OnConflict, PostgresQueryBuilder, Query, ReturningClause, SimpleExpr,
+    SqliteQueryBuilder, SubQueryStatement, TableRef, UpdateStatement, WithClause,
 };
 use sea_orm::{
     ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait,
@@ -291,8 +308,86 @@ impl OneStatement {
         Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
     }
 
-    /// Runs the statement on `conn` (PostgreSQL, outside a transaction: it is one).
+    /// The same writes as one SQLite script: the statements the transaction would run, in
+    /// its order, separated by `;`, each guard answering with a row tagged by its name
+    /// (`RETURNING 'held'` …). SQLite has no data-modifying CTEs, but runs a multi-statement
+    /// query in one call on its connection's thread, which is the round trip that counts
+    /// there (module doc). Nothing in it is conditional: it runs inside the caller's
+    /// transaction, which commits only when every guard answered ([`Outcome::Written`]).
+    fn script(self) -> Statement {
+        let mut update = self
+            .update
+            .expect("a step's statement updates its deployment");
+        let mut sql = String::new();
+        let mut values = Vec::new();
+        let mut push = |(statement, bound): (String, sea_orm::sea_query::Values)| {
+            if !sql.is_empty() {
+                sql.push_str(";\n");
+            }
+            sql.push_str(&statement);
+            values.extend(bound.0);
+        };
+        match self.guard {
+            Guard::Claim(claim) => {
+                let mut acked = claim.guard_delete().into_query();
+                acked.returning(tag("held"));
+                push(acked.build(SqliteQueryBuilder));
+            }
+            Guard::Inbox(message_id) => {
+                let row = processed_messages::ActiveModel {
+                    message_id: Set(message_id),
+                    processed_at: Set(Utc::now()),
+                };
+                let mut inbox = Row::of(&row).insert();
+                inbox
+                    .on_conflict(
+                        OnConflict::column(processed_messages::Column::MessageId)
+                            .do_nothing()
+                            .to_owned(),
+                    )
+                    .returning(tag("held"));
+                push(inbox.build(SqliteQueryBuilder));
+            }
+        }
+        if let Some(model) = self.model {
+            // `db::model_ops::lock` without an expected version: create or bump.
+            let mut lock = Query::insert();
+            lock.into_table(Alias::new("model_operations"))
+                .columns([
+                    Alias::new("model_id"),
+                    Alias::new("version"),
+                    Alias::new("updated_at"),
+                ])
+                .values_panic([Expr::val(model), Expr::val(1i64), Expr::val(Utc::now())])
+                .on_conflict(
+                    OnConflict::column(Alias::new("model_id"))
+                        .value(
+                            Alias::new("version"),
+                            Expr::col((Alias::new("model_operations"), Alias::new("version")))
+                                .add(1),
+                        )
+                        .update_column(Alias::new("updated_at"))
+                        .to_owned(),
+                )
+                .returning(tag("locked"));
+            push(lock.build(SqliteQueryBuilder));
+        }
+        update.returning(tag("changed"));
+        push(update.build(SqliteQueryBuilder));
+        for row in self.inserts {
+            push(row.insert().build(SqliteQueryBuilder));
+        }
+        Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)
+    }
+
+    /// Runs the writes on `conn`: on PostgreSQL the statement, outside a transaction (it is
+    /// one); on SQLite the script, **inside** the caller's transaction, to be committed
+    /// only when the outcome is [`Outcome::Written`] (and dropped, so rolled back, on any
+    /// other).
     pub async fn run<C: ConnectionTrait>(self, conn: &C) -> Result<Outcome, DbErr> {
+        if conn.get_database_backend() == DbBackend::Sqlite {
+            return self.run_script(conn).await;
+        }
         let guard = self.guard;
         let row = conn
             .query_one_raw(self.statement())
@@ -309,6 +404,37 @@ impl OneStatement {
             _ => Outcome::Written,
         })
     }
+
+    async fn run_script<C: ConnectionTrait>(self, conn: &C) -> Result<Outcome, DbErr> {
+        let guard = self.guard;
+        let model = self.model.is_some();
+        let mut answered = (false, false, false);
+        for row in conn.query_all_raw(self.script()).await? {
+            match row.try_get_by_index::<String>(0)?.as_str() {
+                "held" => answered.0 = true,
+                "locked" => answered.1 = true,
+                "changed" => answered.2 = true,
+                other => {
+                    return Err(DbErr::Custom(format!(
+                        "a step's script answered an unknown row {other:?}"
+                    )));
+                }
+            }
+        }
+        Ok(match answered {
+            (false, _, _) if matches!(guard, Guard::Claim(_)) => Outcome::Lost,
+            (false, _, _) => Outcome::Handled,
+            // The upsert answers whenever it runs; kept for symmetry with PostgreSQL.
+            (_, false, _) if model => Outcome::Unlocked,
+            (_, _, false) => Outcome::Stale,
+            _ => Outcome::Written,
+        })
+    }
+}
+
+/// `RETURNING 'name'`: the row a guard of the SQLite script answers with.
+fn tag(name: &str) -> ReturningClause {
+    Query::returning().expr(Expr::cust(format!("'{name}'")))
 }
 
 /// A row to insert: its table, the columns set and their values.
@@ -335,6 +461,16 @@ impl Row {
             columns,
             values,
         }
+    }
+
+    /// `INSERT INTO table (columns) VALUES (values)`.
+    fn insert(self) -> InsertStatement {
+        let mut insert = Query::insert();
+        insert
+            .into_table(self.table)
+            .columns(self.columns)
+            .values_panic(self.values);
+        insert
     }
 
     /// `INSERT INTO table (columns) SELECT values WHERE condition`.

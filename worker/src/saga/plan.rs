@@ -223,15 +223,18 @@ impl Plan {
         Ok(Applied::Committed { acked })
     }
 
-    /// Whether the plan can be committed as one PostgreSQL statement (`db::one_statement`):
-    /// a message's step on PostgreSQL whose writes are its deployment's change, events and
-    /// follow-up commands, under the model's operation lock when it is a model operation —
-    /// the common steps. Plans that also deactivate another deployment (two guarded
-    /// updates: one statement cannot undo the first when the second is stale), rollouts,
-    /// replacements and plans that change nothing take the transaction.
+    /// Whether the plan can be committed as one statement (`db::one_statement`: on
+    /// PostgreSQL one statement, on SQLite one script in a transaction): a message's step
+    /// whose writes are its deployment's change, events and follow-up commands, under the
+    /// model's operation lock when it is a model operation — the common steps. Plans that
+    /// also deactivate another deployment (two guarded updates: one PostgreSQL statement
+    /// cannot undo the first when the second is stale), rollouts, replacements and plans
+    /// that change nothing take the transaction.
     fn fits_one_statement(&self, ctx: &Context) -> bool {
-        ctx.db.get_database_backend() == sea_orm::DatabaseBackend::Postgres
-            && !matches!(self.change, Change::None)
+        matches!(
+            ctx.db.get_database_backend(),
+            sea_orm::DatabaseBackend::Postgres | sea_orm::DatabaseBackend::Sqlite
+        ) && !matches!(self.change, Change::None)
             && self.deactivate.is_none()
             && self.rollout.is_none()
             && self.replacement.is_none()
@@ -292,7 +295,22 @@ impl Plan {
                 Route::Relay => statement.insert(outbox::relay_row(queue, envelope, delay, now)),
             };
         }
-        let outcome = match statement.run(&ctx.db).await {
+        let ran = match backend {
+            // The script runs in a transaction, committed only when everything was written
+            // (dropped otherwise: rolled back), in the process's writer turn.
+            sea_orm::DatabaseBackend::Sqlite => {
+                let _turn = writer::turn(&ctx.db).await;
+                let txn = ctx.db.begin().await?;
+                match statement.run(&txn).await {
+                    Ok(one_statement::Outcome::Written) => {
+                        txn.commit().await.map(|()| one_statement::Outcome::Written)
+                    }
+                    ran => ran,
+                }
+            }
+            _ => statement.run(&ctx.db).await,
+        };
+        let outcome = match ran {
             Ok(outcome) => outcome,
             Err(error) => match DbError::from_write(error, &current.model_id) {
                 error @ DbError::ActiveConflict(_) => return Ok(Some(Applied::Conflict(error))),
