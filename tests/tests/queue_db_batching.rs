@@ -670,9 +670,11 @@ async fn a_step_in_one_statement(engine: Engine) {
             return statement.run(conn).await.expect("run");
         }
         let txn = conn.begin().await.expect("begin");
-        let outcome = statement.run(&txn).await.expect("run");
+        let outcome = statement.run_in(&txn).await.expect("run");
         if outcome == Outcome::Written {
             txn.commit().await.expect("commit");
+        } else {
+            txn.rollback().await.expect("rollback");
         }
         outcome
     };
@@ -769,6 +771,14 @@ async fn a_step_in_one_statement(engine: Engine) {
             )
             .await
             .expect("the model's operation row");
+    }
+    if engine == Engine::Sqlite {
+        // Outside a transaction a failed guard could not undo the writes before it: refused.
+        let refused = step(&first, &created, DeploymentStatus::Deploying)
+            .run(conn)
+            .await
+            .expect_err("a script outside a transaction");
+        assert!(refused.to_string().contains("run_in"), "{refused}");
     }
     let applied = run(step(&first, &created, DeploymentStatus::Deploying)).await;
     first.acked_within();

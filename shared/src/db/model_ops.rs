@@ -13,7 +13,8 @@
 //!
 //! A saga step on PostgreSQL that is one statement (`db::one_statement`) holds the same row
 //! lock from its start (`SELECT … FOR UPDATE`) and bumps the version at its end, only if it
-//! wrote; the row must exist (else the step takes a transaction and this lock).
+//! wrote; the row must exist (else the step takes a transaction and this lock). On SQLite a
+//! step's script runs the same upsert as [`lock`] without an expected version.
 //!
 //! The row's `version` grows by one per committed operation: it is the model's `ETag`. With an
 //! expected version (`If-Match`), the lock is taken only if the version is still that one;

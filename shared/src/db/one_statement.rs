@@ -64,12 +64,17 @@
 //! NOTHING RETURNING 'held'`), the model's operation upsert (`RETURNING 'locked'`), the
 //! guarded update (`RETURNING 'changed'`), the inserts in the plan's order — run in the
 //! caller's transaction (`BEGIN` and `COMMIT` are the other two hand-overs, three where
-//! there were six to eight). The script is not conditional: every statement runs, the tagged
-//! rows say which guards held, and the caller commits only on [`Outcome::Written`]; on any
-//! other outcome, or an error part-way, it drops the transaction, which rolls everything
-//! back. SQLite has one writer at a time, so the order of the locks does not matter there;
-//! the upsert creates a model's operation row on first use ([`Outcome::Unlocked`] does not
-//! happen on SQLite).
+//! there were six to eight). The model's upsert and the update run only after a guard that
+//! held (`… WHERE changes() > 0`: the previous write changed a row), so a lost claim is
+//! [`Outcome::Lost`] as in the transaction, never an error of an update that should not have
+//! run; the inserts after them run in any case. The tagged rows say which guards held, and
+//! the caller commits only on [`Outcome::Written`] and rolls back on any other outcome or an
+//! error part-way (`Plan::commit`, with `BEGIN IMMEDIATE` in the writer's turn, so the rows
+//! are stamped once the file's write lock is held). SQLite has one writer at a time, so the
+//! order of the locks does not matter there; the upsert creates a model's operation row on
+//! first use ([`Outcome::Unlocked`] does not happen on SQLite). A copy of a broker's message
+//! handled after another finds its inbox row ([`Outcome::Handled`]): SQLite's writers take
+//! turns, so two copies never write at once.
 
 use chrono::Utc;
 use sea_orm::sea_query::{
@@ -78,8 +83,8 @@ use sea_orm::sea_query::{
     SqliteQueryBuilder, SubQueryStatement, TableRef, UpdateStatement, WithClause,
 };
 use sea_orm::{
-    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait,
-    Iterable, QueryTrait, Set, Statement, UpdateMany,
+    ActiveModelTrait, ActiveValue, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend,
+    DbErr, EntityTrait, Iterable, QueryTrait, Set, Statement, UpdateMany,
 };
 use uuid::Uuid;
 
@@ -149,10 +154,10 @@ impl OneStatement {
     }
 
     /// The step of a broker's message `message_id`: written only if the inbox does not have
-    /// it yet, and the inbox gets it with the writes. A copy handled at the same time
-    /// finds the deployment changed (every statement updates its deployment under the
-    /// optimistic lock) and writes nothing ([`Outcome::Stale`]); a later one finds the
-    /// inbox row ([`Outcome::Handled`]).
+    /// it yet, and the inbox gets it with the writes. On PostgreSQL a copy handled at the
+    /// same time finds the deployment changed (every statement updates its deployment under
+    /// the optimistic lock) and writes nothing ([`Outcome::Stale`]); a later one (on SQLite
+    /// every other one: writers take turns) finds the inbox row ([`Outcome::Handled`]).
     pub fn for_message(message_id: Uuid) -> Self {
         Self::guarded(Guard::Inbox(message_id))
     }
@@ -183,8 +188,9 @@ impl OneStatement {
         self
     }
 
-    /// Also inserts `row` (its set columns) if the update matched, after the rows given
-    /// before it.
+    /// Also inserts `row` (its set columns) after the rows given before it: on PostgreSQL
+    /// only if the update matched, on SQLite in any case, rolled back with the transaction
+    /// unless everything was written.
     pub fn insert<A: ActiveModelTrait>(mut self, row: A) -> Self {
         self.inserts.push(Row::of(&row));
         self
@@ -349,6 +355,10 @@ impl OneStatement {
                 push(inbox.build(SqliteQueryBuilder));
             }
         }
+        // The lock and the update run only if the statement before them changed a row
+        // (`changes()`: the rows of the last completed write), so both hang on the guard as
+        // in the transaction, which stops at a guard that fails: a lost claim is `Lost`, not
+        // an error of an update that should not have run.
         if let Some(model) = self.model {
             // `db::model_ops::lock` without an expected version: create or bump.
             let mut lock = Query::insert();
@@ -358,7 +368,13 @@ impl OneStatement {
                     Alias::new("version"),
                     Alias::new("updated_at"),
                 ])
-                .values_panic([Expr::val(model), Expr::val(1i64), Expr::val(Utc::now())])
+                .select_from(
+                    Query::select()
+                        .exprs([Expr::val(model), Expr::val(1i64), Expr::val(Utc::now())])
+                        .and_where(after_a_change())
+                        .to_owned(),
+                )
+                .expect("three values for three columns")
                 .on_conflict(
                     OnConflict::column(Alias::new("model_id"))
                         .value(
@@ -372,7 +388,7 @@ impl OneStatement {
                 .returning(tag("locked"));
             push(lock.build(SqliteQueryBuilder));
         }
-        update.returning(tag("changed"));
+        update.and_where(after_a_change()).returning(tag("changed"));
         push(update.build(SqliteQueryBuilder));
         for row in self.inserts {
             push(row.insert().build(SqliteQueryBuilder));
@@ -380,14 +396,28 @@ impl OneStatement {
         Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)
     }
 
-    /// Runs the writes on `conn`: on PostgreSQL the statement, outside a transaction (it is
-    /// one); on SQLite the script, **inside** the caller's transaction, to be committed
-    /// only when the outcome is [`Outcome::Written`] (and dropped, so rolled back, on any
-    /// other).
+    /// Runs the statement on `conn` (PostgreSQL, outside a transaction: it is one). SQLite's
+    /// script needs a transaction: [`OneStatement::run_in`].
     pub async fn run<C: ConnectionTrait>(self, conn: &C) -> Result<Outcome, DbErr> {
         if conn.get_database_backend() == DbBackend::Sqlite {
-            return self.run_script(conn).await;
+            return Err(DbErr::Custom(
+                "a step's SQLite script runs in a transaction (OneStatement::run_in)".to_owned(),
+            ));
         }
+        self.run_statement(conn).await
+    }
+
+    /// Runs the writes in `txn`, which the caller commits only when the outcome is
+    /// [`Outcome::Written`] and rolls back on any other: on SQLite the script (whose
+    /// statements run whatever the guards said), on PostgreSQL the statement.
+    pub async fn run_in(self, txn: &DatabaseTransaction) -> Result<Outcome, DbErr> {
+        if txn.get_database_backend() == DbBackend::Sqlite {
+            return self.run_script(txn).await;
+        }
+        self.run_statement(txn).await
+    }
+
+    async fn run_statement<C: ConnectionTrait>(self, conn: &C) -> Result<Outcome, DbErr> {
         let guard = self.guard;
         let row = conn
             .query_one_raw(self.statement())
@@ -405,11 +435,12 @@ impl OneStatement {
         })
     }
 
-    async fn run_script<C: ConnectionTrait>(self, conn: &C) -> Result<Outcome, DbErr> {
+    async fn run_script(self, txn: &DatabaseTransaction) -> Result<Outcome, DbErr> {
         let guard = self.guard;
         let model = self.model.is_some();
         let mut answered = (false, false, false);
-        for row in conn.query_all_raw(self.script()).await? {
+        // `query_all`: every statement's rows (`query_one` would stop at the first).
+        for row in txn.query_all_raw(self.script()).await? {
             match row.try_get_by_index::<String>(0)?.as_str() {
                 "held" => answered.0 = true,
                 "locked" => answered.1 = true,
@@ -430,6 +461,11 @@ impl OneStatement {
             _ => Outcome::Written,
         })
     }
+}
+
+/// `changes() > 0`: the SQLite script's previous write changed a row.
+fn after_a_change() -> SimpleExpr {
+    Expr::cust("changes() > 0")
 }
 
 /// `RETURNING 'name'`: the row a guard of the SQLite script answers with.

@@ -68,8 +68,8 @@ pub async fn observe<C: ConnectionTrait>(
 
 /// A change of one deployment built but not run: the guarded update and the event that
 /// goes with it. [`transition`] and [`observe`] run it statement by statement; a saga step
-/// on PostgreSQL runs it inside one statement with the rest of its writes
-/// (`db::one_statement`).
+/// runs it inside one statement (PostgreSQL) or one script (SQLite) with the rest of its
+/// writes (`db::one_statement`).
 #[derive(Debug)]
 pub struct Planned {
     /// The update ([`guarded_update`]).

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use sea_orm::TransactionTrait;
+use sea_orm::{SqliteTransactionMode, TransactionOptions, TransactionTrait};
 use serde_json::Value;
 use shared::db::deployments::{self, Changes, Deployment, NewDeployment, Transition};
 use shared::db::model_ops::{self, Operation};
@@ -248,19 +248,103 @@ impl Plan {
         &self,
         ctx: &Context,
         delivery: &Delivery,
-        mut statement: OneStatement,
+        statement: OneStatement,
     ) -> Result<Option<Applied>, DbError> {
+        let current = &self.deployment;
+        let written = |error| DbError::from_write(error, &current.model_id);
+        let ran = match ctx.db.get_database_backend() {
+            // The script runs in a transaction, committed only when everything was written
+            // and rolled back otherwise, in the process's writer turn. `BEGIN IMMEDIATE`
+            // takes the file's write lock first, so the rows are stamped once the step
+            // writes, as the transaction's are (the MLflow sync's cursor reads the events'
+            // times: `db::mlflow::events_after`).
+            sea_orm::DatabaseBackend::Sqlite => {
+                let _turn = writer::turn(&ctx.db).await;
+                let options = TransactionOptions {
+                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                    ..TransactionOptions::default()
+                };
+                let txn = ctx.db.begin_with_options(options).await?;
+                let ran = match self.one_statement(ctx, statement) {
+                    Ok(statement) => statement.run_in(&txn).await.map_err(written),
+                    Err(error) => Err(error),
+                };
+                match ran {
+                    Ok(one_statement::Outcome::Written) => txn
+                        .commit()
+                        .await
+                        .map(|()| one_statement::Outcome::Written)
+                        .map_err(written),
+                    // Rolled back while the turn is held, so the next writer finds the file
+                    // free rather than in SQLite's busy sleeps.
+                    ran => {
+                        if let Err(error) = txn.rollback().await {
+                            tracing::debug!(%error, "rolling back a step's script");
+                        }
+                        ran
+                    }
+                }
+            }
+            _ => match self.one_statement(ctx, statement) {
+                Ok(statement) => statement.run(&ctx.db).await.map_err(written),
+                Err(error) => Err(error),
+            },
+        };
+        let outcome = match ran {
+            Ok(outcome) => outcome,
+            Err(error @ (DbError::ActiveConflict(_) | DbError::IllegalTransition { .. })) => {
+                return Ok(Some(Applied::Conflict(error)));
+            }
+            Err(error) => return Err(error),
+        };
+        match outcome {
+            one_statement::Outcome::Written => {}
+            one_statement::Outcome::Unlocked => return Ok(None),
+            one_statement::Outcome::Lost => return Ok(Some(Applied::Lost)),
+            one_statement::Outcome::Handled => return Ok(Some(Applied::Duplicate)),
+            // A copy of a broker's message handled at the same moment as this one loses the
+            // race on the deployment's row; the inbox then says so (as the transaction's
+            // inbox insert, which waits for the other copy, would have).
+            one_statement::Outcome::Stale
+                if ctx.route == Route::Relay
+                    && inbox::handled(&ctx.db, delivery.envelope().message_id).await? =>
+            {
+                return Ok(Some(Applied::Duplicate));
+            }
+            one_statement::Outcome::Stale => {
+                return Ok(Some(Applied::Conflict(DbError::StaleTransition {
+                    id: DeploymentId(current.id),
+                    expected: current.lock_version,
+                })));
+            }
+        }
+        if ctx.route == Route::Direct {
+            for _ in &self.follow_ups {
+                outbox::published(DEPLOYMENTS_QUEUE);
+            }
+        }
+        outbox::committed(ctx.route);
+        if let Change::Transition(t) = &self.change {
+            record_outcome(t.to, current);
+        }
+        Ok(Some(Applied::Committed {
+            acked: ctx.route == Route::Direct,
+        }))
+    }
+
+    /// The plan's writes as `statement`, stamped now (the change, its event, the plan's
+    /// events and follow-up commands, in that order). `IllegalTransition`: the machine
+    /// refuses the change from the deployment as read.
+    fn one_statement(
+        &self,
+        ctx: &Context,
+        mut statement: OneStatement,
+    ) -> Result<OneStatement, DbError> {
         let now = Utc::now();
         let backend = ctx.db.get_database_backend();
         let current = &self.deployment;
         let planned = match self.change.clone() {
-            Change::Transition(t) => match transitions::plan_transition(current, t, now) {
-                Ok(planned) => planned,
-                Err(error @ DbError::IllegalTransition { .. }) => {
-                    return Ok(Some(Applied::Conflict(error)));
-                }
-                Err(error) => return Err(error),
-            },
+            Change::Transition(t) => transitions::plan_transition(current, t, now)?,
             Change::Observe(changes, details) => {
                 transitions::plan_observe(current, changes, details, now)
             }
@@ -295,61 +379,7 @@ impl Plan {
                 Route::Relay => statement.insert(outbox::relay_row(queue, envelope, delay, now)),
             };
         }
-        let ran = match backend {
-            // The script runs in a transaction, committed only when everything was written
-            // (dropped otherwise: rolled back), in the process's writer turn.
-            sea_orm::DatabaseBackend::Sqlite => {
-                let _turn = writer::turn(&ctx.db).await;
-                let txn = ctx.db.begin().await?;
-                match statement.run(&txn).await {
-                    Ok(one_statement::Outcome::Written) => {
-                        txn.commit().await.map(|()| one_statement::Outcome::Written)
-                    }
-                    ran => ran,
-                }
-            }
-            _ => statement.run(&ctx.db).await,
-        };
-        let outcome = match ran {
-            Ok(outcome) => outcome,
-            Err(error) => match DbError::from_write(error, &current.model_id) {
-                error @ DbError::ActiveConflict(_) => return Ok(Some(Applied::Conflict(error))),
-                error => return Err(error),
-            },
-        };
-        match outcome {
-            one_statement::Outcome::Written => {}
-            one_statement::Outcome::Unlocked => return Ok(None),
-            one_statement::Outcome::Lost => return Ok(Some(Applied::Lost)),
-            one_statement::Outcome::Handled => return Ok(Some(Applied::Duplicate)),
-            // A copy of a broker's message handled at the same moment as this one loses the
-            // race on the deployment's row; the inbox then says so (as the transaction's
-            // inbox insert, which waits for the other copy, would have).
-            one_statement::Outcome::Stale
-                if ctx.route == Route::Relay
-                    && inbox::handled(&ctx.db, delivery.envelope().message_id).await? =>
-            {
-                return Ok(Some(Applied::Duplicate));
-            }
-            one_statement::Outcome::Stale => {
-                return Ok(Some(Applied::Conflict(DbError::StaleTransition {
-                    id: DeploymentId(current.id),
-                    expected: current.lock_version,
-                })));
-            }
-        }
-        if ctx.route == Route::Direct {
-            for _ in &self.follow_ups {
-                outbox::published(DEPLOYMENTS_QUEUE);
-            }
-        }
-        outbox::committed(ctx.route);
-        if matches!(self.change, Change::Transition(_)) {
-            record_outcome(planned.to, current);
-        }
-        Ok(Some(Applied::Committed {
-            acked: ctx.route == Route::Direct,
-        }))
+        Ok(statement)
     }
 
     /// Whether the plan changes which deployment serves the model (or creates one): such a
