@@ -277,32 +277,7 @@ impl OneStatement {
             previous = name;
         }
         if let Some(model) = self.model {
-            let mut bump = Query::insert();
-            bump.into_table(Alias::new("model_operations"))
-                .columns([
-                    Alias::new("model_id"),
-                    Alias::new("version"),
-                    Alias::new("updated_at"),
-                ])
-                .select_from(
-                    Query::select()
-                        .expr(Expr::val(model))
-                        .expr(Expr::val(1i64))
-                        .expr(Expr::val(Utc::now()))
-                        .and_where(exists_in("changed"))
-                        .to_owned(),
-                )
-                .expect("three values for three columns")
-                .on_conflict(
-                    OnConflict::column(Alias::new("model_id"))
-                        .value(
-                            Alias::new("version"),
-                            Expr::col((Alias::new("model_operations"), Alias::new("version")))
-                                .add(1),
-                        )
-                        .update_column(Alias::new("updated_at"))
-                        .to_owned(),
-                );
+            let bump = model_upsert(model, exists_in("changed"));
             with.cte(cte("bump", bump.into()));
         }
         let counts = Query::select()
@@ -360,32 +335,8 @@ impl OneStatement {
         // in the transaction, which stops at a guard that fails: a lost claim is `Lost`, not
         // an error of an update that should not have run.
         if let Some(model) = self.model {
-            // `db::model_ops::lock` without an expected version: create or bump.
-            let mut lock = Query::insert();
-            lock.into_table(Alias::new("model_operations"))
-                .columns([
-                    Alias::new("model_id"),
-                    Alias::new("version"),
-                    Alias::new("updated_at"),
-                ])
-                .select_from(
-                    Query::select()
-                        .exprs([Expr::val(model), Expr::val(1i64), Expr::val(Utc::now())])
-                        .and_where(after_a_change())
-                        .to_owned(),
-                )
-                .expect("three values for three columns")
-                .on_conflict(
-                    OnConflict::column(Alias::new("model_id"))
-                        .value(
-                            Alias::new("version"),
-                            Expr::col((Alias::new("model_operations"), Alias::new("version")))
-                                .add(1),
-                        )
-                        .update_column(Alias::new("updated_at"))
-                        .to_owned(),
-                )
-                .returning(tag("locked"));
+            let mut lock = model_upsert(model, after_a_change());
+            lock.returning(tag("locked"));
             push(lock.build(SqliteQueryBuilder));
         }
         update.and_where(after_a_change()).returning(tag("changed"));
@@ -461,6 +412,36 @@ impl OneStatement {
             _ => Outcome::Written,
         })
     }
+}
+
+/// The model's operation row created (version 1) or its version bumped, if `condition`:
+/// `db::model_ops::lock` without an expected version.
+fn model_upsert(model: String, condition: SimpleExpr) -> InsertStatement {
+    let mut upsert = Query::insert();
+    upsert
+        .into_table(Alias::new("model_operations"))
+        .columns([
+            Alias::new("model_id"),
+            Alias::new("version"),
+            Alias::new("updated_at"),
+        ])
+        .select_from(
+            Query::select()
+                .exprs([Expr::val(model), Expr::val(1i64), Expr::val(Utc::now())])
+                .and_where(condition)
+                .to_owned(),
+        )
+        .expect("three values for three columns")
+        .on_conflict(
+            OnConflict::column(Alias::new("model_id"))
+                .value(
+                    Alias::new("version"),
+                    Expr::col((Alias::new("model_operations"), Alias::new("version"))).add(1),
+                )
+                .update_column(Alias::new("updated_at"))
+                .to_owned(),
+        );
+    upsert
 }
 
 /// `changes() > 0`: the SQLite script's previous write changed a row.
