@@ -293,7 +293,8 @@ impl OneStatement {
     /// its order, separated by `;`, each guard answering with a row tagged by its name
     /// (`RETURNING 'held'` …). SQLite has no data-modifying CTEs, but runs a multi-statement
     /// query in one call on its connection's thread, which is the round trip that counts
-    /// there (module doc). Nothing in it is conditional: it runs inside the caller's
+    /// there (module doc). The model's upsert and the update run only after a guard that
+    /// held (`changes() > 0`); the inserts run in any case. It runs inside the caller's
     /// transaction, which commits only when every guard answered ([`Outcome::Written`]).
     fn script(self) -> Statement {
         let mut update = self
