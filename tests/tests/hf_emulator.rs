@@ -27,6 +27,7 @@ fn config(emu: &EmulatorHandle, scale_up: Option<Duration>) -> HuggingFaceConfig
         predict_timeout: Duration::from_secs(5),
         scale_up_timeout: scale_up,
         max_body_bytes: 1 << 20,
+        connections_per_host: 128,
     }
 }
 

@@ -1,6 +1,6 @@
 //! Bounded work per request (issue 19): load shedding past `MAX_CONCURRENT_REQUESTS` and
 //! recovery, `REQUEST_TIMEOUT_SECONDS` against a client that sends its body slowly,
-//! `MAX_UPSTREAM_BODY_BYTES`, the webhook's 256 KiB, `MAX_REPLICAS_PER_DEPLOYMENT`, and the
+//! `MAX_UPSTREAM_BODY_BYTES`, `MAX_UPSTREAM_CONNECTIONS_PER_HOST`, the webhook's 256 KiB, `MAX_REPLICAS_PER_DEPLOYMENT`, and the
 //! production roles refusing to start without `ENVIRONMENT`.
 
 use std::time::{Duration, Instant};
@@ -115,6 +115,38 @@ async fn an_upstream_answer_past_max_upstream_body_bytes_is_502() {
 
     assert_eq!(small.status(), 200);
     assert_error(huge, 502, "UPSTREAM_ERROR").await;
+}
+
+#[tokio::test]
+async fn predictions_past_max_upstream_connections_per_host_wait_within_their_timeout() {
+    let app = TestApp::start(
+        Engine::Sqlite,
+        &[
+            ("MAX_UPSTREAM_CONNECTIONS_PER_HOST", "1"),
+            ("PREDICT_TIMEOUT_SECONDS", "2"),
+        ],
+    )
+    .await;
+    app.serve_upstream("one", 200, "[]", Duration::from_millis(1200))
+        .await;
+    let input = json!({"inputs": "x"});
+    let predict = || app.post("/api/v1/models/one/predict", ADMIN_KEY, &input);
+
+    // One slot: the first is served after 1.2 s; the others wait for it and would need
+    // 2.4 s and 3.6 s, past the 2 s timeout.
+    let (a, b, c) = tokio::join!(predict(), predict(), predict());
+    let mut statuses = vec![a.status(), b.status(), c.status()];
+    statuses.sort();
+    let served = statuses.iter().filter(|s| s.as_u16() == 200).count();
+    println!("three at once through one slot: statuses {statuses:?}");
+    assert_eq!(served, 1, "{statuses:?}");
+    for response in [a, b, c] {
+        if response.status() != 200 {
+            assert_error(response, 504, "UPSTREAM_TIMEOUT").await;
+        }
+    }
+    // The slot came back.
+    assert_eq!(predict().await.status(), 200);
 }
 
 #[tokio::test]

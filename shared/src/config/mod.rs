@@ -206,6 +206,9 @@ pub struct ApiSettings {
     pub max_concurrent_requests: usize,
     /// `MAX_UPSTREAM_BODY_BYTES`: the largest answer read from a model endpoint (502 past it).
     pub max_upstream_body_bytes: usize,
+    /// `MAX_UPSTREAM_CONNECTIONS_PER_HOST`: predictions in flight to one endpoint host, each
+    /// on a connection of its own; past it a prediction waits for one, within its timeout.
+    pub max_upstream_connections_per_host: usize,
     /// `MAX_REPLICAS_PER_DEPLOYMENT`: the largest `scaling.max_replica` a deploy may ask for.
     pub max_replicas_per_deployment: u32,
     /// `REDIS_URL`: where per-key rate limits are shared between API processes (`None`:

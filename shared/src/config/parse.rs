@@ -52,6 +52,7 @@ pub fn defaults(environment: Environment) -> Sources {
     d("REQUEST_TIMEOUT_SECONDS", "30");
     d("MAX_CONCURRENT_REQUESTS", "4096");
     d("MAX_UPSTREAM_BODY_BYTES", "10485760");
+    d("MAX_UPSTREAM_CONNECTIONS_PER_HOST", "128");
     d("MAX_REPLICAS_PER_DEPLOYMENT", "10");
     d("AUTH_USAGE_REPORTING", "false");
     d("MLFLOW_RECONCILE_INTERVAL_SECONDS", "300");
@@ -244,6 +245,7 @@ pub fn settings(environment: Environment, s: &Sources) -> Result<Settings, Confi
             request_timeout: r.seconds("REQUEST_TIMEOUT_SECONDS", 1)?,
             max_concurrent_requests: r.positive("MAX_CONCURRENT_REQUESTS")?,
             max_upstream_body_bytes: r.positive("MAX_UPSTREAM_BODY_BYTES")?,
+            max_upstream_connections_per_host: r.positive("MAX_UPSTREAM_CONNECTIONS_PER_HOST")?,
             max_replicas_per_deployment: r.positive("MAX_REPLICAS_PER_DEPLOYMENT")?,
             redis_url: r.opt_url("REDIS_URL", &["redis"])?.map(Secret::new),
             failed_auth_per_ip_per_minute: r

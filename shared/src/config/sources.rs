@@ -88,6 +88,7 @@ pub const VARIABLES: &[Variable] = &[
     plain("REQUEST_TIMEOUT_SECONDS"),
     plain("MAX_CONCURRENT_REQUESTS"),
     plain("MAX_UPSTREAM_BODY_BYTES"),
+    plain("MAX_UPSTREAM_CONNECTIONS_PER_HOST"),
     plain("MAX_REPLICAS_PER_DEPLOYMENT"),
     plain("AUTH_USAGE_REPORTING"),
     secret("HOKUSAI_DEV_API_KEY"),

@@ -57,6 +57,8 @@ pub struct HuggingFaceConfig {
     pub scale_up_timeout: Option<Duration>,
     /// `MAX_UPSTREAM_BODY_BYTES`: the largest prediction answer read.
     pub max_body_bytes: usize,
+    /// `MAX_UPSTREAM_CONNECTIONS_PER_HOST`: predictions in flight per endpoint host.
+    pub connections_per_host: usize,
 }
 
 /// Already-running HTTP endpoints (self-hosted TGI, KServe, a container on a VM).
@@ -72,10 +74,13 @@ pub struct HttpProviderConfig {
     pub lookup: Arc<dyn Lookup>,
     /// `MAX_UPSTREAM_BODY_BYTES`: the largest answer read.
     pub max_body_bytes: usize,
+    /// `MAX_UPSTREAM_CONNECTIONS_PER_HOST`: predictions in flight per endpoint host.
+    pub connections_per_host: usize,
 }
 
 impl HttpProviderConfig {
-    /// `timeout` per call, `/health` probed, the system resolver, answers up to 10 MiB.
+    /// `timeout` per call, `/health` probed, the system resolver, answers up to 10 MiB,
+    /// 128 predictions in flight per host (the settings' defaults).
     pub fn new(timeout: Duration, allowed_hosts: AllowList) -> Self {
         Self {
             timeout,
@@ -83,6 +88,7 @@ impl HttpProviderConfig {
             allowed_hosts,
             lookup: Arc::new(SystemLookup),
             max_body_bytes: 10 << 20,
+            connections_per_host: 128,
         }
     }
 }
@@ -130,9 +136,11 @@ impl ProvidersConfig {
                 predict_timeout: settings.api.predict_timeout,
                 scale_up_timeout: (!scale_up.is_zero()).then_some(scale_up),
                 max_body_bytes: settings.api.max_upstream_body_bytes,
+                connections_per_host: settings.api.max_upstream_connections_per_host,
             },
             http: HttpProviderConfig {
                 max_body_bytes: settings.api.max_upstream_body_bytes,
+                connections_per_host: settings.api.max_upstream_connections_per_host,
                 ..HttpProviderConfig::new(
                     settings.api.predict_timeout,
                     settings.http_provider_allowed_hosts.clone(),

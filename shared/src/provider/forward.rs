@@ -13,19 +13,28 @@
 //! - TLS with the platform's verifier and the aws-lc-rs provider, as reqwest configures it;
 //! - the egress guard at connect time through [`Resolver`] (the `http` provider's allow-list
 //!   on resolved addresses); no redirect is followed (an answer is an answer);
-//! - one deadline over the whole exchange, connect to the last byte of the answer;
+//! - at most a set number of exchanges in flight per endpoint host
+//!   (`MAX_UPSTREAM_CONNECTIONS_PER_HOST`), each on a connection of its own; a request past
+//!   it waits for one to end, within its deadline ([`HostSlots`]);
+//! - one deadline over the whole exchange, the wait for a slot and connect to the last byte
+//!   of the answer;
 //! - an answer larger than the bound is an error and is not read further.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::http::uri::Authority;
 use hyper::{Method, Request, StatusCode, Uri};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::Semaphore;
 
 use super::ProviderError;
 use super::egress::Resolver;
@@ -53,6 +62,50 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct Forwarder {
     client: Client<Bounded, Full<Bytes>>,
+    slots: Arc<HostSlots>,
+}
+
+/// The exchanges in flight per endpoint host. hyper's pool bounds the connections it keeps
+/// idle, not the ones in use: without a bound, a burst of N concurrent predictions opens N
+/// connections to the model's endpoint, each with its buffers here (~20 KiB: a thousand
+/// cost the gateway ~20 MiB, docs/benchmarks.md "Where the memory is") and a request of its
+/// own there. Bounding the exchanges in flight bounds the connections in use, since hyper
+/// gives each exchange a connection of its own (HTTP/1). A request past the bound waits, in
+/// arrival order (tokio's semaphore is fair), within the deadline of its exchange.
+#[derive(Debug)]
+struct HostSlots {
+    per_host: usize,
+    hosts: Mutex<HashMap<Authority, Arc<Semaphore>>>,
+}
+
+/// Hosts whose slots are kept before the unused ones are forgotten (a gateway serves a few
+/// endpoints; the bound keeps endpoints that came and went from piling up).
+const HOSTS_KEPT: usize = 1024;
+
+impl HostSlots {
+    fn new(per_host: usize) -> Self {
+        Self {
+            per_host,
+            hosts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The slots of `uri`'s host (`None`: a URI without a host, which the client refuses).
+    fn of(&self, uri: &Uri) -> Option<Arc<Semaphore>> {
+        let host = uri.authority()?;
+        // Held for a lookup and, for a new host, an insert: nothing awaits under it.
+        let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(slots) = hosts.get(host) {
+            return Some(slots.clone());
+        }
+        if hosts.len() >= HOSTS_KEPT {
+            // Slots nobody holds nor waits for: the map's own reference is the only one.
+            hosts.retain(|_, slots| Arc::strong_count(slots) > 1);
+        }
+        let slots = Arc::new(Semaphore::new(self.per_host));
+        hosts.insert(host.clone(), slots.clone());
+        Some(slots)
+    }
 }
 
 /// The connector with a limit over TCP connect and TLS handshake together. The call's
@@ -98,8 +151,13 @@ impl std::fmt::Debug for Forwarder {
 
 impl Forwarder {
     /// A client resolving names with `resolver`, each new connection (TCP and TLS) bounded
-    /// by `connect_timeout`; the error says why TLS could not be set up.
-    pub fn new(resolver: Resolver, connect_timeout: Duration) -> Result<Self, String> {
+    /// by `connect_timeout`, at most `per_host` exchanges in flight per endpoint host (at
+    /// least one); the error says why TLS could not be set up.
+    pub fn new(
+        resolver: Resolver,
+        connect_timeout: Duration,
+        per_host: usize,
+    ) -> Result<Self, String> {
         let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
             .map_err(|e| format!("cannot load the platform's certificate verifier: {e}"))?;
@@ -129,7 +187,10 @@ impl Forwarder {
             .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
             .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
             .build(connector);
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            slots: Arc::new(HostSlots::new(per_host.max(1))),
+        })
     }
 
     /// `POST uri` with `headers` and the JSON `body`; the answer whatever its status, read
@@ -142,9 +203,34 @@ impl Forwarder {
         deadline: Duration,
         max_body: usize,
     ) -> Result<Answer, ProviderError> {
-        let call = self.exchange(&uri, headers, body, max_body);
+        let slots = self.slots.of(&uri);
+        let waiting = AtomicBool::new(false);
+        let call = async {
+            let _slot = match &slots {
+                Some(slots) => match slots.try_acquire() {
+                    Ok(slot) => Some(slot),
+                    Err(_) => {
+                        waiting.store(true, Ordering::Relaxed);
+                        // Never closed: acquiring fails only on a closed semaphore.
+                        let slot = slots.acquire().await.ok();
+                        waiting.store(false, Ordering::Relaxed);
+                        slot
+                    }
+                },
+                None => None,
+            };
+            self.exchange(&uri, headers, body, max_body).await
+        };
         match tokio::time::timeout(deadline, call).await {
             Ok(answer) => answer,
+            Err(_) if waiting.load(Ordering::Relaxed) => Err(ProviderError::Timeout {
+                message: format!(
+                    "no connection to the endpoint was free within {deadline:?}: {} \
+                         exchanges already in flight (MAX_UPSTREAM_CONNECTIONS_PER_HOST; {})",
+                    self.slots.per_host,
+                    shown(&uri)
+                ),
+            }),
             Err(_) => Err(ProviderError::Timeout {
                 message: format!("provider timed out ({})", shown(&uri)),
             }),
@@ -290,7 +376,7 @@ mod tests {
 
     /// An empty `POST` to `uri` with a fresh client.
     async fn post(uri: Uri, deadline: Duration, max_body: usize) -> Result<Answer, ProviderError> {
-        Forwarder::new(Resolver::System, Duration::from_secs(5))
+        Forwarder::new(Resolver::System, Duration::from_secs(5), 128)
             .expect("client")
             .post(uri, &HeaderMap::new(), Vec::new(), deadline, max_body)
             .await
@@ -302,7 +388,7 @@ mod tests {
     #[tokio::test]
     async fn answers_are_read_whole_over_one_kept_connection() {
         let (uri, accepted) = server(vec![(OK, Duration::ZERO)]).await;
-        let client = Forwarder::new(Resolver::System, Duration::from_secs(5)).expect("client");
+        let client = Forwarder::new(Resolver::System, Duration::from_secs(5), 128).expect("client");
         for _ in 0..3 {
             let answer = client
                 .post(
@@ -324,6 +410,95 @@ mod tests {
             1,
             "the connection is reused"
         );
+    }
+
+    /// A server answering [`OK`] to every request after `pause`, and the most requests it
+    /// held at once.
+    async fn slow_server(pause: Duration) -> (Uri, Arc<AtomicUsize>) {
+        let (listener, uri) = bound("http", "/predict").await;
+        let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let seen = most.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let (now, most) = (now.clone(), most.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    // Requests here are small: one read holds the whole request.
+                    while let Ok(1..) = socket.read(&mut buf).await {
+                        let held = now.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(held, Ordering::SeqCst);
+                        tokio::time::sleep(pause).await;
+                        now.fetch_sub(1, Ordering::SeqCst);
+                        if socket.write_all(OK).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (uri, seen)
+    }
+
+    #[tokio::test]
+    async fn exchanges_past_the_per_host_bound_wait_for_a_slot() {
+        let (uri, most) = slow_server(Duration::from_millis(200)).await;
+        let client = Forwarder::new(Resolver::System, Duration::from_secs(5), 2).expect("client");
+        let headers = HeaderMap::new();
+        let calls = (0..6).map(|_| {
+            client.post(
+                uri.clone(),
+                &headers,
+                Vec::new(),
+                Duration::from_secs(10),
+                1024,
+            )
+        });
+        for answer in futures_util::future::join_all(calls).await {
+            assert_eq!(answer.expect("answered").status, StatusCode::OK);
+        }
+        let most = most.load(Ordering::SeqCst);
+        println!("six calls, at most two in flight: the endpoint held {most} at once");
+        assert_eq!(most, 2, "the bound, reached and never passed");
+    }
+
+    #[tokio::test]
+    async fn a_wait_for_a_slot_ends_at_the_deadline_and_says_why() {
+        let (uri, _) = slow_server(Duration::from_secs(3)).await;
+        let client = Forwarder::new(Resolver::System, Duration::from_secs(5), 1).expect("client");
+        let holder = {
+            let (client, uri) = (client.clone(), uri.clone());
+            tokio::spawn(async move {
+                let headers = HeaderMap::new();
+                client
+                    .post(uri, &headers, Vec::new(), Duration::from_secs(10), 1024)
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let started = std::time::Instant::now();
+        let err = client
+            .post(
+                uri.clone(),
+                &HeaderMap::new(),
+                Vec::new(),
+                Duration::from_millis(300),
+                1024,
+            )
+            .await
+            .expect_err("no slot within the deadline");
+        assert_eq!(err.kind(), "timeout", "{err}");
+        assert!(
+            err.message().contains("MAX_UPSTREAM_CONNECTIONS_PER_HOST"),
+            "{err}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+        // The slot's holder is served; a slot is free again after it.
+        assert_eq!(
+            holder.await.expect("task").expect("served").status,
+            StatusCode::OK
+        );
+        let slots = client.slots.of(&uri).expect("a host");
+        assert_eq!(slots.available_permits(), 1, "the slot came back");
     }
 
     #[tokio::test]
@@ -457,7 +632,8 @@ NNC6oAagMhHiII6D5kF3ILpuz2y6MmxyjJHAiw4blXuKn5DBmat4yKFt
 
     #[tokio::test]
     async fn a_handshake_that_never_ends_is_bounded_by_the_connect_limit() {
-        let client = Forwarder::new(Resolver::System, Duration::from_millis(200)).expect("client");
+        let client =
+            Forwarder::new(Resolver::System, Duration::from_millis(200), 128).expect("client");
         let started = std::time::Instant::now();
         let err = client
             .post(

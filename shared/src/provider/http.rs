@@ -50,7 +50,12 @@ impl HttpProvider {
             .dns_resolver(Arc::new(guarded.clone()))
             .build()
             .map_err(|e| cannot(e.to_string()))?;
-        let forward = Forwarder::new(Resolver::Guarded(guarded), config.timeout).map_err(cannot)?;
+        let forward = Forwarder::new(
+            Resolver::Guarded(guarded),
+            config.timeout,
+            config.connections_per_host,
+        )
+        .map_err(cannot)?;
         let inference = InferenceClient::new(http, forward, None, config.timeout, None)
             .map_err(cannot)?
             .with_max_body(config.max_body_bytes);

@@ -119,6 +119,7 @@ mod tests {
                 predict_timeout: Duration::from_secs(5),
                 scale_up_timeout: None,
                 max_body_bytes: 1 << 20,
+                connections_per_host: 128,
             },
             http: HttpProviderConfig::new(Duration::from_secs(5), Default::default()),
         }

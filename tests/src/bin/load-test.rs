@@ -3,7 +3,9 @@
 //! memory is sampled from `/proc/<pid>/status` every 100 ms.
 //!
 //! `scripts/bench load [--seconds S] [--rate N] [--connections C] [--saturation-seconds S]
-//! [--settle-seconds S] [--json FILE]`. The model is an upstream stub on loopback served by
+//! [--settle-seconds S] [--api-env KEY=VALUE]... [--json FILE]`. The API starts with a clean
+//! environment (its settings are this program's); `--api-env` adds a variable to it, for
+//! comparing a setting or an allocator option (`_RJEM_MALLOC_CONF`) on the same binary. The model is an upstream stub on loopback served by
 //! this process ([`tests::upstream`]) and deployed over HTTP with the `http` provider. Then:
 //!
 //! 1. memory before: the API's `VmRSS` once the model serves, before any load;
@@ -45,7 +47,17 @@ struct Args {
     saturation_seconds: u64,
     settle_seconds: u64,
     idle_seconds: u64,
+    api_env: Vec<(String, String)>,
     json: Option<std::path::PathBuf>,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: load-test [--seconds S] [--rate N] [--connections C] \
+         [--saturation-seconds S] [--settle-seconds S] [--idle-seconds S] \
+         [--api-env KEY=VALUE]... [--json FILE]"
+    );
+    std::process::exit(2);
 }
 
 fn args() -> Args {
@@ -56,11 +68,21 @@ fn args() -> Args {
         saturation_seconds: 20,
         settle_seconds: 30,
         idle_seconds: 30,
+        api_env: Vec::new(),
         json: None,
     };
     let (json, argv) = json_arg();
     parsed.json = json;
     for pair in argv.chunks(2) {
+        if pair[0] == "--api-env" {
+            match pair.get(1).and_then(|v| v.split_once('=')) {
+                Some((key, value)) if !key.is_empty() => {
+                    parsed.api_env.push((key.to_owned(), value.to_owned()));
+                    continue;
+                }
+                _ => usage(),
+            }
+        }
         let value = pair.get(1).and_then(|v| v.parse::<u64>().ok());
         match (pair[0].as_str(), value) {
             ("--seconds", Some(n)) if n > 0 => parsed.seconds = n,
@@ -69,14 +91,7 @@ fn args() -> Args {
             ("--saturation-seconds", Some(n)) if n > 0 => parsed.saturation_seconds = n,
             ("--settle-seconds", Some(n)) => parsed.settle_seconds = n,
             ("--idle-seconds", Some(n)) if n > 0 => parsed.idle_seconds = n,
-            _ => {
-                eprintln!(
-                    "usage: load-test [--seconds S] [--rate N] [--connections C] \
-                     [--saturation-seconds S] [--settle-seconds S] [--idle-seconds S] \
-                     [--json FILE]"
-                );
-                std::process::exit(2);
-            }
+            _ => usage(),
         }
     }
     parsed
@@ -429,11 +444,12 @@ async fn main() {
     let stub = tests::upstream::start(200, STUB_ANSWER, Duration::ZERO).await;
     let dir = process::scratch_dir();
     // 10 % of the traffic is invalid keys from one address: the mix, not a flood to limit.
-    let envs = [
+    let mut envs = vec![
         ("HOKUSAI_DEV_API_KEY", KEY),
         ("RUST_LOG", "warn"),
         ("FAILED_AUTH_PER_IP_PER_MINUTE", "0"),
     ];
+    envs.extend(args.api_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let mut server = DevServer::start(&dir, &envs).await;
     let pid = server.child.id().expect("the API runs");
     let api_limit = fd_limit(&pid.to_string()).unwrap_or(0);
@@ -637,6 +653,7 @@ async fn main() {
             "connections": args.connections,
             "saturation_seconds": args.saturation_seconds,
             "settle_seconds": args.settle_seconds,
+            "api_env": args.api_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
             "idle_seconds": args.idle_seconds,
             "mix": "70 % valid, 10 % invalid key, 10 % undeployed model, 10 % malformed body",
             "api": "hokusai-serve dev (API, worker, HF emulator and SQLite in one process), RUST_LOG=warn",

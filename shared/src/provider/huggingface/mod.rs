@@ -81,11 +81,14 @@ impl HuggingFaceProvider {
             config.token.clone(),
             retry,
         );
-        let forward = Forwarder::new(Resolver::System, config.predict_timeout).map_err(|e| {
-            ProviderConfigError {
-                variable: "HUGGINGFACE_API_BASE",
-                reason: format!("cannot build the HTTP client: {e}"),
-            }
+        let forward = Forwarder::new(
+            Resolver::System,
+            config.predict_timeout,
+            config.connections_per_host,
+        )
+        .map_err(|e| ProviderConfigError {
+            variable: "HUGGINGFACE_API_BASE",
+            reason: format!("cannot build the HTTP client: {e}"),
         })?;
         let inference = InferenceClient::new(
             http,

@@ -33,6 +33,7 @@ fn config(base: &str) -> HuggingFaceConfig {
         predict_timeout: Duration::from_secs(2),
         scale_up_timeout: None,
         max_body_bytes: 1 << 20,
+        connections_per_host: 128,
     }
 }
 
