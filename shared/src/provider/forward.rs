@@ -91,6 +91,8 @@ impl HostSlots {
     }
 
     /// The slots of `uri`'s host (`None`: a URI without a host, which the client refuses).
+    /// The key is the authority as written (case aside): `h` and `h:443`, or two user
+    /// names on one host, count apart — endpoint URLs name a host one way.
     fn of(&self, uri: &Uri) -> Option<Arc<Semaphore>> {
         let host = uri.authority()?;
         // Held for a lookup and, for a new host, an insert: nothing awaits under it.
@@ -152,7 +154,8 @@ impl std::fmt::Debug for Forwarder {
 impl Forwarder {
     /// A client resolving names with `resolver`, each new connection (TCP and TLS) bounded
     /// by `connect_timeout`, at most `per_host` exchanges in flight per endpoint host (at
-    /// least one); the error says why TLS could not be set up.
+    /// least one, at most tokio's semaphore bound); the error says why TLS could not be set
+    /// up.
     pub fn new(
         resolver: Resolver,
         connect_timeout: Duration,
@@ -189,7 +192,7 @@ impl Forwarder {
             .build(connector);
         Ok(Self {
             client,
-            slots: Arc::new(HostSlots::new(per_host.max(1))),
+            slots: Arc::new(HostSlots::new(per_host.clamp(1, Semaphore::MAX_PERMITS))),
         })
     }
 

@@ -5,8 +5,9 @@
 //! `scripts/bench load [--seconds S] [--rate N] [--connections C] [--saturation-seconds S]
 //! [--settle-seconds S] [--api-env KEY=VALUE]... [--json FILE]`. The API starts with a clean
 //! environment (its settings are this program's); `--api-env` adds a variable to it, for
-//! comparing a setting or an allocator option (`_RJEM_MALLOC_CONF`) on the same binary. The model is an upstream stub on loopback served by
-//! this process ([`tests::upstream`]) and deployed over HTTP with the `http` provider. Then:
+//! comparing a setting or an allocator option (`_RJEM_MALLOC_CONF`) on the same binary. The
+//! model is an upstream stub on loopback served by this process ([`tests::upstream`]) and
+//! deployed over HTTP with the `http` provider. Then:
 //!
 //! 1. memory before: the API's `VmRSS` once the model serves, before any load;
 //! 2. `C` keep-alive connections are opened (C concurrent requests) and kept open;
