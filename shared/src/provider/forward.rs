@@ -21,7 +21,6 @@
 //! - an answer larger than the bound is an error and is not read further.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -206,34 +205,29 @@ impl Forwarder {
         deadline: Duration,
         max_body: usize,
     ) -> Result<Answer, ProviderError> {
+        // One deadline over both phases: the wait for a slot, then the exchange.
+        let until = tokio::time::Instant::now() + deadline;
         let slots = self.slots.of(&uri);
-        let waiting = AtomicBool::new(false);
-        let call = async {
-            let _slot = match &slots {
-                Some(slots) => match slots.try_acquire() {
-                    Ok(slot) => Some(slot),
-                    Err(_) => {
-                        waiting.store(true, Ordering::Relaxed);
-                        // Never closed: acquiring fails only on a closed semaphore.
-                        let slot = slots.acquire().await.ok();
-                        waiting.store(false, Ordering::Relaxed);
-                        slot
-                    }
-                },
-                None => None,
-            };
-            self.exchange(&uri, headers, body, max_body).await
+        let _slot = match &slots {
+            // Never closed: acquiring fails only on a closed semaphore.
+            Some(slots) => match tokio::time::timeout_at(until, slots.acquire()).await {
+                Ok(slot) => slot.ok(),
+                Err(_) => {
+                    return Err(ProviderError::Timeout {
+                        message: format!(
+                            "no connection to the endpoint was free within {deadline:?}: {} \
+                             exchanges already in flight (MAX_UPSTREAM_CONNECTIONS_PER_HOST; {})",
+                            self.slots.per_host,
+                            shown(&uri)
+                        ),
+                    });
+                }
+            },
+            None => None,
         };
-        match tokio::time::timeout(deadline, call).await {
+        let call = self.exchange(&uri, headers, body, max_body);
+        match tokio::time::timeout_at(until, call).await {
             Ok(answer) => answer,
-            Err(_) if waiting.load(Ordering::Relaxed) => Err(ProviderError::Timeout {
-                message: format!(
-                    "no connection to the endpoint was free within {deadline:?}: {} \
-                         exchanges already in flight (MAX_UPSTREAM_CONNECTIONS_PER_HOST; {})",
-                    self.slots.per_host,
-                    shown(&uri)
-                ),
-            }),
             Err(_) => Err(ProviderError::Timeout {
                 message: format!("provider timed out ({})", shown(&uri)),
             }),
